@@ -1,0 +1,645 @@
+"""The stack inventory: one structured config object per stack, parsed once into pydantic models.
+
+Each `stacks/Pulumi.<stack>.yaml` holds `deepseek-serving:inventory`, an inventory in the
+Ansible sense: it declares what must exist and components converge to it. This module is
+the only place config is read, and the only place defaults live.
+
+Bad input never reaches a component: `parse_inventory` raises `InventoryError` whose
+message names the stack file, the key path, the bad value and what is allowed. Secret
+values never appear in the inventory itself: a field that holds a secret takes a
+reference, either to a `secure:` config key of the same stack or to a Secrets Manager ARN.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Container, Literal, Optional, Union
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from components.aws_regions import REGION_AZ_COUNT
+
+PROJECT = "deepseek-serving"
+INVENTORY_KEY = "inventory"
+ENVIRONMENTS = ("dev", "staging", "prod")
+RUNTIMES = ("vllm", "tgi", "ollama")
+GGUF_QUANTIZATIONS = ("q4_k_m", "q8_0")
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                      1827, 2192, 2557, 2922, 3288, 3653)
+# Runtime flags an inventory may set explicitly; sizing checks them like derived ones.
+RUNTIME_OVERRIDE_KEYS = {
+    "vllm": ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size"),
+    "tgi": ("max_input_tokens", "max_total_tokens", "max_batch_prefill_tokens",
+            "max_batch_total_tokens", "max_concurrent_requests"),
+    "ollama": ("num_parallel", "max_queue", "context_length"),
+}
+
+_DNS_LABEL = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
+_HOSTNAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+_ARN = r"^arn:aws[a-z-]*:{service}:[a-z0-9-]*:(\d{{12}})?:.+$"
+
+
+class InventoryError(Exception):
+    """An inventory that must not be deployed; the message says where and how to fix it."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos or settings we do not implement: refuse both.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+def _arn(service: str) -> str:
+    return _ARN.format(service=service)
+
+
+Name = Annotated[str, Field(pattern=_DNS_LABEL)]
+
+
+class SecretRef(_Strict):
+    """Where a secret lives: a `secure:` key of this stack's config, or Secrets Manager."""
+
+    config: Optional[str] = Field(default=None, pattern=r"^[a-zA-Z][a-zA-Z0-9_]*$")
+    secrets_manager_arn: Optional[str] = Field(default=None, pattern=_arn("secretsmanager"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_plaintext(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise PydanticCustomError(
+                "plaintext_secret",
+                "a plaintext secret is not allowed here; store it with `pulumi config set "
+                "--secret <key> <value>` and write {{config: <key>}}, or write "
+                "{{secrets_manager_arn: <arn>}}",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SecretRef":
+        if (self.config is None) == (self.secrets_manager_arn is None):
+            raise PydanticCustomError(
+                "secret_ref", "give exactly one of `config` or `secrets_manager_arn`"
+            )
+        return self
+
+
+class Network(_Strict):
+    cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/16")
+    az_count: int = Field(default=2, ge=2, le=6)
+    # One NAT per AZ survives the loss of a zone; one shared NAT is a dev saving.
+    nat_gateways: Literal["single", "per_az"] = "per_az"
+    flow_log_retention_days: int = 365
+    # Networks elsewhere in the organisation (peered VPCs, on-prem) the VPC must not overlap.
+    reserved_cidrs: list[ipaddress.IPv4Network] = []
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr_size(cls, cidr: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if not 16 <= cidr.prefixlen <= 20:
+            raise PydanticCustomError(
+                "cidr_size", "the VPC CIDR must be a /16 to /20 (AWS allows /16../28; "
+                "smaller leaves no room for per-AZ subnets)"
+            )
+        if not cidr.is_private:
+            raise PydanticCustomError("cidr_private", "the VPC CIDR must be a private (RFC 1918) range")
+        return cidr
+
+    @field_validator("flow_log_retention_days")
+    @classmethod
+    def _retention(cls, days: int) -> int:
+        return _check_retention(days)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> "Network":
+        for index, other in enumerate(self.reserved_cidrs):
+            if self.cidr.overlaps(other):
+                raise PydanticCustomError(
+                    "cidr_overlap",
+                    "the VPC CIDR {cidr} overlaps reserved_cidrs[{index}] {other}; choose a "
+                    "range that overlaps none of them",
+                    {"cidr": str(self.cidr), "index": index, "other": str(other)},
+                )
+        return self
+
+
+def _check_retention(days: int) -> int:
+    if days not in LOG_RETENTION_DAYS:
+        raise PydanticCustomError(
+            "retention", "CloudWatch Logs retention must be one of {allowed}",
+            {"allowed": ", ".join(map(str, LOG_RETENTION_DAYS))},
+        )
+    return days
+
+
+class Weights(_Strict):
+    """Where the weights come from and how they are verified before the runtime starts.
+
+    `manifest_sha256` pins a SHA256SUMS manifest (one line per file); every weight file is
+    checked against it, so a tampered or truncated download never starts serving.
+    """
+
+    source: Literal["s3", "hub"] = "s3"
+    s3_uri: Optional[str] = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?/$")
+    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _s3_needs_uri(self) -> "Weights":
+        if self.source == "s3" and self.s3_uri is None:
+            raise PydanticCustomError(
+                "s3_uri", "weights.source s3 needs s3_uri (s3://bucket/prefix/, ending in /)"
+            )
+        return self
+
+    @property
+    def s3_bucket(self) -> Optional[str]:
+        return self.s3_uri[5:].split("/", 1)[0] if self.s3_uri else None
+
+    @property
+    def s3_prefix(self) -> Optional[str]:
+        return self.s3_uri[5:].split("/", 1)[1] if self.s3_uri else None
+
+
+class Model(_Strict):
+    name: Name
+    hf_repo: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # A branch name moves; only a commit pins what was reviewed.
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$")
+    runtime: Literal["vllm", "tgi", "ollama"]
+    instance_type: Optional[str] = Field(default=None, pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+    node_pool: Optional[Name] = None
+    min_replicas: int = Field(default=1, ge=1, le=100)
+    max_replicas: int = Field(default=2, ge=1, le=100)
+    max_context: int = Field(ge=512, le=163840)
+    quantization: Literal["none", "awq", "gptq", "fp8", "q4_k_m", "q8_0"] = "none"
+    tensor_parallel: Optional[int] = Field(default=None, ge=1, le=8)
+    gpu_memory_utilization: float = Field(default=0.9, ge=0.5, le=0.95)
+    # Server-side cap on generated tokens: the watchdog for a runaway generation.
+    max_new_tokens: int = Field(default=4096, ge=16, le=32768)
+    weights: Weights
+    hf_token: Optional[SecretRef] = None
+    runtime_overrides: dict[str, Union[int, float]] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Model":
+        if self.min_replicas > self.max_replicas:
+            raise PydanticCustomError(
+                "replicas", "min_replicas {min} is greater than max_replicas {max}; "
+                "min_replicas must be <= max_replicas",
+                {"min": self.min_replicas, "max": self.max_replicas},
+            )
+        if self.runtime == "ollama":
+            if self.quantization not in GGUF_QUANTIZATIONS:
+                raise PydanticCustomError(
+                    "ollama_quant", "runtime ollama serves GGUF weights: quantization must be "
+                    "one of {allowed}", {"allowed": ", ".join(GGUF_QUANTIZATIONS)},
+                )
+            if self.weights.source != "s3":
+                raise PydanticCustomError(
+                    "ollama_weights", "runtime ollama loads a verified GGUF file: "
+                    "weights.source must be s3")
+        elif self.quantization in GGUF_QUANTIZATIONS:
+            raise PydanticCustomError(
+                "gguf_quant", "quantization {q} is a GGUF format that only runtime ollama "
+                "serves; use none, awq, gptq or fp8 with {runtime}",
+                {"q": self.quantization, "runtime": self.runtime},
+            )
+        allowed = RUNTIME_OVERRIDE_KEYS[self.runtime]
+        for key, value in self.runtime_overrides.items():
+            if key not in allowed:
+                raise PydanticCustomError(
+                    "override_key", "runtime_overrides.{key} is not a {runtime} setting; "
+                    "allowed: {allowed}",
+                    {"key": key, "runtime": self.runtime, "allowed": ", ".join(allowed)},
+                )
+            if value <= 0:
+                raise PydanticCustomError(
+                    "override_value", "runtime_overrides.{key} must be positive, got {value}",
+                    {"key": key, "value": value})
+        return self
+
+
+class NodePool(_Strict):
+    name: Name
+    instance_type: str = Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+    min_size: int = Field(default=1, ge=0, le=100)
+    max_size: int = Field(default=2, ge=1, le=100)
+    # AL2023 needs the NVIDIA device plugin; Bottlerocket NVIDIA ships it.
+    ami_type: Literal["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"] = "AL2023_x86_64_NVIDIA"
+    # Runtime images are 10-25 GB and weights are staged on the node: leave room for both.
+    root_volume_gib: int = Field(default=300, ge=100, le=16384)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "NodePool":
+        if self.min_size > self.max_size:
+            raise PydanticCustomError(
+                "pool_size", "min_size {min} is greater than max_size {max}",
+                {"min": self.min_size, "max": self.max_size})
+        return self
+
+
+class SystemPool(_Strict):
+    instance_type: str = Field(default="m7i.large", pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+    min_size: int = Field(default=2, ge=1, le=20)
+    max_size: int = Field(default=4, ge=1, le=20)
+
+
+class Eks(_Strict):
+    kubernetes_version: Literal["1.31", "1.32", "1.33", "1.34"] = "1.33"
+    # Empty means a private-only endpoint: `pulumi up` then runs inside the VPC or over VPN.
+    public_access_cidrs: list[ipaddress.IPv4Network] = []
+    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("172.20.0.0/16")
+    admin_role_arns: list[Annotated[str, Field(pattern=_arn("iam"))]] = []
+    system_pool: SystemPool = SystemPool()
+    gpu_pools: list[NodePool] = Field(min_length=1)
+
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _not_world(cls, cidrs: list[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
+        for cidr in cidrs:
+            if cidr.prefixlen < 8:
+                raise PydanticCustomError(
+                    "world_cidr", "{cidr} opens the cluster API to (nearly) the whole internet; "
+                    "list your CI egress or VPN addresses (a /8 or narrower), or none for a "
+                    "private-only endpoint", {"cidr": str(cidr)})
+        return cidrs
+
+
+class Certificate(_Strict):
+    """The internal load balancer's TLS certificate: imported into ACM, or from a private CA."""
+
+    mode: Literal["import", "private_ca"]
+    certificate_arn: Optional[str] = Field(default=None, pattern=_arn("acm"))
+    private_ca_arn: Optional[str] = Field(default=None, pattern=_arn("acm-pca"))
+    # The name the gateway's private integration calls; the certificate must cover it.
+    internal_domain: str = Field(pattern=_HOSTNAME)
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> "Certificate":
+        if self.mode == "import" and not self.certificate_arn:
+            raise PydanticCustomError(
+                "cert", "mode import needs certificate_arn (an ACM certificate in the stack's region)")
+        if self.mode == "private_ca" and not self.private_ca_arn:
+            raise PydanticCustomError("cert", "mode private_ca needs private_ca_arn")
+        return self
+
+
+class LoadBalancer(_Strict):
+    certificate: Certificate
+    # Time a deregistering target keeps serving: long enough for a stream to finish.
+    deregistration_delay_seconds: int = Field(default=300, ge=0, le=3600)
+    cross_zone: bool = True
+    unhealthy_draining_seconds: int = Field(default=300, ge=0, le=360000)
+
+
+class Quota(_Strict):
+    limit: int = Field(gt=0)
+    period: Literal["DAY", "WEEK", "MONTH"] = "DAY"
+
+
+class UsageTier(_Strict):
+    name: Name
+    rate_per_second: float = Field(gt=0, le=10000)
+    burst: int = Field(gt=0, le=5000)
+    quota: Quota
+
+
+class Client(_Strict):
+    name: Name
+    tier: Name
+    # Absent: the gateway generates the key and it is only ever a secret output.
+    api_key: Optional[SecretRef] = None
+
+
+class Domain(_Strict):
+    name: str = Field(pattern=_HOSTNAME)
+    certificate_arn: str = Field(pattern=_arn("acm"))
+    hosted_zone_id: Optional[str] = Field(default=None, pattern=r"^Z[A-Z0-9]{4,32}$")
+
+
+class Authorizer(_Strict):
+    type: Literal["cognito", "lambda"]
+    user_pool_arns: list[Annotated[str, Field(pattern=_arn("cognito-idp"))]] = []
+    function_arn: Optional[str] = Field(default=None, pattern=_arn("lambda"))
+
+    @model_validator(mode="after")
+    def _fields(self) -> "Authorizer":
+        if self.type == "cognito" and not self.user_pool_arns:
+            raise PydanticCustomError("authorizer", "type cognito needs user_pool_arns")
+        if self.type == "lambda" and not self.function_arn:
+            raise PydanticCustomError("authorizer", "type lambda needs function_arn")
+        return self
+
+
+class Waf(_Strict):
+    # Requests per client IP per window; WAF's minimum is 10.
+    rate_limit_per_ip: int = Field(default=2000, ge=10, le=2_000_000_000)
+    window_seconds: Literal[60, 120, 300, 600] = 300
+
+
+class Gateway(_Strict):
+    stage_name: Name = "v1"
+    domain: Optional[Domain] = None
+    # SSE token streaming; buffered responses are cut at the integration timeout.
+    streaming: bool = True
+    integration_timeout_ms: int = Field(default=600_000, ge=50)
+    # None: derived from the largest context the models accept.
+    max_request_bytes: Optional[int] = Field(default=None, ge=1024, le=10 * 1024 * 1024)
+    tiers: list[UsageTier] = Field(min_length=1)
+    clients: list[Client] = Field(min_length=1)
+    waf: Waf = Waf()
+    authorizer: Optional[Authorizer] = None
+    xray_tracing: bool = False
+
+    @model_validator(mode="after")
+    def _timeouts_and_refs(self) -> "Gateway":
+        # Streaming integrations may run 15 minutes; buffered ones stop at 29 s by default.
+        ceiling = 900_000 if self.streaming else 29_000
+        if self.integration_timeout_ms > ceiling:
+            raise PydanticCustomError(
+                "timeout", "integration_timeout_ms {value} exceeds {ceiling} ({mode} responses); "
+                "allowed: 50..{ceiling}",
+                {"value": self.integration_timeout_ms, "ceiling": ceiling,
+                 "mode": "streamed" if self.streaming else "buffered"})
+        _unique([t.name for t in self.tiers], "tiers")
+        _unique([c.name for c in self.clients], "clients")
+        tiers = {t.name for t in self.tiers}
+        for client in self.clients:
+            if client.tier not in tiers:
+                raise PydanticCustomError(
+                    "client_tier", "client {client} names tier {tier}, which is not declared; "
+                    "declared tiers: {tiers}",
+                    {"client": client.name, "tier": client.tier, "tiers": ", ".join(sorted(tiers))})
+        return self
+
+
+class Thresholds(_Strict):
+    five_xx_percent: float = Field(default=1.0, gt=0, le=100)
+    throttled_percent: float = Field(default=5.0, gt=0, le=100)
+    latency_p99_ms: int = Field(default=120_000, gt=0)
+    integration_latency_p95_ms: int = Field(default=60_000, gt=0)
+    gpu_utilization_percent: float = Field(default=95.0, gt=0, le=100)
+    gpu_memory_percent: float = Field(default=95.0, gt=0, le=100)
+    queue_depth: int = Field(default=20, gt=0)
+    kv_cache_percent: float = Field(default=90.0, gt=0, le=100)
+
+
+class Alarms(_Strict):
+    emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")]] = []
+    sns_topic_arns: list[Annotated[str, Field(pattern=_arn("sns"))]] = []
+    thresholds: Thresholds = Thresholds()
+
+
+class Observability(_Strict):
+    log_retention_days: int = 90
+    alarms: Alarms = Alarms()
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, days: int) -> int:
+        return _check_retention(days)
+
+
+class Inventory(_Strict):
+    environment: Literal["dev", "staging", "prod"]
+    region: str
+    platform: Literal["ec2", "eks"]
+    network: Network = Network()
+    eks: Optional[Eks] = None
+    models: list[Model] = Field(min_length=1)
+    load_balancer: LoadBalancer
+    gateway: Gateway
+    observability: Observability = Observability()
+    tags: dict[Annotated[str, Field(pattern=r"^[\w .:/=+@-]{1,128}$")],
+               Annotated[str, Field(max_length=256)]] = {}
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, region: str) -> str:
+        if region not in REGION_AZ_COUNT:
+            raise PydanticCustomError(
+                "region", "unknown or unsupported region; allowed: {allowed}",
+                {"allowed": ", ".join(sorted(REGION_AZ_COUNT))})
+        return region
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Inventory":
+        zones = REGION_AZ_COUNT[self.region]
+        if self.network.az_count > zones:
+            raise _at(("network", "az_count"), self.network.az_count,
+                      f"region {self.region} has {zones} Availability Zones; allowed: 2..{zones}")
+        _unique([m.name for m in self.models], "models")
+        if self.platform == "eks":
+            if self.eks is None:
+                raise _at(("eks",), None, "platform eks needs an `eks` section (gpu_pools at least)")
+            _unique([p.name for p in self.eks.gpu_pools], "eks.gpu_pools")
+            pools = {p.name for p in self.eks.gpu_pools}
+            if self.eks.service_cidr.overlaps(self.network.cidr):
+                raise _at(("eks", "service_cidr"), str(self.eks.service_cidr),
+                          f"overlaps the VPC CIDR {self.network.cidr}; pick a range outside it")
+            for index, model in enumerate(self.models):
+                if model.instance_type is not None:
+                    raise _at(("models", index, "instance_type"), model.instance_type,
+                              "on platform eks a model runs on a node_pool; remove instance_type")
+                if model.node_pool not in pools:
+                    raise _at(("models", index, "node_pool"), model.node_pool,
+                              f"must name one of eks.gpu_pools: {', '.join(sorted(pools))}")
+        else:
+            if self.eks is not None:
+                raise _at(("eks",), "<section>", "only platform eks takes an `eks` section")
+            for index, model in enumerate(self.models):
+                if model.node_pool is not None:
+                    raise _at(("models", index, "node_pool"), model.node_pool,
+                              "on platform ec2 a model runs on an instance_type; remove node_pool")
+                if model.instance_type is None:
+                    raise _at(("models", index, "instance_type"), None,
+                              "platform ec2 needs an instance_type per model (for example g6e.xlarge)")
+        if self.environment == "prod" and self.network.nat_gateways != "per_az":
+            raise _at(("network", "nat_gateways"), self.network.nat_gateways,
+                      "prod must survive an AZ outage: use per_az")
+        return self
+
+    def secret_refs(self) -> list[tuple[str, SecretRef]]:
+        """Every secret reference with its key path, for checks against the stack's secrets."""
+        refs: list[tuple[str, SecretRef]] = []
+        for index, model in enumerate(self.models):
+            if model.hf_token:
+                refs.append((f"models[{index}].hf_token", model.hf_token))
+        for index, client in enumerate(self.gateway.clients):
+            if client.api_key:
+                refs.append((f"gateway.clients[{index}].api_key", client.api_key))
+        return refs
+
+    def gpu_instance_type(self, model: Model) -> str:
+        """The instance type a model's replicas run on, on either platform."""
+        if model.instance_type:
+            return model.instance_type
+        assert self.eks is not None  # guaranteed by _cross_checks
+        return next(p.instance_type for p in self.eks.gpu_pools if p.name == model.node_pool)
+
+
+class _LocatedError(ValueError):
+    """A cross-field error that knows the key path it belongs to."""
+
+    def __init__(self, path: tuple, value: Any, message: str):
+        super().__init__(message)
+        self.path = path
+        self.value = value
+        self.message = message
+
+
+def _at(path: tuple, value: Any, message: str) -> _LocatedError:
+    return _LocatedError(path, value, message)
+
+
+def _unique(names: list[str], where: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise PydanticCustomError(
+                "duplicate", "{where} has the name {name} twice; names must be unique",
+                {"where": where, "name": name})
+        seen.add(name)
+
+
+def stack_file_for(stack: str) -> str:
+    return f"stacks/Pulumi.{stack}.yaml"
+
+
+def _path_text(path: tuple) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+_SECRET_FIELDS = {"api_key", "hf_token"}
+
+
+def _shown(path: tuple, value: Any) -> str:
+    # A misplaced secret is still a secret: never echo it back.
+    if any(part in _SECRET_FIELDS for part in path if isinstance(part, str)):
+        return "<redacted>"
+    if isinstance(value, dict):
+        return "<mapping>"
+    if isinstance(value, list):
+        return "<list>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "...'"
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple) -> str:
+    """The keys allowed at `path` (the parent of an unknown key)."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None:
+            return ""
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return ", ".join(current.model_fields)
+    return ""
+
+
+def _model_in(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", ())
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in args:
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(error: dict) -> tuple[tuple, str]:
+    path = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(Inventory, path[:-1])
+        return path, f"unknown key {path[-1]!r}; allowed keys here: {allowed}"
+    if kind == "missing":
+        return path, "is required but missing"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return path, f"{_shown(path, error.get('input'))} is not allowed; allowed: {expected}"
+    if kind == "string_pattern_mismatch":
+        return path, f"{_shown(path, error.get('input'))} is not valid here; {_pattern_hint(path)}"
+    return path, f"{_shown(path, error.get('input'))} is not allowed: {error['msg']}"
+
+
+def _pattern_hint(path: tuple) -> str:
+    leaf = next((p for p in reversed(path) if isinstance(p, str)), "")
+    hints = {
+        "revision": "pin a 40-character commit hash (a branch like main moves under you)",
+        "hf_repo": "use <org>/<name>, for example deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        "name": "use a DNS label: lowercase letters, digits and -, starting with a letter, at most 40",
+        "manifest_sha256": "give the 64-hex-digit sha256 of the weights' SHA256SUMS manifest",
+        "s3_uri": "use s3://bucket/prefix/ (ending in /)",
+        "instance_type": "use an EC2 instance type such as g6e.xlarge",
+    }
+    if leaf.endswith("_arn") or leaf.endswith("_arns") or isinstance(path[-1], int) and "arn" in str(path[-2]):
+        return "give a full ARN of the right service in this partition"
+    return hints.get(leaf, "see the inventory reference in README.md")
+
+
+def parse_inventory(raw: Any, *, stack: str, secret_keys: Optional[Container[str]] = None,
+                    stack_file: Optional[str] = None) -> Inventory:
+    """Validate a raw inventory object; raise InventoryError naming file, key path, value and fix.
+
+    `secret_keys` are the fully qualified config keys the stack holds as secrets: a
+    `{config: key}` reference must point at one of them.
+    """
+    where = stack_file or stack_file_for(stack)
+    key = f"{PROJECT}:{INVENTORY_KEY}"
+    if raw is None:
+        raise InventoryError(f"{where}: config key {key} is missing; the stack file must hold "
+                             f"the inventory under config.{key} (see README: Inventory reference)")
+    if not isinstance(raw, dict):
+        raise InventoryError(f"{where}: {key} must be a mapping, got {type(raw).__name__}")
+    try:
+        inventory = Inventory.model_validate(raw)
+    except pydantic.ValidationError as error:
+        lines = []
+        for item in error.errors():
+            located = item.get("ctx", {}).get("error")
+            if isinstance(located, _LocatedError):
+                lines.append(f"  {key}.{_path_text(located.path)}: {_shown(located.path, located.value)} "
+                             f"is not allowed: {located.message}")
+                continue
+            path, message = _describe(item)
+            lines.append(f"  {key}.{_path_text(path)}: {message}")
+        raise InventoryError(f"{where}: invalid inventory\n" + "\n".join(lines)) from None
+    if inventory.environment != stack and stack in ENVIRONMENTS:
+        raise InventoryError(
+            f"{where}: invalid inventory\n  {key}.environment: {inventory.environment!r} does not "
+            f"match stack {stack!r}; policies and defaults are chosen by environment")
+    for path, ref in inventory.secret_refs():
+        if ref.config is not None:
+            qualified = f"{PROJECT}:{ref.config}"
+            if secret_keys is None or qualified not in secret_keys:
+                raise InventoryError(
+                    f"{where}: invalid inventory\n  {key}.{path}.config: {ref.config!r} is not a "
+                    f"secret of this stack; run `pulumi config set --secret {ref.config} <value> "
+                    f"--stack {stack}` so the value is stored encrypted as {qualified}")
+    return inventory
+
+
+def load_inventory() -> Inventory:
+    """Read and validate the running stack's inventory (inside the Pulumi program)."""
+    import pulumi
+    from pulumi.runtime.config import is_config_secret
+
+    class _StackSecrets:
+        def __contains__(self, key: object) -> bool:
+            return isinstance(key, str) and is_config_secret(key)
+
+    stack = pulumi.get_stack()
+    raw = pulumi.Config(PROJECT).get_object(INVENTORY_KEY)
+    return parse_inventory(raw, stack=stack, secret_keys=_StackSecrets())
