@@ -74,6 +74,12 @@ class SecretRef(_Strict):
                 "--secret <key> <value>` and write {{config: <key>}}, or write "
                 "{{secrets_manager_arn: <arn>}}",
             )
+        if "secure" in value:
+            raise PydanticCustomError(
+                "nested_secure", "a `secure:` value cannot sit inside the inventory; set it as "
+                "its own key with `pulumi config set --secret <key> <value>` and write "
+                "{{config: <key>}} here",
+            )
         return value
 
     @model_validator(mode="after")
@@ -336,6 +342,11 @@ class Waf(_Strict):
     # Requests per client IP per window; WAF's minimum is 10.
     rate_limit_per_ip: int = Field(default=2000, ge=10, le=2_000_000_000)
     window_seconds: Literal[60, 120, 300, 600] = 300
+    # AWS common rule set rules that only count instead of block. Prompts legitimately carry
+    # code, markup and URLs these body rules flag; empty (every rule blocks) is the secure
+    # default. SizeRestrictions_BODY (8 KB) always counts: the gateway's own size rule rules.
+    count_only_rules: list[Literal["CrossSiteScripting_BODY", "GenericLFI_BODY", "GenericRFI_BODY",
+                                   "EC2MetaDataSSRF_BODY", "SizeRestrictions_QUERYSTRING"]] = []
 
 
 class Gateway(_Strict):
@@ -362,8 +373,8 @@ class Gateway(_Strict):
                 "allowed: 50..{ceiling}",
                 {"value": self.integration_timeout_ms, "ceiling": ceiling,
                  "mode": "streamed" if self.streaming else "buffered"})
-        _unique([t.name for t in self.tiers], "tiers")
-        _unique([c.name for c in self.clients], "clients")
+        _unique([t.name for t in self.tiers], ("tiers",))
+        _unique([c.name for c in self.clients], ("clients",))
         tiers = {t.name for t in self.tiers}
         for client in self.clients:
             if client.tier not in tiers:
@@ -429,11 +440,11 @@ class Inventory(_Strict):
         if self.network.az_count > zones:
             raise _at(("network", "az_count"), self.network.az_count,
                       f"region {self.region} has {zones} Availability Zones; allowed: 2..{zones}")
-        _unique([m.name for m in self.models], "models")
+        _unique([m.name for m in self.models], ("models",))
         if self.platform == "eks":
             if self.eks is None:
                 raise _at(("eks",), None, "platform eks needs an `eks` section (gpu_pools at least)")
-            _unique([p.name for p in self.eks.gpu_pools], "eks.gpu_pools")
+            _unique([p.name for p in self.eks.gpu_pools], ("eks", "gpu_pools"))
             pools = {p.name for p in self.eks.gpu_pools}
             if self.eks.service_cidr.overlaps(self.network.cidr):
                 raise _at(("eks", "service_cidr"), str(self.eks.service_cidr),
@@ -493,13 +504,12 @@ def _at(path: tuple, value: Any, message: str) -> _LocatedError:
     return _LocatedError(path, value, message)
 
 
-def _unique(names: list[str], where: str) -> None:
+def _unique(names: list[str], path: tuple) -> None:
     seen: set[str] = set()
-    for name in names:
+    for index, name in enumerate(names):
         if name in seen:
-            raise PydanticCustomError(
-                "duplicate", "{where} has the name {name} twice; names must be unique",
-                {"where": where, "name": name})
+            raise _at(path + (index, "name"), name,
+                      f"{_path_text(path)} has the name {name} twice; names must be unique")
         seen.add(name)
 
 
@@ -571,7 +581,11 @@ def _describe(error: dict) -> tuple[tuple, str]:
         return path, f"{_shown(path, error.get('input'))} is not allowed; allowed: {expected}"
     if kind == "string_pattern_mismatch":
         return path, f"{_shown(path, error.get('input'))} is not valid here; {_pattern_hint(path)}"
-    return path, f"{_shown(path, error.get('input'))} is not allowed: {error['msg']}"
+    value = error.get("input")
+    if isinstance(value, (dict, list)):
+        # A check across several keys of this section: the message names them.
+        return path, error["msg"]
+    return path, f"{_shown(path, value)} is not allowed: {error['msg']}"
 
 
 def _pattern_hint(path: tuple) -> str:
@@ -610,7 +624,8 @@ def parse_inventory(raw: Any, *, stack: str, secret_keys: Optional[Container[str
         for item in error.errors():
             located = item.get("ctx", {}).get("error")
             if isinstance(located, _LocatedError):
-                lines.append(f"  {key}.{_path_text(located.path)}: {_shown(located.path, located.value)} "
+                path = tuple(item["loc"]) + located.path
+                lines.append(f"  {key}.{_path_text(path)}: {_shown(path, located.value)} "
                              f"is not allowed: {located.message}")
                 continue
             path, message = _describe(item)

@@ -1,0 +1,64 @@
+"""Run the real program inside a `@pulumi.runtime.test` function and hand back its objects.
+
+Tests call `start(stack)` inside a function decorated with `@pulumi.runtime.test`, then
+return `pulumi.Output.all(...).apply(check)` over the outputs of the program's own
+resources: the SDK awaits that Output, so an assertion that fails inside `check` fails
+the test (the pulumi/examples testing-unit-py pattern), while the recording monitor
+also keeps every registration for assertions across resources.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import runpy
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import pulumi
+from pulumi.runtime.config import set_all_config
+
+from tests.conftest import ROOT
+from tools import mock_engine, stack_files
+
+
+@dataclass
+class ProgramUnderTest:
+    globals: dict[str, Any]
+    monitor: mock_engine.RecordingMonitor
+
+    def __getitem__(self, name: str) -> Any:
+        return self.globals[name]
+
+    def settled(self) -> pulumi.Output[list[mock_engine.Registration]]:
+        """Every registration, once the program's outstanding RPCs have all finished."""
+
+        async def after_rpcs() -> list[mock_engine.Registration]:
+            from pulumi.runtime.stack import wait_for_rpcs
+
+            # Only the RPCs: awaiting all outstanding tasks would include this one.
+            await wait_for_rpcs(await_all_outstanding_tasks=False)
+            return list(self.monitor.registrations)
+
+        return pulumi.Output.from_input(asyncio.ensure_future(after_rpcs()))
+
+    def registrations(self, type_token: Optional[str] = None) -> list[mock_engine.Registration]:
+        return [r for r in self.monitor.registrations if type_token is None or r.type == type_token]
+
+
+def start(stack: str, change: Optional[Callable[[dict], None]] = None, *, preview: bool = False) -> ProgramUnderTest:
+    """Configure the mocks for `stack` (inventory optionally changed) and run __main__.py."""
+    stack_file = stack_files.load(stack)
+    config = copy.deepcopy(stack_file.config)
+    if change is not None:
+        change(config["deepseek-serving:inventory"])
+    monitor = mock_engine.RecordingMonitor(mock_engine.ServingMocks(preview, stack_file.region))
+    pulumi.runtime.set_mocks(monitor.mocks, project=mock_engine.PROJECT, stack=stack,
+                             preview=preview, monitor=monitor)
+    set_all_config(mock_engine.config_for(config), stack_file.secret_keys)
+    program_globals = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+    return ProgramUnderTest(globals=program_globals, monitor=monitor)
+
+
+def fresh_event_loop() -> None:
+    """Each mock-engine test needs its own loop: the SDK keeps per-run state on it."""
+    asyncio.set_event_loop(asyncio.new_event_loop())

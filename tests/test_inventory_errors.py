@@ -1,0 +1,177 @@
+"""Bad inventory input: a message naming the stack file, key path, bad value and what is allowed.
+
+Each case changes one thing in a committed stack's inventory, the way an operator's typo
+would, and checks the message an operator would read.
+"""
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import InventoryError, parse_inventory
+from tests.conftest import ROOT
+from tests.stack_runs import inventory_of, run_with_inventory
+from tools import stack_files
+
+KEY = "deepseek-serving:inventory"
+
+
+def _set(path, value):
+    def change(inventory):
+        target = inventory
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+    return change
+
+
+def _delete(path):
+    def change(inventory):
+        target = inventory
+        for part in path[:-1]:
+            target = target[part]
+        del target[path[-1]]
+    return change
+
+
+def _error_for(stack: str, change, secret_keys=None) -> str:
+    inventory = inventory_of(stack)
+    change(inventory)
+    if secret_keys is None:
+        secret_keys = set(stack_files.load(stack).secret_keys)
+    with pytest.raises(InventoryError) as caught:
+        parse_inventory(inventory, stack=stack, secret_keys=secret_keys)
+    return str(caught.value)
+
+
+CASES = [
+    # (id, stack, change, fragments the message must contain)
+    ("wrong runtime name", "dev", _set(("models", 0, "runtime"), "vlm"),
+     ["stacks/Pulumi.dev.yaml", f"{KEY}.models[0].runtime", "'vlm'", "'vllm'", "'tgi'", "'ollama'"]),
+    ("replicas min above max", "dev", _set(("models", 0, "min_replicas"), 3),
+     [f"{KEY}.models[0]", "min_replicas 3 is greater than max_replicas 2"]),
+    ("invalid VPC CIDR", "dev", _set(("network", "cidr"), "10.20.0.0/33"),
+     [f"{KEY}.network.cidr", "'10.20.0.0/33'"]),
+    ("VPC CIDR too small for per-AZ subnets", "dev", _set(("network", "cidr"), "10.20.0.0/24"),
+     [f"{KEY}.network.cidr", "'10.20.0.0/24'", "/16 to /20"]),
+    ("VPC CIDR overlaps a reserved network", "dev", _set(("network", "reserved_cidrs"), ["10.20.128.0/17"]),
+     [f"{KEY}.network", "10.20.0.0/16 overlaps reserved_cidrs[0] 10.20.128.0/17"]),
+    ("public VPC CIDR", "dev", _set(("network", "cidr"), "52.0.0.0/16"),
+     [f"{KEY}.network.cidr", "private (RFC 1918)"]),
+    ("EKS service CIDR overlaps the VPC", "prod", _set(("eks", "service_cidr"), "10.40.0.0/16"),
+     [f"{KEY}.eks.service_cidr", "'10.40.0.0/16'", "overlaps the VPC CIDR 10.40.0.0/16"]),
+    ("unknown key", "dev", _set(("models", 0, "max_contxt"), 4096),
+     [f"{KEY}.models[0].max_contxt", "unknown key", "max_context"]),
+    ("missing model revision", "dev", _delete(("models", 0, "revision")),
+     [f"{KEY}.models[0].revision", "required but missing"]),
+    ("branch instead of a pinned revision", "dev", _set(("models", 0, "revision"), "main"),
+     [f"{KEY}.models[0].revision", "'main'", "40-character commit hash"]),
+    ("AZ count beyond the region's", "staging", _set(("network", "az_count"), 5),
+     [f"{KEY}.network.az_count", "5", "us-west-2 has 4 Availability Zones", "2..4"]),
+    ("plaintext secret", "dev", _set(("gateway", "clients", 1, "api_key"), "sk-live-abc123"),
+     [f"{KEY}.gateway.clients[1].api_key", "plaintext secret", "pulumi config set --secret"]),
+    ("secret reference to a non-secret key", "dev",
+     _set(("gateway", "clients", 1, "api_key"), {"config": "notAKey"}),
+     [f"{KEY}.gateway.clients[1].api_key.config", "'notAKey' is not a secret of this stack"]),
+    ("client names an undeclared tier", "dev", _set(("gateway", "clients", 0, "tier"), "gold"),
+     [f"{KEY}.gateway", "client smoke names tier gold", "declared tiers: standard"]),
+    ("unknown region", "dev", _set(("region",), "us-east-9"),
+     [f"{KEY}.region", "'us-east-9'", "us-east-1"]),
+    ("model on a node pool on the ec2 platform", "dev", _set(("models", 0, "node_pool"), "gpu"),
+     [f"{KEY}.models[0].node_pool", "'gpu'", "remove node_pool"]),
+    ("model names a node pool that does not exist", "prod", _set(("models", 0, "node_pool"), "gpu-h100"),
+     [f"{KEY}.models[0].node_pool", "'gpu-h100'", "gpu-l40s, gpu-l40s-x4"]),
+    ("EKS API open to the world", "staging", _set(("eks", "public_access_cidrs"), ["0.0.0.0/0"]),
+     [f"{KEY}.eks.public_access_cidrs", "whole internet"]),
+    ("GGUF quantization on vLLM", "dev", _set(("models", 0, "quantization"), "q4_k_m"),
+     [f"{KEY}.models[0]", "q4_k_m is a GGUF format that only runtime ollama serves"]),
+    ("runtime override that is not a runtime setting", "dev",
+     _set(("models", 0, "runtime_overrides"), {"max_batch_total_tokens": 1000}),
+     [f"{KEY}.models[0]", "max_batch_total_tokens is not a vllm setting", "max_num_seqs"]),
+    ("log retention CloudWatch does not offer", "dev", _set(("observability", "log_retention_days"), 45),
+     [f"{KEY}.observability.log_retention_days", "45", "30, 60, 90"]),
+    ("buffered integration timeout above 29 s", "dev",
+     lambda inv: (inv["gateway"].update(streaming=False, integration_timeout_ms=60000)),
+     [f"{KEY}.gateway", "60000 exceeds 29000 (buffered responses)"]),
+    ("single NAT in prod", "prod", _set(("network", "nat_gateways"), "single"),
+     [f"{KEY}.network.nat_gateways", "'single'", "use per_az"]),
+    ("environment does not match the stack", "staging", _set(("environment",), "prod"),
+     [f"{KEY}.environment", "'prod' does not match stack 'staging'"]),
+    ("duplicate model names", "dev", lambda inv: inv["models"].append(copy.deepcopy(inv["models"][0])),
+     [f"{KEY}.models[2].name", "models has the name r1-qwen-7b twice"]),
+    ("malformed weights checksum", "dev", _set(("models", 0, "weights", "manifest_sha256"), "abc"),
+     [f"{KEY}.models[0].weights.manifest_sha256", "'abc'", "64-hex-digit sha256"]),
+]
+
+
+@pytest.mark.parametrize("case_id, stack, change, fragments", CASES, ids=[c[0] for c in CASES])
+def test_bad_inventory_value_is_named_with_file_path_value_and_fix(case_id, stack, change, fragments):
+    message = _error_for(stack, change)
+    assert message.startswith(f"stacks/Pulumi.{stack}.yaml: "), message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} missing from:\n{message}"
+
+
+def test_plaintext_secret_is_never_echoed():
+    message = _error_for("dev", _set(("gateway", "clients", 1, "api_key"), "sk-live-abc123"))
+    assert "sk-live-abc123" not in message
+
+
+def test_missing_inventory_says_where_it_belongs():
+    with pytest.raises(InventoryError, match=r"config key deepseek-serving:inventory is missing"):
+        parse_inventory(None, stack="dev")
+
+
+def test_all_committed_stacks_are_valid():
+    for stack in ("dev", "staging", "prod"):
+        stack_file = stack_files.load(stack)
+        parse_inventory(stack_file.config[KEY], stack=stack, secret_keys=set(stack_file.secret_keys))
+
+
+def test_stacks_cover_both_platforms_all_runtimes_and_prod_spans_three_azs():
+    inventories = {s: stack_files.load(s).config[KEY] for s in ("dev", "staging", "prod")}
+    assert {inv["platform"] for inv in inventories.values()} == {"ec2", "eks"}
+    assert {m["runtime"] for inv in inventories.values() for m in inv["models"]} == {"vllm", "tgi", "ollama"}
+    assert inventories["prod"]["network"]["az_count"] == 3
+
+
+def test_program_registers_nothing_for_a_bad_inventory():
+    import pulumi
+
+    with pytest.raises(pulumi.RunError, match=r"models\[0\]\.runtime"):
+        run_with_inventory("dev", _set(("models", 0, "runtime"), "vlm"))
+
+
+def _write_stack(tmp_path: Path, stack: str, change) -> Path:
+    document = yaml.safe_load(stack_files.stack_path(stack).read_text())
+    change(document["config"][KEY])
+    path = tmp_path / f"Pulumi.{stack}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_preview_exits_2_with_the_message_and_no_traceback(tmp_path):
+    path = _write_stack(tmp_path, "dev", _set(("models", 0, "min_replicas"), 5))
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.preview", "--stack", "dev", "--stack-file", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "min_replicas 5 is greater than max_replicas 2" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stdout == ""
+
+
+def test_preview_exits_2_for_unreadable_yaml(tmp_path):
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text("config: [unclosed\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.preview", "--stack", "dev", "--stack-file", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "not valid YAML" in result.stderr
+    assert "Traceback" not in result.stderr

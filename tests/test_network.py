@@ -1,0 +1,152 @@
+"""The private network each stack gets, checked on the real program under the mock engine."""
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pulumi
+import pytest
+
+from components.network import INTERFACE_ENDPOINT_SERVICES, subnet_plan
+from tests.program_harness import fresh_event_loop, start
+
+STACKS = {"dev": (2, 1), "staging": (2, 2), "prod": (3, 3)}  # stack -> (AZs, NAT gateways)
+
+
+@pytest.fixture(autouse=True)
+def _own_event_loop():
+    fresh_event_loop()
+
+
+def _inputs(registrations, type_token):
+    return [r.inputs for r in registrations if r.type == type_token]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_subnet_maps_public_ips_and_private_subnets_span_the_configured_azs(stack):
+    az_count, _ = STACKS[stack]
+
+    @pulumi.runtime.test
+    def check_stack():
+        program = start(stack)
+
+        def check(registrations):
+            subnets = _inputs(registrations, "aws:ec2/subnet:Subnet")
+            assert subnets and all(s["mapPublicIpOnLaunch"] is False for s in subnets)
+            private = [s for s in subnets if s["tags"]["tier"] == "private"]
+            assert len({s["availabilityZone"] for s in private}) == az_count
+
+        return program.settled().apply(check)
+
+    check_stack()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_nat_gateway_count_follows_the_inventory(stack):
+    _, nat_count = STACKS[stack]
+
+    @pulumi.runtime.test
+    def check_stack():
+        program = start(stack)
+
+        def check(registrations):
+            assert len(_inputs(registrations, "aws:ec2/natGateway:NatGateway")) == nat_count
+            routes = [r for r in _inputs(registrations, "aws:ec2/route:Route") if "natGatewayId" in r]
+            assert len(routes) == STACKS[stack][0]
+
+        return program.settled().apply(check)
+
+    check_stack()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_vpc_endpoints_are_private_and_admit_only_the_vpc(stack):
+    @pulumi.runtime.test
+    def check_stack():
+        program = start(stack)
+        network = program["network"]
+
+        def check(registrations):
+            region = program["inventory"].region
+            endpoints = {e["serviceName"]: e for e in _inputs(registrations, "aws:ec2/vpcEndpoint:VpcEndpoint")}
+            assert endpoints[f"com.amazonaws.{region}.s3"]["vpcEndpointType"] == "Gateway"
+            for service in INTERFACE_ENDPOINT_SERVICES:
+                endpoint = endpoints[f"com.amazonaws.{region}.{service}"]
+                assert endpoint["vpcEndpointType"] == "Interface"
+                assert endpoint["privateDnsEnabled"] is True
+            group = next(r for r in registrations if r.name == "net-endpoints").inputs
+            assert [rule["cidrBlocks"] for rule in group["ingress"]] == [[network.vpc_cidr]]
+            assert [rule["fromPort"] for rule in group["ingress"]] == [443]
+
+        return program.settled().apply(check)
+
+    check_stack()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_flow_logs_go_to_an_encrypted_log_group_with_retention(stack):
+    @pulumi.runtime.test
+    def check_stack():
+        program = start(stack)
+        inventory = program["inventory"]
+
+        def check(registrations):
+            group = next(r for r in registrations if r.name == "net-flow-logs"
+                         and r.type == "aws:cloudwatch/logGroup:LogGroup").inputs
+            assert group["kmsKeyId"].startswith("arn:aws:kms:")
+            assert group["retentionInDays"] == inventory.network.flow_log_retention_days
+            flow_log = _inputs(registrations, "aws:ec2/flowLog:FlowLog")[0]
+            assert flow_log["trafficType"] == "ALL"
+            # The mock provider names created ARNs after the resource: the destination is this group.
+            assert flow_log["logDestination"].startswith("arn:aws:logs:")
+            assert ":net-flow-logs/" in flow_log["logDestination"]
+
+        return program.settled().apply(check)
+
+    check_stack()
+
+
+def test_default_security_group_is_stripped_of_rules():
+    @pulumi.runtime.test
+    def check_stack():
+        program = start("dev")
+
+        def check(registrations):
+            default = _inputs(registrations, "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
+            assert len(default) == 1
+            assert default[0]["ingress"] == [] and default[0]["egress"] == []
+
+        return program.settled().apply(check)
+
+    check_stack()
+
+
+def test_provider_tags_every_resource_with_stack_and_inventory_tags():
+    @pulumi.runtime.test
+    def check_stack():
+        program = start("prod")
+
+        def check(args):
+            provider_urn, registrations = args
+            provider = next(r for r in registrations if r.type == "pulumi:providers:aws").inputs
+            raw = provider["defaultTags"]
+            tags = (json.loads(raw) if isinstance(raw, str) else raw)["tags"]
+            assert tags["environment"] == "prod" and tags["data-classification"] == "confidential"
+            assert tags["managed-by"] == "pulumi" and tags["stack"] == "prod"
+            assert provider["region"] == "us-east-1"
+            aws_resources = [r for r in registrations if r.custom and r.type.startswith("aws:")]
+            assert aws_resources and all(r.provider.startswith(provider_urn + "::")
+                                         for r in aws_resources)
+
+        return pulumi.Output.all(program["aws_provider"].urn, program.settled()).apply(check)
+
+    check_stack()
+
+
+def test_subnet_plan_keeps_private_and_public_ranges_disjoint_and_inside_the_vpc():
+    vpc = ipaddress.IPv4Network("10.40.0.0/16")
+    private, public = subnet_plan(vpc, 3)
+    networks = [ipaddress.IPv4Network(c) for c in private + public]
+    assert all(n.subnet_of(vpc) for n in networks)
+    assert not any(a.overlaps(b) for i, a in enumerate(networks) for b in networks[i + 1:])
+    assert [n.prefixlen for n in networks] == [19, 19, 19, 24, 24, 24]

@@ -1,0 +1,123 @@
+"""Offline preview: the project's main job on a machine without Pulumi CLI or cloud access.
+
+    python -m tools.preview --stack dev [--plan-out plan.json] [--no-policies]
+
+Reads the stack file as the CLI would, validates the inventory, runs the real
+`__main__.py` under the SDK's mock engine as a first `pulumi preview` (outputs of
+resources not yet created are unknown), judges every registration with the policy pack
+launched the way the engine launches it, and prints the resource tree.
+
+Exit codes: 0 clean, 1 a mandatory policy violation, 2 bad input (stack file or
+inventory; nothing was registered).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+from components.config import InventoryError, PROJECT, parse_inventory
+from tools import mock_engine, plan as plan_module
+from tools.stack_files import PROJECT_DIR, StackFileError, load
+
+POLICY_PACK_DIR = PROJECT_DIR / "policies"
+
+
+class PreviewError(Exception):
+    """Bad input that stopped the preview before anything was registered."""
+
+
+def validate(stack: str, stack_path: Optional[Path] = None):
+    """Load the stack file and validate its inventory, as the program itself will."""
+    try:
+        stack_file = load(stack, stack_path)
+    except StackFileError as error:
+        raise PreviewError(str(error)) from None
+    try:
+        parse_inventory(stack_file.config.get(f"{PROJECT}:inventory"), stack=stack,
+                        secret_keys=set(stack_file.secret_keys), stack_file=stack_file.display_path)
+    except InventoryError as error:
+        raise PreviewError(str(error)) from None
+    return stack_file
+
+
+def run_program(stack: str, stack_path: Optional[Path] = None, main: Optional[Path] = None):
+    stack_file = validate(stack, stack_path)
+    try:
+        run = mock_engine.run_main(
+            main or PROJECT_DIR / "__main__.py", stack=stack, config=stack_file.config,
+            secret_keys=stack_file.secret_keys, preview=True, region=stack_file.region)
+    except Exception as error:  # noqa: BLE001 - shown to the user as the CLI would
+        if _is_user_error(error):
+            raise PreviewError(f"{stack_file.display_path}: {error}") from None
+        raise
+    return stack_file, run
+
+
+def _is_user_error(error: BaseException) -> bool:
+    """Errors the program raises on purpose about the inventory (RunError, sizing)."""
+    import pulumi
+
+    if isinstance(error, (pulumi.RunError, InventoryError)):
+        return True
+    return type(error).__name__ in {"SizingError"}
+
+
+def diagnostics_for(stack_file, run) -> list[dict]:
+    from tools import analyzer
+
+    config_path = POLICY_PACK_DIR / "config" / f"{_environment(stack_file)}.json"
+    found = analyzer.analyze(run.registrations, POLICY_PACK_DIR,
+                             config_path if config_path.is_file() else None)
+    return [
+        {"policy": d.policy_name, "pack": d.policy_pack_name, "level": d.enforcement_level,
+         "urn": d.urn or "", "message": d.message}
+        for d in found
+    ]
+
+
+def _environment(stack_file) -> str:
+    inventory = stack_file.config.get(f"{PROJECT}:inventory") or {}
+    return inventory.get("environment", stack_file.stack)
+
+
+def preview(stack: str, *, with_policies: bool = True, stack_path: Optional[Path] = None,
+            main: Optional[Path] = None) -> dict:
+    stack_file, run = run_program(stack, stack_path, main)
+    diagnostics = diagnostics_for(stack_file, run) if with_policies else []
+    return plan_module.build(run, stack_file=stack_file.display_path, diagnostics=diagnostics)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.preview", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack", required=True, help="stack name: stacks/Pulumi.<stack>.yaml")
+    parser.add_argument("--stack-file", type=Path, help="read this stack file instead")
+    parser.add_argument("--plan-out", type=Path, help="also write the plan as JSON here")
+    parser.add_argument("--no-policies", action="store_true", help="skip the policy pack")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    args = parser.parse_args(argv)
+    try:
+        plan = preview(args.stack, with_policies=not args.no_policies, stack_path=args.stack_file)
+    except PreviewError as error:
+        print(f"error: {error}", file=sys.stderr)
+        print("Nothing was registered. Fix the stack file and run the preview again.", file=sys.stderr)
+        return 2
+    text = plan_module.render_tree(plan, policies_ran=not args.no_policies)
+    if args.quiet:
+        text = text[text.index("\nResources:") + 1:]
+    sys.stdout.write(text)
+    if args.plan_out:
+        args.plan_out.parent.mkdir(parents=True, exist_ok=True)
+        args.plan_out.write_text(plan_module.dumps(plan))
+        print(f"Plan written to {args.plan_out}")
+    if plan["summary"]["mandatory"]:
+        print(f"error: {plan['summary']['mandatory']} mandatory policy violation(s); "
+              "`pulumi up` would be refused", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Read a stack file the way the Pulumi CLI hands it to a program, without decrypting anything.
+
+`secure:` values are ciphertext for the stack's secrets provider; offline tooling can
+neither decrypt them nor should it try. The program gets a placeholder marked secret in
+their place, so every code path that handles a secret runs, and nothing real can leak.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.config import PROJECT
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SECRET_PLACEHOLDER = "offline-preview-placeholder-not-a-real-secret"
+
+
+class StackFileError(Exception):
+    """A stack file that cannot be read; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class StackFile:
+    stack: str
+    path: Path
+    config: dict[str, Any]
+    secret_keys: list[str]
+
+    @property
+    def display_path(self) -> str:
+        try:
+            return str(self.path.resolve().relative_to(PROJECT_DIR))
+        except ValueError:
+            return str(self.path)
+
+    @property
+    def region(self) -> str:
+        inventory = self.config.get(f"{PROJECT}:inventory")
+        if isinstance(inventory, dict) and isinstance(inventory.get("region"), str):
+            return inventory["region"]
+        return str(self.config.get("aws:region", "us-east-1"))
+
+
+def stack_path(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
+    return project_dir / "stacks" / f"Pulumi.{stack}.yaml"
+
+
+def load(stack: str, path: Path | None = None) -> StackFile:
+    path = path or stack_path(stack)
+    if not path.is_file():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
+        raise StackFileError(f"{path}: no such stack file; stacks here: {', '.join(known) or 'none'}")
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise StackFileError(f"{path}: not valid YAML: {error}") from None
+    raw_config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(raw_config, dict):
+        raise StackFileError(f"{path}: expected a top-level `config:` mapping")
+    config: dict[str, Any] = {}
+    secret_keys: list[str] = []
+    for key, value in raw_config.items():
+        qualified = key if ":" in key else f"{PROJECT}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            secret_keys.append(qualified)
+            config[qualified] = SECRET_PLACEHOLDER
+        else:
+            config[qualified] = value
+    return StackFile(stack=stack, path=path, config=config, secret_keys=secret_keys)
