@@ -1,0 +1,254 @@
+"""Preflight against a real AWS API emulator (moto in server mode on 127.0.0.1).
+
+moto 5.2.5 answers DescribeAvailabilityZones, DescribeInstanceTypes (with GpuInfo) and
+DescribeInstanceTypeOfferings from AWS's own published data, so those checks run against
+realistic answers. Its Service Quotas backend only knows the "vpc" service and answers
+NoSuchResourceException for EC2 quota codes; the tests that need EC2 quota values teach
+the in-process server those two quotas (in the shape AWS returns) and still go through
+boto3 and HTTP.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+from moto.servicequotas.models import ServiceQuotasBackend
+
+from components.catalog import INSTANCES
+from tools import preflight
+from tools.preflight import InstanceNeed, load_needs_from_stack_file, run_preflight
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"moto server on {url} did not answer within 30 s")
+            time.sleep(0.1)
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def aws(endpoint, monkeypatch):
+    """A clean emulator and dummy credentials for one test."""
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return endpoint
+
+
+@pytest.fixture
+def ec2_quotas(monkeypatch):
+    """Give the emulator EC2 vCPU quotas: {quota_code: value}."""
+    values: dict[str, float] = {}
+    original = ServiceQuotasBackend.get_service_quota
+
+    def get_service_quota(self, service_code, quota_code):
+        if service_code == "ec2" and quota_code in values:
+            return {"ServiceCode": "ec2", "ServiceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
+                    "QuotaArn": f"arn:aws:servicequotas:{self.region_name}:123456789012:ec2/{quota_code}",
+                    "QuotaCode": quota_code, "QuotaName": preflight.QUOTA_NAMES[quota_code],
+                    "Value": values[quota_code], "Unit": "None", "Adjustable": True,
+                    "GlobalQuota": False}
+        return original(self, service_code, quota_code)
+
+    monkeypatch.setattr(ServiceQuotasBackend, "get_service_quota", get_service_quota)
+    return values
+
+
+def check(aws, needs, azs=None, az_count=None):
+    return run_preflight(REGION, azs, needs, az_count=az_count, endpoint_url=aws)
+
+
+def findings(report, check_name, severity=None):
+    return [f for f in report.findings if f.check == check_name
+            and (severity is None or f.severity == severity)]
+
+
+def test_every_catalog_instance_type_matches_what_aws_reports(aws):
+    needs = [InstanceNeed(name, 1, "catalog") for name in INSTANCES]
+    report = check(aws, needs, az_count=6)
+    gpu_ok = {f.subject for f in findings(report, "gpu", "ok")}
+    assert gpu_ok == set(INSTANCES), report.render()
+    assert not findings(report, "gpu", "blocker")
+
+
+def test_catalog_vcpus_and_host_memory_match_aws(aws):
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=aws)
+    described = {t["InstanceType"]: t for t in
+                 ec2.describe_instance_types(InstanceTypes=list(INSTANCES))["InstanceTypes"]}
+    for name, spec in INSTANCES.items():
+        assert described[name]["VCpuInfo"]["DefaultVCpus"] == spec.vcpus, name
+        assert described[name]["MemoryInfo"]["SizeInMiB"] == spec.memory_gib * 1024, name
+
+
+def test_a_gpu_that_differs_from_the_catalog_blocks(aws, monkeypatch):
+    spec = INSTANCES["g5.xlarge"]
+    monkeypatch.setitem(preflight.INSTANCES, "g5.xlarge",
+                        replace(spec, gpu=replace(spec.gpu, aws_memory_mib=24576)))
+    report = check(aws, [InstanceNeed("g5.xlarge", 1, "r1-7b")], az_count=2)
+    [blocker] = findings(report, "gpu", "blocker")
+    assert "AWS reports 1 x A10G 22888 MiB; the catalog assumes 1 x A10G 24576 MiB" in blocker.detail
+    assert report.exit_code == 1
+
+
+def test_a_type_no_chosen_zone_offers_blocks_and_a_partial_offer_warns(aws):
+    need = [InstanceNeed("p4de.24xlarge", 1, "r1-70b")]  # us-east-1b and 1c only
+    report = check(aws, need, azs=["us-east-1a"])
+    [blocker] = findings(report, "offering", "blocker")
+    assert blocker.subject == "p4de.24xlarge" and "not offered in any chosen zone (us-east-1a)" in blocker.detail
+    report = check(aws, need, azs=["us-east-1a", "us-east-1b"])
+    [warning] = findings(report, "offering", "warning")
+    assert "offered in us-east-1b but not us-east-1a" in warning.detail
+    assert report.exit_code == 0
+
+
+def test_zones_default_to_the_first_available_ones(aws):
+    report = check(aws, [InstanceNeed("g5.xlarge", 1, "r1-7b")], az_count=2)
+    assert report.zones == ("us-east-1a", "us-east-1b")
+    report = check(aws, [InstanceNeed("g5.xlarge", 1, "r1-7b")], az_count=9)
+    [blocker] = findings(report, "zones", "blocker")
+    assert "network.az_count 9 but us-east-1 has 6 available zones" in blocker.detail
+
+
+def test_unknown_zones_block(aws):
+    report = check(aws, [InstanceNeed("g5.xlarge", 1, "r1-7b")], azs=["us-east-1z"])
+    [blocker] = findings(report, "zones", "blocker")
+    assert "us-east-1z are not available in us-east-1" in blocker.detail
+
+
+def test_types_outside_the_catalog_or_aws_block(aws):
+    report = check(aws, [InstanceNeed("g4dn.xlarge", 1, "r1-7b"), InstanceNeed("g9.huge", 1, "x")],
+                   az_count=2)
+    catalog = {f.subject: f.detail for f in findings(report, "catalog", "blocker")}
+    assert set(catalog) == {"g4dn.xlarge", "g9.huge"}
+    assert "no runtime can be sized" in catalog["g4dn.xlarge"] and "g5.xlarge" in catalog["g4dn.xlarge"]
+    assert any(f.subject == "g9.huge" and "does not offer g9.huge at all" in f.detail
+               for f in findings(report, "offering", "blocker"))
+
+
+def test_unreadable_quotas_warn_with_what_is_needed(aws):
+    # moto's real answer for EC2 quota codes: NoSuchResourceException.
+    report = check(aws, [InstanceNeed("g5.xlarge", 4, "r1-7b")], az_count=2)
+    [warning] = findings(report, "quota", "warning")
+    assert warning.subject.startswith("L-DB2E81BA")
+    assert "NoSuchResourceException" in warning.detail and "16 vCPUs are needed" in warning.detail
+
+
+def test_a_quota_below_max_replicas_blocks_with_the_request_command(aws, ec2_quotas):
+    ec2_quotas.update({"L-DB2E81BA": 8, "L-417A185B": 192})
+    report = check(aws, [InstanceNeed("g5.xlarge", 4, "r1-7b"),
+                         InstanceNeed("p5.48xlarge", 1, "r1")], az_count=2)
+    [blocker] = findings(report, "quota", "blocker")
+    assert blocker.subject == "L-DB2E81BA Running On-Demand G and VT instances"
+    assert "16 vCPUs needed at max replicas (4 x g5.xlarge (r1-7b))" in blocker.detail
+    assert "--quota-code L-DB2E81BA --desired-value 16" in blocker.detail
+    [ok] = findings(report, "quota", "ok")
+    assert ok.subject.startswith("L-417A185B") and "192 of 192 vCPUs" in ok.detail
+
+
+def test_running_instances_in_the_same_quota_class_are_reported(aws, ec2_quotas):
+    ec2_quotas["L-DB2E81BA"] = 24
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=aws)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    ec2.run_instances(ImageId=image, InstanceType="g5.2xlarge", MinCount=2, MaxCount=2)
+    report = check(aws, [InstanceNeed("g5.xlarge", 4, "r1-7b")], az_count=2)
+    [warning] = findings(report, "quota", "warning")
+    assert "16 vCPUs of this class already run" in warning.detail
+    assert "will stop at 8 vCPUs" in warning.detail
+
+
+STACK = {
+    "config": {
+        "aws:region": "us-east-1",
+        "deepseek-serving:inventory": {
+            "region": REGION,
+            "network": {"az_count": 2},
+            "models": [
+                {"name": "r1-7b", "instance_type": "g5.xlarge", "max_replicas": 3},
+                {"name": "r1-32b", "node_pool": "l40s", "max_replicas": 2},
+                {"name": "r1-14b", "node_pool": "l40s", "max_replicas": 1},
+            ],
+            "eks": {"gpu_node_pools": [{"name": "l40s", "instance_type": "g6e.12xlarge",
+                                        "max_size": 2}]},
+        },
+    },
+}
+
+
+def write_stack(tmp_path, stack) -> Path:
+    path = tmp_path / "Pulumi.test.yaml"
+    path.write_text(json.dumps(stack))  # JSON is YAML
+    return path
+
+
+def test_stack_file_needs_count_node_pools_once(tmp_path):
+    stack = load_needs_from_stack_file(write_stack(tmp_path, STACK))
+    assert stack.region == REGION and stack.az_count == 2 and stack.azs is None
+    assert stack.needs == [InstanceNeed("g5.xlarge", 3, "r1-7b"),
+                           InstanceNeed("g6e.12xlarge", 2, "node pool l40s: r1-32b, r1-14b")]
+
+
+def test_stack_file_with_an_undefined_node_pool_is_refused(tmp_path):
+    broken = json.loads(json.dumps(STACK))
+    broken["config"]["deepseek-serving:inventory"]["models"][1]["node_pool"] = "h100"
+    with pytest.raises(ValueError, match=r"models\[1\] \(r1-32b\) uses node_pool 'h100'; defined pools: l40s"):
+        load_needs_from_stack_file(write_stack(tmp_path, broken))
+
+
+def test_cli_prints_the_table_and_fails_on_a_blocker(aws, ec2_quotas, tmp_path, capsys):
+    path = write_stack(tmp_path, STACK)
+    ec2_quotas["L-DB2E81BA"] = 1000
+    assert preflight.main(["--stack", "test", "--stack-file", str(path), "--endpoint-url", aws]) == 0
+    out = capsys.readouterr().out
+    assert "SEVERITY  CHECK" in out and "0 blocker(s)" in out
+    ec2_quotas["L-DB2E81BA"] = 12
+    assert preflight.main(["--stack", "test", "--stack-file", str(path), "--endpoint-url", aws]) == 1
+    out = capsys.readouterr().out
+    assert "BLOCKER   quota" in out and "108 vCPUs needed" in out
+
+
+def test_cli_reports_an_unreadable_stack_file(tmp_path, capsys):
+    assert preflight.main(["--stack", "nope", "--stack-file", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read stack 'nope'" in capsys.readouterr().err
+
+
+def test_module_runs_as_a_command(aws, tmp_path):
+    path = write_stack(tmp_path, STACK)
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.preflight", "--stack", "test", "--stack-file", str(path),
+         "--endpoint-url", aws],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert "g6e.12xlarge" in result.stdout and "quota" in result.stdout

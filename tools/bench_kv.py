@@ -1,0 +1,172 @@
+"""Compare the sizing's KV-cache predictions with what vLLM reported at start-up.
+
+    .venv/bin/python -m tools.bench_kv
+
+Each reference point is a public vLLM start-up log ("GPU KV cache size: N tokens",
+"# GPU blocks: N", "Available KV cache memory: X GiB", or the refusal "The model's max
+seq len ... is larger than the maximum number of tokens that can be stored in KV
+cache"). Two kinds of point:
+
+- capacity: predict the KV tokens from first principles (device memory, utilization,
+  weights, overhead model) with ``components.sizing.gpu_memory_budget``. Target: never
+  more than 5% above what vLLM allocated (a plan must not over-promise) and at most 20%
+  below (a plan must not waste the GPU).
+- formula: the log states the KV memory vLLM had; predict the tokens from it with
+  ``kv_bytes_per_token`` alone. This checks the per-token formula (GQA split by tensor
+  parallelism, MLA latent not split) independently of the overhead model.
+
+Where a log predates vLLM V1 the profile ran over ``max_num_batched_tokens``, which
+without chunked prefill equals ``max_model_len``; each point records the value its
+version profiled. Exit status 1 when any point misses its target.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script (`python tools/bench_kv.py`): make the repository importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from components.catalog import ModelSpec, get_model, get_reference_model
+from components.sizing import GIB, KV_BLOCK_TOKENS, gpu_memory_budget, kv_bytes_per_token
+
+OVER_LIMIT = 0.05
+UNDER_LIMIT = 0.20
+
+
+@dataclass(frozen=True)
+class ReferencePoint:
+    label: str
+    model: ModelSpec
+    gpu: str
+    gpu_total_gib: float  # as the log reports total_gpu_memory (or derived from its budget line)
+    gpu_memory_utilization: float
+    tensor_parallel: int
+    max_model_len: int
+    profiled_tokens: int  # the max_num_batched_tokens the profile ran with
+    quantization: str
+    reported_tokens: int
+    kind: str  # "capacity" or "formula"
+    source: str
+    reported_kv_gib: float | None = None  # formula points: the KV memory the log states
+    note: str = ""
+
+
+LLAMA31_8B = get_reference_model("llama-3.1-8b")
+LLAMA3_8B = get_reference_model("llama-3-8b")
+QWEN25_7B = get_reference_model("qwen2.5-7b-instruct")
+QWEN3_235B = get_reference_model("qwen3-235b-a22b")
+
+POINTS: tuple[ReferencePoint, ...] = (
+    ReferencePoint(
+        "llama3.1-8b 3090 20k", LLAMA31_8B, "RTX 3090", 23.58, 0.90, 1, 20000, 20000, "bf16",
+        1952 * 16, "capacity", "https://github.com/vllm-project/vllm/issues/10517",
+        note="v0.6 log: kv_cache_size=3.81GiB, '# GPU blocks: 1952'"),
+    ReferencePoint(
+        "llama3.1-8b 3090 29k", LLAMA31_8B, "RTX 3090", 23.58, 0.90, 1, 29000, 29000, "bf16",
+        23648, "capacity", "https://github.com/vllm-project/vllm/issues/10517",
+        note="refused: max seq len 29000 > 23648 tokens of KV cache"),
+    ReferencePoint(
+        "llama3-8b H100 TP1", LLAMA3_8B, "H100 80GB", 79.22, 0.90, 1, 8192, 8192, "bf16",
+        int(53.29 * GIB / 131072), "capacity", "https://github.com/vllm-project/vllm/pull/10511",
+        note="log: available_kv_cache_memory 53.29GiB (tokens = GiB / 128 KiB)"),
+    ReferencePoint(
+        "llama3-8b H100 TP2", LLAMA3_8B, "H100 80GB", 79.22, 0.90, 2, 8192, 8192, "bf16",
+        int((71.29 - 7.48 - 3.58 - 1.26) * GIB / 65536), "capacity",
+        "https://github.com/vllm-project/vllm/pull/10511",
+        note="available = 71.29 - 7.48 weights - 3.58 non_torch - 1.26 activation (printed terms)"),
+    ReferencePoint(
+        "r1-distill-qwen-14b 2x4090 TP2", get_model("deepseek-r1-distill-qwen-14b"),
+        "2x RTX 4090", 23.55, 0.98, 2, 131072, 2048, "bf16", 81536, "capacity",
+        "https://github.com/vllm-project/vllm/issues/13061",
+        note="refused at 131072; total from the issue's 23.08 GiB = 0.98 x total; "
+             "chunked prefill (2048 tokens) auto-enabled above 32K"),
+    ReferencePoint(
+        "qwen2.5-7b-awq 4060 8GB", QWEN25_7B, "RTX 4060 8GB", 8.00, 0.70, 1, 4096, 4096, "awq",
+        0, "capacity", "https://github.com/vllm-project/vllm/issues/13882",
+        note="refused: 'the rest of the memory reserved for KV Cache is -1.05GiB'"),
+    ReferencePoint(
+        "deepseek-v2-lite 4xL4 TP2 PP2", replace(get_model("deepseek-v2-lite"), num_layers=14),
+        "4x L4", 22.0, 0.90, 2, 1024, 0, "bf16", 807792, "formula",
+        "https://github.com/vllm-project/vllm/pull/20665", reported_kv_gib=12.13,
+        note="MLA, TP=2 x PP=2: the first stage holds 14 of 27 layers; latent not split by TP"),
+    ReferencePoint(
+        "deepseek-v2-lite-chat 32k", get_model("deepseek-v2-lite-chat"), "2x 22GB", 22.0, 0.90,
+        1, 32768, 0, "bf16", 32768, "formula",
+        "https://github.com/vllm-project/vllm/issues/15871", reported_kv_gib=0.95,
+        note="'(0.95 GiB KV cache is needed' for max seq len 32768 = 27 x 576 x 2 B/token"),
+    ReferencePoint(
+        "qwen3-235b-a22b-fp8 4xH100 TP4", QWEN3_235B, "4x H100", 79.22, 0.90, 4, 40960, 0, "fp8",
+        178880, "formula", "https://github.com/vllm-project/vllm/issues/21348",
+        reported_kv_gib=8.11,
+        note="GQA with 4 KV heads at TP=4: one KV head per rank"),
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    point: ReferencePoint
+    predicted_tokens: int
+    error: float | None  # relative to reported; None when both are refusals
+
+    @property
+    def within_target(self) -> bool:
+        p = self.point
+        # vLLM refuses to start when one max_model_len sequence does not fit: a plan must
+        # predict the same start or refusal, whatever the token count.
+        if (p.reported_tokens < p.max_model_len) != (self.predicted_tokens < p.max_model_len):
+            return False
+        if p.reported_tokens == 0:
+            return self.predicted_tokens == 0
+        return -UNDER_LIMIT <= self.error <= OVER_LIMIT
+
+
+def evaluate(point: ReferencePoint) -> Result:
+    if point.kind == "formula":
+        per_token = kv_bytes_per_token(point.model, tensor_parallel=point.tensor_parallel)
+        predicted = int(point.reported_kv_gib * GIB / per_token) // KV_BLOCK_TOKENS * KV_BLOCK_TOKENS
+    else:
+        budget = gpu_memory_budget(
+            point.model, gpu_total_gib=point.gpu_total_gib,
+            gpu_memory_utilization=point.gpu_memory_utilization,
+            tensor_parallel=point.tensor_parallel, quantization=point.quantization,
+            prefill_tokens=point.profiled_tokens, max_num_seqs=256)
+        predicted = budget.kv_capacity_tokens
+    error = None if point.reported_tokens == 0 else predicted / point.reported_tokens - 1
+    return Result(point, predicted, error)
+
+
+def render(results: list[Result]) -> str:
+    header = (f"{'point':<32} {'kind':<8} {'GPU':<13} {'util':>4} {'TP':>2} {'max_len':>7} "
+              f"{'reported':>9} {'predicted':>9} {'error':>7}  target  source")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        p = r.point
+        error = "refusal" if r.error is None else f"{r.error:+.1%}"
+        verdict = "ok" if r.within_target else "MISS"
+        lines.append(f"{p.label:<32} {p.kind:<8} {p.gpu:<13} {p.gpu_memory_utilization:>4.2f} "
+                     f"{p.tensor_parallel:>2} {p.max_model_len:>7} {p.reported_tokens:>9} "
+                     f"{r.predicted_tokens:>9} {error:>7}  {verdict:<6}  {p.source}")
+    misses = [r for r in results if not r.within_target]
+    capacity = [r.error for r in results if r.point.kind == "capacity" and r.error is not None]
+    lines.append("")
+    lines.append(f"target: at most +{OVER_LIMIT:.0%} over and -{UNDER_LIMIT:.0%} under what vLLM "
+                 f"reported; {len(results) - len(misses)}/{len(results)} points on target")
+    if capacity:
+        lines.append(f"capacity points: highest error {max(capacity):+.1%}, lowest "
+                     f"{min(capacity):+.1%}")
+    for r in misses:
+        lines.append(f"MISS {r.point.label}: {r.point.note}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    results = [evaluate(p) for p in POINTS]
+    print(render(results))
+    return 0 if all(r.within_target for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
