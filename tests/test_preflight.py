@@ -21,6 +21,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 from moto.server import ThreadedMotoServer
 from moto.servicequotas.models import ServiceQuotasBackend
 
@@ -189,54 +190,55 @@ def test_running_instances_in_the_same_quota_class_are_reported(aws, ec2_quotas)
     assert "will stop at 8 vCPUs" in warning.detail
 
 
-STACK = {
-    "config": {
-        "aws:region": "us-east-1",
-        "deepseek-serving:inventory": {
-            "region": REGION,
-            "network": {"az_count": 2},
-            "models": [
-                {"name": "r1-7b", "instance_type": "g5.xlarge", "max_replicas": 3},
-                {"name": "r1-32b", "node_pool": "l40s", "max_replicas": 2},
-                {"name": "r1-14b", "node_pool": "l40s", "max_replicas": 1},
-            ],
-            "eks": {"gpu_node_pools": [{"name": "l40s", "instance_type": "g6e.12xlarge",
-                                        "max_size": 2}]},
-        },
-    },
-}
+def prod_stack_with_shared_pool() -> dict:
+    """The committed prod stack, with a second model sharing the 4-GPU pool."""
+    document = yaml.safe_load((ROOT / "stacks" / "Pulumi.prod.yaml").read_text())
+    models = document["config"]["deepseek-serving:inventory"]["models"]
+    extra = json.loads(json.dumps(models[0]))
+    extra["name"] = "r1-qwen-32b-canary"
+    models.append(extra)
+    return document
 
 
 def write_stack(tmp_path, stack) -> Path:
-    path = tmp_path / "Pulumi.test.yaml"
+    path = tmp_path / "Pulumi.prod.yaml"
     path.write_text(json.dumps(stack))  # JSON is YAML
     return path
 
 
 def test_stack_file_needs_count_node_pools_once(tmp_path):
-    stack = load_needs_from_stack_file(write_stack(tmp_path, STACK))
-    assert stack.region == REGION and stack.az_count == 2 and stack.azs is None
-    assert stack.needs == [InstanceNeed("g5.xlarge", 3, "r1-7b"),
-                           InstanceNeed("g6e.12xlarge", 2, "node pool l40s: r1-32b, r1-14b")]
+    stack = load_needs_from_stack_file(write_stack(tmp_path, prod_stack_with_shared_pool()))
+    assert stack.region == "us-east-1" and stack.az_count == 3 and stack.azs is None
+    assert sorted(stack.needs, key=lambda n: n.instance_type) == [
+        InstanceNeed("g6e.12xlarge", 4, "node pool gpu-l40s-x4: r1-qwen-32b, r1-qwen-32b-canary"),
+        InstanceNeed("g6e.xlarge", 6, "node pool gpu-l40s: r1-qwen-7b"),
+    ]
 
 
-def test_stack_file_with_an_undefined_node_pool_is_refused(tmp_path):
-    broken = json.loads(json.dumps(STACK))
+def test_ec2_stack_needs_max_replicas_per_model():
+    stack = load_needs_from_stack_file(ROOT / "stacks" / "Pulumi.dev.yaml")
+    assert stack.needs == [InstanceNeed("g6e.xlarge", 2, "r1-qwen-7b"),
+                           InstanceNeed("g6.xlarge", 1, "r1-qwen-1-5b-gguf")]
+
+
+def test_stack_file_with_an_undefined_node_pool_is_refused_with_the_inventory_message(tmp_path):
+    broken = prod_stack_with_shared_pool()
     broken["config"]["deepseek-serving:inventory"]["models"][1]["node_pool"] = "h100"
-    with pytest.raises(ValueError, match=r"models\[1\] \(r1-32b\) uses node_pool 'h100'; defined pools: l40s"):
+    with pytest.raises(ValueError, match=r"models\[1\]\.node_pool: 'h100' is not allowed: must name one of"):
         load_needs_from_stack_file(write_stack(tmp_path, broken))
 
 
 def test_cli_prints_the_table_and_fails_on_a_blocker(aws, ec2_quotas, tmp_path, capsys):
-    path = write_stack(tmp_path, STACK)
+    path = write_stack(tmp_path, prod_stack_with_shared_pool())
     ec2_quotas["L-DB2E81BA"] = 1000
-    assert preflight.main(["--stack", "test", "--stack-file", str(path), "--endpoint-url", aws]) == 0
+    assert preflight.main(["--stack", "prod", "--stack-file", str(path), "--endpoint-url", aws]) == 0
     out = capsys.readouterr().out
     assert "SEVERITY  CHECK" in out and "0 blocker(s)" in out
     ec2_quotas["L-DB2E81BA"] = 12
-    assert preflight.main(["--stack", "test", "--stack-file", str(path), "--endpoint-url", aws]) == 1
+    assert preflight.main(["--stack", "prod", "--stack-file", str(path), "--endpoint-url", aws]) == 1
     out = capsys.readouterr().out
-    assert "BLOCKER   quota" in out and "108 vCPUs needed" in out
+    # 4 x g6e.12xlarge (48 vCPUs) + 6 x g6e.xlarge (4 vCPUs), all in the G and VT class.
+    assert "BLOCKER   quota" in out and "216 vCPUs needed" in out
 
 
 def test_cli_reports_an_unreadable_stack_file(tmp_path, capsys):
@@ -245,9 +247,9 @@ def test_cli_reports_an_unreadable_stack_file(tmp_path, capsys):
 
 
 def test_module_runs_as_a_command(aws, tmp_path):
-    path = write_stack(tmp_path, STACK)
+    path = write_stack(tmp_path, prod_stack_with_shared_pool())
     result = subprocess.run(
-        [sys.executable, "-m", "tools.preflight", "--stack", "test", "--stack-file", str(path),
+        [sys.executable, "-m", "tools.preflight", "--stack", "prod", "--stack-file", str(path),
          "--endpoint-url", aws],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert result.returncode == 0, result.stderr

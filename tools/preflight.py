@@ -316,40 +316,38 @@ class StackNeeds:
     needs: list[InstanceNeed]
 
 
-def load_needs_from_stack_file(path: str | Path) -> StackNeeds:
-    """Read region, zones and GPU instance needs from a ``Pulumi.<stack>.yaml`` inventory.
+def load_needs_from_stack_file(path: str | Path, stack: str | None = None) -> StackNeeds:
+    """Region, zones and GPU instance needs of a stack, from its validated inventory.
 
     EC2 models need ``max_replicas`` instances of their ``instance_type``; EKS models run
     on a node pool, which needs its ``max_size`` nodes whatever number of models share it.
+    Raises ValueError with the inventory's own message when the stack file is invalid.
     """
-    document = yaml.safe_load(Path(path).read_text()) or {}
-    config = document.get("config") or {}
-    inventory = config.get(INVENTORY_KEY)
-    if not isinstance(inventory, dict):
-        raise ValueError(f"{path}: config.{INVENTORY_KEY} is missing or not a mapping")
-    region = inventory.get("region") or config.get("aws:region")
-    if not region:
-        raise ValueError(f"{path}: set config.{INVENTORY_KEY}.region")
-    network = inventory.get("network") or {}
-    pools = {p["name"]: p for p in (inventory.get("eks") or {}).get("gpu_node_pools") or []}
+    from components.config import InventoryError, PROJECT, parse_inventory
+    from tools.stack_files import StackFileError, load
+
+    path = Path(path)
+    stack = stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    try:
+        stack_file = load(stack, path)
+        inventory = parse_inventory(stack_file.config.get(f"{PROJECT}:inventory"), stack=stack,
+                                    secret_keys=set(stack_file.secret_keys),
+                                    stack_file=stack_file.display_path)
+    except (StackFileError, InventoryError) as error:
+        raise ValueError(str(error)) from None
     needs: list[InstanceNeed] = []
     pool_models: dict[str, list[str]] = defaultdict(list)
-    for index, model in enumerate(inventory.get("models") or []):
-        name = model.get("name", f"models[{index}]")
-        if model.get("node_pool"):
-            if model["node_pool"] not in pools:
-                raise ValueError(f"{path}: models[{index}] ({name}) uses node_pool "
-                                 f"{model['node_pool']!r}; defined pools: {', '.join(pools) or 'none'}")
-            pool_models[model["node_pool"]].append(name)
-        elif model.get("instance_type"):
-            needs.append(InstanceNeed(model["instance_type"], int(model.get("max_replicas", 1)), name))
+    for model in inventory.models:
+        if model.node_pool:
+            pool_models[model.node_pool].append(model.name)
         else:
-            raise ValueError(f"{path}: models[{index}] ({name}) needs instance_type or node_pool")
+            needs.append(InstanceNeed(model.instance_type, model.max_replicas, model.name))
+    pools = {p.name: p for p in (inventory.eks.gpu_pools if inventory.eks else [])}
     for pool_name, models in pool_models.items():
         pool = pools[pool_name]
-        needs.append(InstanceNeed(pool["instance_type"], int(pool["max_size"]),
+        needs.append(InstanceNeed(pool.instance_type, pool.max_size,
                                   f"node pool {pool_name}: {', '.join(models)}"))
-    return StackNeeds(region, network.get("azs"), network.get("az_count"), needs)
+    return StackNeeds(inventory.region, None, inventory.network.az_count, needs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -360,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = Path(args.stack_file) if args.stack_file else REPO_ROOT / "stacks" / f"Pulumi.{args.stack}.yaml"
     try:
-        stack = load_needs_from_stack_file(path)
+        stack = load_needs_from_stack_file(path, args.stack)
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as error:
         print(f"preflight: cannot read stack {args.stack!r}: {error}", file=sys.stderr)
         return 2
