@@ -51,6 +51,8 @@ class GatewayBehaviour:
     never_throttles: bool = False
     # Puts the caller's key into error messages: the smoke output must still mask it.
     echoes_key_in_errors: bool = False
+    # A Cognito/Lambda authorizer in front of the key: this Authorization value is required.
+    required_authorization: Optional[str] = None
 
 
 @dataclass
@@ -165,6 +167,9 @@ class _GatewayHandler(_Handler):
             return self._gateway_error(403, "MISSING_API_KEY", "Forbidden: API key required in x-api-key")
         if api_key is not None and api_key != behaviour.api_key and not behaviour.accepts_wrong_key:
             return self._gateway_error(403, "INVALID_API_KEY", "Forbidden: invalid API key")
+        if (behaviour.required_authorization is not None and api_key == behaviour.api_key
+                and self.headers.get("Authorization") != behaviour.required_authorization):
+            return self._gateway_error(401, "UNAUTHORIZED", "Unauthorized")
         if api_key == behaviour.api_key and not behaviour.never_throttles and not self.server.bucket.take():
             extra = {"Retry-After": behaviour.retry_after} if behaviour.retry_after is not None else {}
             return self._gateway_error(429, "THROTTLED", "Too many requests, slow down", extra)

@@ -104,7 +104,7 @@ def stack_outputs(gateway: FakeGateway, **overrides) -> dict:
         "api_endpoint": gateway.api_endpoint,
         "served_models": list(behaviour.served_models),
         "region": REGION,
-        "tier_limits": {"rate": behaviour.rate, "burst": behaviour.burst},
+        "smoke_tier_limits": {"rate": behaviour.rate, "burst": behaviour.burst},
         "max_request_bytes": behaviour.max_request_bytes,
     }
     outputs.update(overrides)
@@ -160,6 +160,32 @@ def test_a_gateway_that_keeps_every_promise_passes_every_check(tmp_path, capsys,
     assert key_value not in out and key_value not in err
     # Every call stayed under the stage the stack exported.
     assert all(request.path.startswith("/prod/v1/") for request in seen)
+
+
+def test_a_stack_with_an_authorizer_passes_with_a_token_from_the_environment_never_printed(
+        tmp_path, capsys, aws_endpoint, api_key, monkeypatch):
+    key_id, key_value = api_key
+    token = "Bearer eyJ-smoke-id-token-" + uuid.uuid4().hex
+    with FakeGateway(GatewayBehaviour(api_key=key_value, required_authorization=token)) as gateway:
+        outputs = write_outputs(tmp_path, stack_outputs(gateway, smoke_api_key_id=key_id))
+        without = run_smoke(capsys, "--stack", "prod", "--outputs", str(outputs), "--aws-endpoint-url", aws_endpoint)
+        monkeypatch.setenv("SMOKE_ID_TOKEN", token)
+        code, out, err = run_smoke(capsys, "--stack", "prod", "--outputs", str(outputs),
+                                   "--aws-endpoint-url", aws_endpoint, "--authorization-env", "SMOKE_ID_TOKEN")
+
+    assert without[0] == 1 and "list_models" in failed_checks(without[1])
+    assert code == 0, out + err
+    assert token.split()[-1] not in out + err
+
+
+def test_an_unset_authorization_variable_stops_the_run(tmp_path, capsys, aws_endpoint, api_key, monkeypatch):
+    key_id, key_value = api_key
+    monkeypatch.delenv("SMOKE_ID_TOKEN", raising=False)
+    with FakeGateway(GatewayBehaviour(api_key=key_value)) as gateway:
+        outputs = write_outputs(tmp_path, stack_outputs(gateway, smoke_api_key_id=key_id))
+        code, _, err = run_smoke(capsys, "--stack", "prod", "--outputs", str(outputs),
+                                 "--aws-endpoint-url", aws_endpoint, "--authorization-env", "SMOKE_ID_TOKEN")
+    assert code == 2 and "SMOKE_ID_TOKEN" in err
 
 
 def test_the_burst_stays_within_its_request_budget_when_nothing_throttles(tmp_path, capsys, aws_endpoint, api_key):
@@ -269,7 +295,7 @@ def test_models_routed_under_their_own_paths_are_checked_at_their_own_base_urls(
     with FakeGateway(GatewayBehaviour(api_key=key_value, per_model_paths=True)) as gateway:
         models = gateway.server.behaviour.served_models
         base_urls = {model: f"{gateway.api_endpoint}/{model}/v1" for model in models}
-        routed = write_outputs(tmp_path, stack_outputs(gateway, smoke_api_key_id=key_id, model_base_urls=base_urls))
+        routed = write_outputs(tmp_path, stack_outputs(gateway, smoke_api_key_id=key_id, model_endpoints=base_urls))
         code, out, err = run_smoke(capsys, "--stack", "dev", "--outputs", str(routed), "--aws-endpoint-url", aws_endpoint)
         listings = {r.path for r in gateway.requests if r.path.endswith("/v1/models") and r.api_key == key_value}
 
@@ -333,7 +359,7 @@ VALID_OUTPUTS = {
     "api_endpoint": "http://127.0.0.1:9/prod",
     "served_models": ["deepseek-r1-distill-qwen-7b"],
     "region": REGION,
-    "tier_limits": {"rate": 5, "burst": 3},
+    "smoke_tier_limits": {"rate": 5, "burst": 3},
     "max_request_bytes": 65536,
     "smoke_api_key_id": "abc123",
 }
@@ -348,11 +374,11 @@ BAD_OUTPUTS = [
     pytest.param({"served_models": "[secret]"}, "output 'served_models' in outputs file", id="secret-placeholder"),
     pytest.param({"api_endpoint": "http://api.example.com/v1"}, "must be https", id="plain-http-endpoint"),
     pytest.param({"api_endpoint": "api.example.com"}, "expected the base URL", id="endpoint-not-a-url"),
-    pytest.param({"tier_limits": {"rate": 5}}, "output 'tier_limits'", id="tier-without-burst"),
+    pytest.param({"smoke_tier_limits": {"rate": 5}}, "output 'smoke_tier_limits'", id="tier-without-burst"),
     pytest.param({"max_request_bytes": "1MB"}, "output 'max_request_bytes'", id="size-not-a-number"),
     pytest.param({"served_models": []}, "non-empty list of served model names", id="no-models"),
     pytest.param(
-        {"model_base_urls": {"other-model": "http://127.0.0.1:9/prod/other-model/v1"}},
+        {"model_endpoints": {"other-model": "http://127.0.0.1:9/prod/other-model/v1"}},
         "expected one base URL for each served model: deepseek-r1-distill-qwen-7b",
         id="base-urls-for-other-models",
     ),
@@ -530,6 +556,10 @@ def test_a_read_timeout_is_retried_and_the_last_one_raised():
     with ScriptedServer([Scripted(delay_s=0.6)]) as server:
         with pytest.raises(requests.Timeout):
             _send(server, RetryPolicy(max_attempts=2), sleeps, timeouts=quick)
+        # The client gives up before the server thread may have counted the retry; wait for it.
+        deadline = time.monotonic() + 5
+        while server.requests_received < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert server.requests_received == 2
 
 

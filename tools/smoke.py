@@ -19,11 +19,11 @@ Stack outputs read (names are the contract with __main__.py):
     api_endpoint              base URL including the stage; the OpenAI surface is <it>/v1
     served_models             list of served model names
     region                    region of the API key (or secret)
-    tier_limits               {"rate": r/s, "burst": n} of the smoke key's usage plan
+    smoke_tier_limits         {"rate": r/s, "burst": n} of the smoke key's usage plan
     max_request_bytes         body size limit the gateway enforces
     smoke_api_key_id          API Gateway key id (preferred), or
     smoke_api_key_secret_arn  Secrets Manager secret holding the key (text or {"api_key": ...})
-    model_base_urls           optional {model: OpenAI base URL} for per-model routing
+    model_endpoints           optional {model: OpenAI base URL} for per-model routing
 
 Exit status: 0 every check passed; 1 a check failed; 2 the test could not run (outputs
 missing or malformed, no API key).
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -71,13 +72,13 @@ EXIT_CANNOT_RUN = 2
 OUTPUT_API_ENDPOINT = "api_endpoint"
 OUTPUT_SERVED_MODELS = "served_models"
 OUTPUT_REGION = "region"
-OUTPUT_TIER_LIMITS = "tier_limits"
+OUTPUT_TIER_LIMITS = "smoke_tier_limits"
 OUTPUT_MAX_REQUEST_BYTES = "max_request_bytes"
 OUTPUT_API_KEY_ID = "smoke_api_key_id"
 OUTPUT_API_KEY_SECRET_ARN = "smoke_api_key_secret_arn"
 # Optional: {served model: its OpenAI base URL} when the gateway routes each model under
 # its own path (one VPC link and NLB per model) instead of one shared <api_endpoint>/v1.
-OUTPUT_MODEL_BASE_URLS = "model_base_urls"
+OUTPUT_MODEL_BASE_URLS = "model_endpoints"
 
 # `pulumi stack output --show-secrets=false` prints secret outputs as this string.
 PULUMI_SECRET_PLACEHOLDER = "[secret]"
@@ -502,6 +503,7 @@ class SmokeRun:
         policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        authorization: Optional[str] = None,
     ):
         self.target = target
         self.model = model
@@ -511,6 +513,10 @@ class SmokeRun:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self._keyed = {API_KEY_HEADER: api_key}
+        # Stacks with a Cognito or Lambda authorizer want a token as well as the key; the
+        # refusal checks still send none, so they prove the key alone is not enough.
+        if authorization:
+            self._keyed["Authorization"] = authorization
         # Random per run, and never equal to the real key.
         self._wrong_key = f"smoke-wrong-key-{secrets.token_hex(12)}"
         self.pacer = Pacer(target.tier_rate, sleep, clock)
@@ -862,6 +868,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--aws-endpoint-url", metavar="URL", help="AWS API endpoint override (an emulator, or a VPC endpoint)"
     )
     parser.add_argument("--model", help="served model to run the completions on (default: the first one)")
+    parser.add_argument(
+        "--authorization-env", metavar="VAR",
+        help="for stacks with an authorizer: send the value of environment variable VAR "
+             "(e.g. 'Bearer <Cognito ID token>') as the Authorization header; never printed",
+    )
     return parser
 
 
@@ -885,6 +896,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"smoke: {error}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     redact.add(api_key.value)
+    authorization = None
+    if args.authorization_env:
+        authorization = os.environ.get(args.authorization_env)
+        if not authorization:
+            print(f"smoke: --authorization-env {args.authorization_env}: that environment variable "
+                  "is empty or unset", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+        redact.add(authorization)
+        redact.add(authorization.split()[-1])
 
     def say(text: str = "") -> None:
         print(redact(text), flush=True)
@@ -899,7 +919,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     say(f"  tier      rate {target.tier_rate:g}/s, burst {target.tier_burst}")
     say(f"  api key   from {api_key.source} (value {MASK})")
     say()
-    results = SmokeRun(target, api_key.value, model).run()
+    results = SmokeRun(target, api_key.value, model, authorization=authorization).run()
     say(render_table(results))
     say()
     failed = [result.name for result in results if not result.ok]
