@@ -1,0 +1,449 @@
+"""GPU capacity on EC2 for one model: launch template, auto scaling group, role, and API key.
+
+The `ec2` platform's "single node or a few replicas behind a load balancer, container under
+a restart policy" (the serving guide's simplest production shape), done properly:
+- AMI: AWS's Deep Learning Base OSS NVIDIA Driver GPU AMI (Amazon Linux 2023), resolved at
+  deploy time from its public SSM parameter (never a literal ID). A new AMI release becomes
+  a new launch template version, which the instance refresh rolls out at 100% healthy.
+- Instances: IMDSv2 required with hop limit 1, no public address, detailed monitoring,
+  encrypted gp3 root and model-cache volumes, no key pair (Session Manager instead of SSH).
+- Role: SSM core and the CloudWatch agent (managed policies), read of the model's weight
+  prefix only, read of this model's API key secret only (and decrypt through Secrets
+  Manager only).
+- Auto scaling: ELB health checks with a grace period that covers image pull, weight
+  download and model load; instance refresh and instance maintenance never drop below
+  100% healthy (launch before terminate); target tracking on requests waiting per replica,
+  a serving metric, never CPU. Scale-in waits for the target group's deregistration delay,
+  so streams in flight finish before an instance terminates.
+Host configuration is rendered by components/host_provisioning.py.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from components import host_provisioning, runtimes
+from components.config import Inventory, Model
+from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
+
+# AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), x86_64: NVIDIA
+# driver, Docker and the NVIDIA container toolkit preinstalled; supports G5/G6/G6e/P4/P5
+# (AWS DLAMI release notes). Public parameter path as used by AWS samples and terraform
+# configurations alike.
+GPU_AMI_PARAMETER = ("/aws/service/deeplearning/ami/x86_64/"
+                     "base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id")
+METRICS_NAMESPACE = "DeepSeek/Serving"
+SSM_CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+CLOUDWATCH_AGENT_POLICY = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
+# Root: the AMI's 75 GiB snapshot plus a 10-25 GB runtime image unpacked by Docker.
+ROOT_VOLUME_GIB = 150
+# Boot, package checks and agent start before the image pull begins.
+BOOT_SECONDS = 300
+# Conservative S3 -> EBS copy rate for the first download of the weights (MiB/s).
+WEIGHTS_COPY_MIB_S = 150
+
+
+@dataclass
+class GpuFleetArgs:
+    inventory: Inventory
+    model: Model
+    vpc_id: pulumi.Input[str]
+    subnet_ids: Sequence[pulumi.Input[str]]
+    load_balancer: LoadBalancer
+    account_id: pulumi.Input[str]
+    data_key_arn: pulumi.Input[str]
+    logs_key_arn: pulumi.Input[str]
+    partition: str = "aws"
+
+
+def cache_volume_gib(launch: runtimes.RuntimeLaunch) -> int:
+    """Model cache: the weights plus staging headroom (Ollama also copies the GGUF into its store)."""
+    copies = 2.2 if launch.runtime == "ollama" else 1.25
+    return int(math.ceil((launch.weights_gib * copies + 20) / 10.0)) * 10
+
+
+def health_check_grace_seconds(launch: runtimes.RuntimeLaunch) -> int:
+    """Boot + image pull + first weight download + model load: no ELB verdict before that."""
+    download = launch.weights_gib * 1024 / WEIGHTS_COPY_MIB_S
+    total = BOOT_SECONDS + host_provisioning.IMAGE_PULL_SECONDS + download + launch.startup_budget_seconds
+    return int(math.ceil(total / 60.0)) * 60
+
+
+def backend_key_secret_name(stack: str, model_name: str) -> str:
+    """Fixed so host user data can name the secret at preview (its ARN is unknown then)."""
+    return f"deepseek/{stack}/{model_name}/backend-api-key"
+
+
+def runtime_log_group_name(stack: str, model_name: str) -> str:
+    return f"/deepseek/{stack}/{model_name}/runtime"
+
+
+def scale_out_target(inventory: Inventory) -> float:
+    """Requests waiting per replica the scaling policy holds: a quarter of the alarm level,
+    so capacity is added well before the queue-depth alarm fires."""
+    return float(max(1, inventory.observability.alarms.thresholds.queue_depth // 4))
+
+
+def ec2_load_balancer_args(inventory: Inventory, model: Model, *, vpc_id: pulumi.Input[str],
+                           subnet_ids: Sequence[pulumi.Input[str]], vpc_cidr: str) -> LoadBalancerArgs:
+    """The NLB in front of a GpuFleet: instance targets on the runtime's port, health from
+    the host's gate (which answers 200 only while the model is listed and warmed up)."""
+    settings = inventory.load_balancer
+    return LoadBalancerArgs(
+        model_name=model.name, vpc_id=vpc_id, subnet_ids=subnet_ids, vpc_cidr=vpc_cidr,
+        certificate=settings.certificate, target_type="instance",
+        target_port=runtimes.PORTS[model.runtime],
+        health_check=HealthCheck(path="/ready", port=host_provisioning.HEALTH_GATE_PORT),
+        deregistration_delay_seconds=settings.deregistration_delay_seconds,
+        cross_zone=settings.cross_zone,
+        unhealthy_draining_seconds=settings.unhealthy_draining_seconds,
+        deletion_protection=inventory.environment == "prod")
+
+
+class BackendApiKey(pulumi.ComponentResource):
+    """The shared secret between the gateway's integration and one model's runtime.
+
+    The value is generated once by the program and kept: later runs generate a new
+    candidate that `ignore_changes` discards, so the key only rotates when its version is
+    replaced on purpose (see components/NOTES_backend_auth.md).
+    """
+
+    secret_arn: pulumi.Output[str]
+    secret_name: str
+    value: pulumi.Output[str]
+
+    def __init__(self, name: str, *, secret_name: str, kms_key_arn: pulumi.Input[str],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("deepseek:gpu_fleet:BackendApiKey", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.secret_name = secret_name
+        secret = aws.secretsmanager.Secret(
+            f"{name}-secret", name=secret_name, kms_key_id=kms_key_arn,
+            description="Backend API key the API gateway sends to this model's runtime",
+            recovery_window_in_days=7, opts=child)
+        version = aws.secretsmanager.SecretVersion(
+            f"{name}-value", secret_id=secret.id,
+            secret_string=pulumi.Output.secret(secrets.token_urlsafe(48)),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["secretString"],
+                                        additional_secret_outputs=["secretString"]))
+        self.secret_arn = secret.arn
+        self.value = pulumi.Output.secret(version.secret_string)
+        # Changes exactly when the key is rotated (a new version), and is no secret: what
+        # pod templates and gateway redeploys key on. Unknown until the version exists.
+        self.version_id = version.version_id
+        self.register_outputs({"secret_arn": self.secret_arn, "secret_name": secret_name})
+
+
+class GpuFleet(pulumi.ComponentResource):
+    asg_name: pulumi.Output[str]
+    asg_arn: pulumi.Output[str]
+    launch_template_id: pulumi.Output[str]
+    instance_role_arn: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+    log_group_name: str
+    backend_api_key_secret_name: Optional[str]
+    backend_api_key_secret_arn: Optional[pulumi.Output[str]]
+    # Secret Output: only for the gateway's integration header; never export it.
+    backend_api_key: Optional[pulumi.Output[str]]
+    launch: runtimes.RuntimeLaunch
+    user_data: str
+    health_check_grace_seconds: int
+    metrics_namespace: str
+
+    def __init__(self, name: str, args: GpuFleetArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("deepseek:gpu_fleet:GpuFleet", name, None, opts)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
+        inventory, model = args.inventory, args.model
+        stack = pulumi.get_stack()
+        self.metrics_namespace = METRICS_NAMESPACE
+        # Inside the container the server listens on all of its own interfaces; the host
+        # publishes the port on its private address only (host_provisioning).
+        self.launch = runtimes.render_for_inventory(inventory, model, bind_host="0.0.0.0")
+        self.health_check_grace_seconds = health_check_grace_seconds(self.launch)
+
+        self.backend_api_key_secret_name = None
+        self.backend_api_key_secret_arn = None
+        self.backend_api_key = None
+        self.backend_api_key_version = None
+        if self.launch.api_key_env:
+            key = BackendApiKey(f"{name}-backend-key",
+                                secret_name=backend_key_secret_name(stack, model.name),
+                                kms_key_arn=args.data_key_arn, opts=self._child)
+            self.backend_api_key_secret_name = key.secret_name
+            self.backend_api_key_secret_arn = key.secret_arn
+            self.backend_api_key = key.value
+            self.backend_api_key_version = key.version_id
+
+        self.log_group_name = runtime_log_group_name(stack, model.name)
+        aws.cloudwatch.LogGroup(
+            f"{name}-runtime-logs", name=self.log_group_name,
+            retention_in_days=inventory.observability.log_retention_days,
+            kms_key_id=args.logs_key_arn, opts=self._child)
+
+        self.user_data = host_provisioning.render_user_data(host_provisioning.HostPlan(
+            stack=stack, region=inventory.region, model_name=model.name, launch=self.launch,
+            weights_source=model.weights.source, manifest_sha256=model.weights.manifest_sha256,
+            s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
+            api_key_secret_name=self.backend_api_key_secret_name,
+            hf_token_secret_arn=_hf_token_secret_arn(model),
+            log_group_name=self.log_group_name, metrics_namespace=METRICS_NAMESPACE))
+
+        role = self._create_role(args)
+        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=self._child)
+        self.security_group = self._create_security_group(args)
+        self.launch_template = self._create_launch_template(args, profile)
+        grant = self._grant_auto_scaling_the_data_key(args)
+        self.group = self._create_group(args, grant)
+        self._create_scaling_policy(inventory, model)
+
+        self.asg_name = self.group.name
+        self.asg_arn = self.group.arn
+        self.launch_template_id = self.launch_template.id
+        self.instance_role_arn = role.arn
+        self.security_group_id = self.security_group.id
+        self.register_outputs({
+            "asg_name": self.asg_name,
+            "launch_template_id": self.launch_template_id,
+            "instance_role_arn": self.instance_role_arn,
+            "security_group_id": self.security_group_id,
+            "log_group_name": self.log_group_name,
+            "backend_api_key_secret_arn": self.backend_api_key_secret_arn,
+        })
+
+    # --- identity ---------------------------------------------------------------------
+
+    def _create_role(self, args: GpuFleetArgs) -> aws.iam.Role:
+        role = aws.iam.Role(
+            f"{self._name}-role",
+            assume_role_policy=json.dumps(assume_role_policy()),
+            description=f"GPU hosts serving {args.model.name}",
+            opts=self._child)
+        # Session Manager replaces SSH (no key pair, no port 22); the agent ships logs/metrics.
+        aws.iam.RolePolicyAttachment(f"{self._name}-ssm", role=role.name,
+                                     policy_arn=SSM_CORE_POLICY, opts=self._child)
+        aws.iam.RolePolicyAttachment(f"{self._name}-cloudwatch-agent", role=role.name,
+                                     policy_arn=CLOUDWATCH_AGENT_POLICY, opts=self._child)
+        # Two documents: weights and secret are named from inventory values, so reviewers and
+        # the policy pack see them at preview; the KMS statement waits for the key's ARN.
+        hf_token = _hf_token_secret_arn(args.model)
+        aws.iam.RolePolicy(
+            f"{self._name}-serving", role=role.id,
+            policy=pulumi.Output.from_input(args.account_id).apply(lambda account: json.dumps(
+                instance_policy(args.model, partition=args.partition,
+                                secret_arns=self._readable_secret_arns(args, account, hf_token)))),
+            opts=self._child)
+        if self.backend_api_key_secret_name or hf_token:
+            aws.iam.RolePolicy(
+                f"{self._name}-decrypt-secret", role=role.id,
+                policy=pulumi.Output.from_input(args.data_key_arn).apply(lambda key: json.dumps(
+                    decrypt_policy(region=args.inventory.region, data_key_arn=key))),
+                opts=self._child)
+        return role
+
+    def _readable_secret_arns(self, args: GpuFleetArgs, account: str, hf_token: Optional[str]) -> list[str]:
+        arns = [hf_token] if hf_token else []
+        if self.backend_api_key_secret_name:
+            arns.append(secret_arn_pattern(args.partition, args.inventory.region, account,
+                                           self.backend_api_key_secret_name))
+        return arns
+
+    # --- network ----------------------------------------------------------------------
+
+    def _create_security_group(self, args: GpuFleetArgs) -> aws.ec2.SecurityGroup:
+        lb = args.load_balancer
+        group = aws.ec2.SecurityGroup(
+            f"{self._name}-hosts", vpc_id=args.vpc_id,
+            description=f"GPU hosts for {args.model.name}: model port from its load balancer only",
+            tags={"Name": f"{self._name}-hosts", "model": args.model.name}, opts=self._child)
+        # Ollama has no authentication: this reference to the NLB's group is its only guard.
+        for role, port in (("model-port", lb.target_port), ("health-gate", lb.health_check_port)):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{self._name}-from-lb-{role}", security_group_id=group.id,
+                referenced_security_group_id=lb.security_group_id, ip_protocol="tcp",
+                from_port=port, to_port=port,
+                description=f"{role} from the {args.model.name} load balancer", opts=self._child)
+        # HTTPS out: image registries and the hub through the NAT; S3 through its gateway
+        # endpoint; Secrets Manager, SSM, STS and Logs through interface endpoints.
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-https-out", security_group_id=group.id, ip_protocol="tcp",
+            from_port=443, to_port=443, cidr_ipv4="0.0.0.0/0",
+            description="HTTPS to AWS APIs and image registries", opts=self._child)
+        return group
+
+    # --- compute ----------------------------------------------------------------------
+
+    def _create_launch_template(self, args: GpuFleetArgs, profile: aws.iam.InstanceProfile):
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        ami_id = aws.ssm.get_parameter_output(name=GPU_AMI_PARAMETER, opts=invoke).insecure_value
+        # The root device name differs between AMI families; read it from the image itself.
+        root_device = aws.ec2.get_ami_output(
+            owners=["amazon"], filters=[{"name": "image-id", "values": [ami_id]}],
+            opts=invoke).root_device_name
+        model = args.model
+        instance_type = args.inventory.gpu_instance_type(model)
+        return aws.ec2.LaunchTemplate(
+            f"{self._name}-lt",
+            description=f"{model.name} on {instance_type} ({self.launch.runtime})",
+            image_id=ami_id,
+            instance_type=instance_type,
+            iam_instance_profile={"arn": profile.arn},
+            ebs_optimized="true",
+            # IMDSv2 only, and one hop: the container sits behind the docker bridge, so a
+            # prompt-driven SSRF in the runtime cannot reach the instance credentials.
+            metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
+                              "http_put_response_hop_limit": 1, "instance_metadata_tags": "disabled"},
+            monitoring={"enabled": True},
+            network_interfaces=[{
+                "device_index": 0,
+                "associate_public_ip_address": "false",
+                "delete_on_termination": "true",
+                "security_groups": [self.security_group.id],
+            }],
+            block_device_mappings=[
+                _volume(root_device, ROOT_VOLUME_GIB, args.data_key_arn),
+                # Weights load at startup: more throughput than the gp3 baseline pays back.
+                _volume(host_provisioning.CACHE_DEVICE, cache_volume_gib(self.launch),
+                        args.data_key_arn, iops=6000, throughput=500),
+            ],
+            user_data=base64.b64encode(self.user_data.encode()).decode(),
+            update_default_version=True,
+            tag_specifications=[
+                {"resource_type": kind, "tags": {"Name": self._name, "model": model.name}}
+                for kind in ("instance", "volume", "network-interface")],
+            tags={"model": model.name},
+            opts=self._child)
+
+    def _grant_auto_scaling_the_data_key(self, args: GpuFleetArgs) -> aws.kms.Grant:
+        # Auto Scaling launches instances with its service-linked role, which must be able to
+        # use the customer-managed key that encrypts the volumes (EC2 Auto Scaling docs,
+        # "Required AWS KMS key policy for use with encrypted volumes"). The role exists once
+        # any group was created in the account.
+        principal = pulumi.Output.from_input(args.account_id).apply(
+            lambda account: f"arn:{args.partition}:iam::{account}:role/aws-service-role/"
+                            f"autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling")
+        return aws.kms.Grant(
+            f"{self._name}-asg-ebs-key", key_id=args.data_key_arn, grantee_principal=principal,
+            operations=["Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey",
+                        "GenerateDataKeyWithoutPlaintext", "DescribeKey", "CreateGrant"],
+            opts=self._child)
+
+    def _create_group(self, args: GpuFleetArgs, grant: aws.kms.Grant) -> aws.autoscaling.Group:
+        model = args.model
+        grace = self.health_check_grace_seconds
+        return aws.autoscaling.Group(
+            f"{self._name}-asg",
+            vpc_zone_identifiers=list(args.subnet_ids),
+            min_size=model.min_replicas,
+            max_size=model.max_replicas,
+            # No desired_capacity: it would reset what the scaling policy chose on every `up`.
+            launch_template={"id": self.launch_template.id,
+                             "version": self.launch_template.latest_version.apply(str)},
+            target_group_arns=[args.load_balancer.target_group_arn],
+            # The load balancer's verdict (the health gate: model listed and warmed up),
+            # not just "the VM is running".
+            health_check_type="ELB",
+            health_check_grace_period=grace,
+            default_instance_warmup=grace,
+            # Rolling updates and health replacements launch first and terminate after:
+            # serving capacity never drops below 100%.
+            instance_refresh={"strategy": "Rolling", "preferences": {
+                "min_healthy_percentage": 100, "max_healthy_percentage": 200,
+                "instance_warmup": str(grace), "skip_matching": True, "auto_rollback": True}},
+            instance_maintenance_policy={"min_healthy_percentage": 100, "max_healthy_percentage": 200},
+            # `pulumi up` waits past the first model load instead of failing at 10 minutes.
+            wait_for_capacity_timeout=f"{grace // 60 + 10}m",
+            enabled_metrics=["GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity",
+                             "GroupInServiceInstances", "GroupPendingInstances",
+                             "GroupTerminatingInstances"],
+            metrics_granularity="1Minute",
+            tags=[{"key": "Name", "value": self._name, "propagate_at_launch": True},
+                  {"key": "model", "value": model.name, "propagate_at_launch": True}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[grant]))
+
+    def _create_scaling_policy(self, inventory: Inventory, model: Model) -> None:
+        # NLBs publish no request count per target (that metric is ALB-only), so the
+        # policy tracks the runtime's own queue: requests waiting per replica, published
+        # by each host's health gate every minute (vLLM num_requests_waiting, TGI
+        # queue size, Ollama connections beyond its parallel slots).
+        aws.autoscaling.Policy(
+            f"{self._name}-queue-depth",
+            autoscaling_group_name=self.group.name,
+            policy_type="TargetTrackingScaling",
+            estimated_instance_warmup=self.health_check_grace_seconds,
+            target_tracking_configuration={
+                "target_value": scale_out_target(inventory),
+                "customized_metric_specification": {
+                    "namespace": METRICS_NAMESPACE,
+                    "metric_name": "RequestsWaiting",
+                    "statistic": "Average",
+                    "unit": "Count",
+                    "metric_dimensions": [{"name": "Stack", "value": pulumi.get_stack()},
+                                          {"name": "Model", "value": model.name}],
+                },
+            },
+            opts=self._child)
+
+
+def _volume(device: pulumi.Input[str], size_gib: int, kms_key_arn: pulumi.Input[str], *,
+            iops: int = 3000, throughput: int = 125) -> dict:
+    return {"device_name": device, "ebs": {
+        "volume_type": "gp3", "volume_size": size_gib, "iops": iops, "throughput": throughput,
+        "encrypted": "true", "kms_key_id": kms_key_arn, "delete_on_termination": "true"}}
+
+
+def _hf_token_secret_arn(model: Model) -> Optional[str]:
+    """A hub token the host can fetch: only a Secrets Manager reference works on EC2."""
+    if model.weights.source != "hub" or model.hf_token is None:
+        return None
+    if model.hf_token.secrets_manager_arn is None:
+        raise host_provisioning.HostProvisioningError(
+            f"model {model.name}: on platform ec2 the host fetches hf_token itself; give "
+            f"hf_token as {{secrets_manager_arn: <arn>}} (a stack config secret cannot reach it)")
+    return model.hf_token.secrets_manager_arn
+
+
+def assume_role_policy() -> dict:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole",
+        "Principal": {"Service": "ec2.amazonaws.com"}}]}
+
+
+def secret_arn_pattern(partition: str, region: str, account: str, secret_name: str) -> str:
+    """The ARN of the secret with exactly this name: Secrets Manager appends "-" and six
+    random characters, which `??????` matches and nothing longer does (Secrets Manager
+    docs, "Permissions policy examples": use `-??????` rather than `*`)."""
+    return f"arn:{partition}:secretsmanager:{region}:{account}:secret:{secret_name}-??????"
+
+
+def instance_policy(model: Model, *, partition: str, secret_arns: Sequence[str]) -> dict:
+    """The hosts' own permissions beyond the managed SSM and CloudWatch agent policies."""
+    statements: list[dict] = []
+    weights = model.weights
+    if weights.source == "s3":
+        bucket, prefix = weights.s3_bucket, weights.s3_prefix or ""
+        statements += [
+            {"Sid": "ReadModelWeights", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": f"arn:{partition}:s3:::{bucket}/{prefix}*"},
+            {"Sid": "ListModelWeights", "Effect": "Allow", "Action": "s3:ListBucket",
+             "Resource": f"arn:{partition}:s3:::{bucket}",
+             "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}*"]}}},
+        ]
+    if secret_arns:
+        statements.append({"Sid": "ReadApiKey", "Effect": "Allow",
+                           "Action": "secretsmanager:GetSecretValue", "Resource": list(secret_arns)})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def decrypt_policy(*, region: str, data_key_arn: str) -> dict:
+    """The key secret is encrypted with the stack's data key: decrypt only via Secrets Manager."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "DecryptApiKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": data_key_arn,
+        "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}}]}

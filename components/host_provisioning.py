@@ -1,0 +1,526 @@
+"""Host provisioning for the EC2 platform, rendered as data: cloud-init, systemd units, scripts.
+
+The "Ansible-style" part of the platform: every step is declarative and idempotent, so a
+reboot or a re-run converges instead of repeating work:
+- the container runtime and the NVIDIA container toolkit are configured only if absent
+  (the NVIDIA-driver AMI ships both; a bare AMI gets them);
+- weights are copied from S3 (or downloaded from the hub at a pinned commit) into a
+  staging directory, checked against a SHA256SUMS manifest whose own sha256 is pinned in
+  the inventory, and only then moved into place; a verified copy is never fetched again;
+- the runtime runs as a container (image pinned by tag and digest) under a systemd unit
+  with `Restart=always`; its API key is fetched from Secrets Manager at every start into
+  a root-only file under /run, never into user data;
+- after start a warm-up request runs, and only then does the local health gate report
+  ready; the load balancer's health check asks the gate, which re-checks that the model
+  is listed by the runtime on every probe;
+- logs: the container logs to journald; an exporter writes the unit's journal as JSON
+  lines that the CloudWatch agent ships. Prompts are never logged (see runtimes.py).
+
+User data is rendered only from values known at preview (inventory, catalog, the secret's
+*name*), so `pulumi preview` shows it and the policy pack can inspect it. It is a
+`#cloud-config` document produced with `yaml.safe_dump`; tests parse it back.
+
+The container never shares the host network: its port is published on the host's private
+address only, and because the container sits one hop behind the docker bridge, IMDSv2's
+hop limit of 1 keeps instance credentials out of its reach (SSRF from model tools).
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Optional
+
+import yaml
+
+from components.runtimes import RuntimeLaunch
+from components.weights import VERIFY_WEIGHTS_SH
+
+CONTAINER = "deepseek-runtime"
+STATE_DIR = "/run/deepseek"
+CACHE_MOUNT = "/opt/deepseek"
+CACHE_DEVICE = "/dev/sdf"
+CACHE_LABEL = "model-cache"
+ENV_FILE = "/etc/deepseek/model.env"
+HOST_ENV_FILE = f"{STATE_DIR}/host.env"
+SECRET_ENV_FILE = f"{STATE_DIR}/secrets.env"
+READY_MARKER = f"{STATE_DIR}/warm"
+RUNTIME_LOG = "/var/log/deepseek/runtime.json"
+CW_AGENT_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/deepseek.json"
+# The local gate the NLB health check asks; it answers for the runtime (see GATE_SCRIPT).
+HEALTH_GATE_PORT = 8099
+# EC2 user data is limited to 16 KB before base64.
+USER_DATA_LIMIT = 16 * 1024
+# Seconds allowed for pulling the image (10-25 GB) before the start budget begins.
+IMAGE_PULL_SECONDS = 900
+
+
+class HostProvisioningError(ValueError):
+    """Host configuration that must not be deployed; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """Everything a host needs to serve one model, all known at preview time."""
+
+    stack: str
+    region: str
+    model_name: str
+    launch: RuntimeLaunch
+    weights_source: str  # "s3" or "hub"
+    manifest_sha256: str
+    s3_uri: Optional[str]
+    hf_repo: str
+    revision: str
+    # Secrets Manager secret *name* of the backend API key (None: the runtime has no auth).
+    api_key_secret_name: Optional[str]
+    # ARN of a Secrets Manager secret holding a hub token (hub downloads of gated repos).
+    hf_token_secret_arn: Optional[str]
+    log_group_name: str
+    metrics_namespace: str
+
+    @property
+    def model_dir(self) -> str:
+        return f"{CACHE_MOUNT}/models/{self.model_name}"
+
+
+# --------------------------------------------------------------------------- scripts
+
+PREPARE_HOST = r"""#!/bin/bash
+# Idempotent host preparation: install or configure only what is missing.
+set -euo pipefail
+if ! command -v docker >/dev/null 2>&1; then dnf install -y docker; fi
+systemctl enable --now docker
+if ! command -v nvidia-ctk >/dev/null 2>&1; then dnf install -y nvidia-container-toolkit; fi
+if ! docker info --format '{{json .Runtimes}}' | grep -q nvidia; then
+  nvidia-ctk runtime configure --runtime=docker
+  systemctl restart docker
+fi
+if ! rpm -q amazon-cloudwatch-agent >/dev/null 2>&1; then dnf install -y amazon-cloudwatch-agent; fi
+install -d -m 0755 /var/log/deepseek /opt/deepseek/models
+"""
+
+HOST_ENV = r"""#!/bin/bash
+# The host's private address from IMDSv2 (token required; hop limit 1 keeps containers out).
+set -euo pipefail
+install -d -m 0700 /run/deepseek
+token=$(curl -fsS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60')
+ip=$(curl -fsS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/local-ipv4)
+[[ $ip =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "no private IPv4 from IMDS" >&2; exit 1; }
+echo "HOST_PRIVATE_IP=$ip" > /run/deepseek/host.env
+"""
+
+FETCH_KEY = r"""#!/bin/bash
+# The runtime's API key, fetched from Secrets Manager at every start (rotation = restart).
+set -euo pipefail
+source /etc/deepseek/model.env
+install -d -m 0700 /run/deepseek
+umask 077
+if [[ -z ${KEY_SECRET_NAME:-} ]]; then : > /run/deepseek/secrets.env; exit 0; fi
+key=$(aws secretsmanager get-secret-value --region "$AWS_REGION" --secret-id "$KEY_SECRET_NAME" \
+      --query SecretString --output text)
+[[ -n $key ]] || { echo "empty API key secret" >&2; exit 1; }
+printf '%s=%s\n' "$KEY_VAR_NAME" "$key" > /run/deepseek/secrets.env
+printf '%s' "$key" > /run/deepseek/api-key
+"""
+
+FETCH_WEIGHTS = r"""#!/bin/bash
+# Weights into place only after every file matches the pinned manifest.
+set -euo pipefail
+source "${DEEPSEEK_ENV:-/etc/deepseek/model.env}"
+final="$MODEL_DIR"; staging="$MODEL_DIR.partial"
+if [[ -f $final/.verified ]] && [[ $(cat "$final/.verified") == "$MANIFEST_SHA256" ]]; then
+  echo "weights already verified"; exit 0
+fi
+rm -rf "$staging"; install -d -m 0755 "$staging"
+if [[ $WEIGHTS_SOURCE == s3 ]]; then
+  aws s3 cp --recursive --only-show-errors "$S3_URI" "$staging/"
+else
+  hub_auth=()
+  if [[ -n ${HUB_TOKEN_SECRET_ARN:-} ]]; then
+    umask 077
+    printf '%s=%s\n' HF_TOKEN "$(aws secretsmanager get-secret-value --region "$AWS_REGION" \
+      --secret-id "$HUB_TOKEN_SECRET_ARN" --query SecretString --output text)" > /run/deepseek/hf.env
+    hub_auth=(--env-file /run/deepseek/hf.env)
+  fi
+  docker run --rm "${hub_auth[@]}" -v "$staging:/out" --entrypoint python3 "$IMAGE" -c \
+    "from huggingface_hub import snapshot_download as d; d(repo_id='$HF_REPO', revision='$REVISION', local_dir='/out')"
+  rm -f /run/deepseek/hf.env
+  rm -rf "$staging/.cache"
+fi
+cd "$staging"
+""" + VERIFY_WEIGHTS_SH + r"""echo "$MANIFEST_SHA256" > .verified
+rm -rf "$final"; mv "$staging" "$final"
+"""
+
+WARMUP_HEAD = r"""#!/bin/bash
+# After start: wait until the model is listed, send one tiny generation, then mark the host
+# warm for the health gate.
+set -euo pipefail
+source /etc/deepseek/model.env
+source /run/deepseek/host.env
+base="http://$HOST_PRIVATE_IP:$RUNTIME_PORT"
+auth=()
+[[ -s /run/deepseek/api-key ]] && auth=(-H "Authorization: Bearer $(cat /run/deepseek/api-key)")
+deadline=$((SECONDS + STARTUP_BUDGET))
+"""
+
+# Ollama serves what was created into its store: create it from the verified GGUF first.
+WARMUP_OLLAMA = r"""until curl -fsS "$base$LIVENESS_PATH" >/dev/null 2>&1; do
+  (( SECONDS < deadline )) || { echo "server did not start" >&2; exit 1; }; sleep 2
+done
+gguf=$(cd "$MODEL_DIR" && ls -1 *.gguf)
+[[ $(wc -l <<<"$gguf") == 1 ]] || { echo "expected exactly one .gguf" >&2; exit 1; }
+docker exec deepseek-runtime sh -c "printf 'FROM %s\n' '$MODEL_PATH/$gguf' > /tmp/Modelfile && \
+  ollama create '$SERVED_MODEL' -f /tmp/Modelfile"
+"""
+
+WARMUP_TAIL = r"""until curl -fsS "${auth[@]}" "$base$READINESS_PATH" | grep -q -- "$READINESS_BODY"; do
+  (( SECONDS < deadline )) || { echo "model not serving within $STARTUP_BUDGET s" >&2; exit 1; }
+  sleep 5
+done
+curl -fsS "${auth[@]}" -H 'Content-Type: application/json' -X "$WARMUP_METHOD" \
+  --data @/etc/deepseek/warmup.json "$base$WARMUP_PATH" >/dev/null
+touch /run/deepseek/warm
+"""
+
+
+def warmup_script(runtime: str) -> str:
+    return WARMUP_HEAD + (WARMUP_OLLAMA if runtime == "ollama" else "") + WARMUP_TAIL
+
+
+# The local health gate (stdlib only). It answers the NLB on the private address:
+#   /ready 200 only when the warm-up finished AND the runtime lists the model right now;
+#   /live  200 when the runtime's liveness route answers.
+# It also publishes the serving metrics (GATE_SERIES; requests waiting drives scaling).
+GATE_SCRIPT = r'''import json, os, re, subprocess, threading, time, urllib.request as u
+from http.server import BaseHTTPRequestHandler as H, ThreadingHTTPServer as S
+E = os.environ
+RUN = E.get("STATE_DIR", "/run/deepseek")
+BASE = "http://%s:%s" % (E["HOST_PRIVATE_IP"], E["RUNTIME_PORT"])
+SERIES = json.loads(E.get("GATE_SERIES", "[]"))  # [[CloudWatch name, Prometheus name, scale, how]]
+
+def get(path, auth=False):
+    req = u.Request(BASE + path)
+    if auth and os.path.exists(RUN + "/api-key"):
+        req.add_header("Authorization", "Bearer " + open(RUN + "/api-key").read().strip())
+    with u.urlopen(req, timeout=4) as r:
+        return r.status, r.read().decode("utf-8", "replace")
+
+def ready():
+    try:
+        s, body = get(E["READINESS_PATH"], E["READINESS_AUTH"] == "1")
+        return os.path.exists(RUN + "/warm") and s == 200 and E["READINESS_BODY"] in body
+    except Exception:
+        return False
+
+def samples():
+    if SERIES:
+        text = get(E["METRICS_PATH"])[1]
+        out = {}
+        for name, prom, scale, how in SERIES:
+            found = [float(v) for v in re.findall("^" + re.escape(prom) + r"(?:{.*})? (\S+)$", text, re.M)]
+            if found:
+                out[name] = scale * (max(found) if how == "max" else sum(found))
+        return out
+    # Ollama has no metrics: connections to it are requests; beyond its slots they wait.
+    out = subprocess.run(["ss", "-Htn", "state", "established", "( sport = :%s )" % E["RUNTIME_PORT"]],
+                         capture_output=True, text=True).stdout
+    n, slots = len(out.splitlines()), int(E["OLLAMA_NUM_PARALLEL"])
+    return {"RequestsRunning": min(n, slots), "RequestsWaiting": max(0, n - slots)}
+
+def publish():
+    dims = [{"Name": "Stack", "Value": E["STACK"]}, {"Name": "Model", "Value": E["MODEL_NAME"]}]
+    while True:
+        time.sleep(60)
+        try:
+            assert ready()
+            # Units must match the scaling policy's metric spec, or CloudWatch finds no data.
+            data = [{"MetricName": k, "Value": v, "Dimensions": dims,
+                     "Unit": "Percent" if k.endswith("Percent") else "Count"} for k, v in samples().items()]
+        except Exception:
+            continue
+        subprocess.run(["aws", "cloudwatch", "put-metric-data", "--region", E["AWS_REGION"],
+                        "--namespace", E["METRICS_NAMESPACE"], "--metric-data", json.dumps(data)])
+
+class Gate(H):
+    def do_GET(self):
+        try:
+            ok = {"/ready": ready, "/live": lambda: get(E["LIVENESS_PATH"])[0] == 200}[self.path]()
+        except KeyError:
+            return self.send_error(404)
+        except Exception:
+            ok = False
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+        self.wfile.write(json.dumps({"ok": ok}).encode())
+
+    def log_message(self, *a):
+        pass
+
+threading.Thread(target=publish, daemon=True).start()
+S((E["HOST_PRIVATE_IP"], int(E["GATE_PORT"])), Gate).serve_forever()
+'''
+
+
+# --------------------------------------------------------------------------- rendering
+
+# What each host's gate publishes to CloudWatch (dimensions Stack, Model) from the runtime's
+# own Prometheus gauges: [CloudWatch name, Prometheus name, scale, aggregate over series].
+# RequestsWaiting drives the scaling policy; components/observability.py alarms on all of them.
+GATE_SERIES = {
+    "vllm": [["RequestsWaiting", "vllm:num_requests_waiting", 1, "sum"],
+             ["RequestsRunning", "vllm:num_requests_running", 1, "sum"],
+             ["KvCacheUsagePercent", "vllm:kv_cache_usage_perc", 100, "max"]],
+    "tgi": [["RequestsWaiting", "tgi_queue_size", 1, "sum"],
+            ["RequestsRunning", "tgi_batch_current_size", 1, "sum"],
+            ["BatchTokens", "tgi_batch_current_max_tokens", 1, "sum"]],
+}
+
+
+def model_env(plan: HostPlan) -> dict[str, str]:
+    """Non-secret settings every script and unit reads from /etc/deepseek/model.env."""
+    launch = plan.launch
+    return {
+        "STACK": plan.stack,
+        "AWS_REGION": plan.region,
+        "MODEL_NAME": plan.model_name,
+        "RUNTIME": launch.runtime,
+        "IMAGE": launch.image,
+        "RUNTIME_PORT": str(launch.port),
+        "GATE_PORT": str(HEALTH_GATE_PORT),
+        "SERVED_MODEL": launch.served_model_name,
+        "MODEL_DIR": plan.model_dir,
+        "MODEL_PATH": launch.model_path,
+        "READINESS_PATH": launch.readiness_path,
+        "READINESS_AUTH": "1" if launch.readiness_requires_api_key else "0",
+        "READINESS_BODY": launch.readiness_body_contains or "",
+        "LIVENESS_PATH": launch.liveness_path,
+        "METRICS_PATH": launch.metrics_path or "",
+        "WARMUP_METHOD": launch.warmup_request["method"],
+        "WARMUP_PATH": launch.warmup_request["path"],
+        "STARTUP_BUDGET": str(launch.startup_budget_seconds),
+        # Names of where the key lives and goes, never the key itself.
+        "KEY_VAR_NAME": launch.api_key_env or "",
+        "KEY_SECRET_NAME": plan.api_key_secret_name or "",
+        "HUB_TOKEN_SECRET_ARN": plan.hf_token_secret_arn or "",
+        "WEIGHTS_SOURCE": plan.weights_source,
+        "S3_URI": plan.s3_uri or "",
+        "HF_REPO": plan.hf_repo if plan.weights_source == "hub" else "",
+        "REVISION": plan.revision if plan.weights_source == "hub" else "",
+        "MANIFEST_SHA256": plan.manifest_sha256,
+        "METRICS_NAMESPACE": plan.metrics_namespace,
+        "OLLAMA_NUM_PARALLEL": launch.env.get("OLLAMA_NUM_PARALLEL", ""),
+        "GATE_SERIES": json.dumps(GATE_SERIES[launch.runtime]) if launch.runtime in GATE_SERIES else "",
+    }
+
+
+def docker_run_argv(plan: HostPlan) -> list[str]:
+    """The container's command line: isolation, GPUs, logging, then the runtime's own args."""
+    launch = plan.launch
+    argv = [
+        "/usr/bin/docker", "run", "--rm", "--name", CONTAINER,
+        "--gpus", "all",
+        # Bridge network: published only on the private address, one hop from IMDS.
+        "--publish", f"${{HOST_PRIVATE_IP}}:{launch.port}:{launch.port}",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--pids-limit", "4096",
+        # vLLM/TGI shard workers exchange tensors through shared memory.
+        "--shm-size", "16g" if launch.capacity and launch.capacity.tensor_parallel_size > 1 else "4g",
+        "--log-driver", "journald", "--log-opt", f"tag={CONTAINER}",
+        "--volume", f"{plan.model_dir}:{launch.model_path}:ro",
+        "--env-file", SECRET_ENV_FILE,
+    ]
+    if launch.runtime == "ollama":
+        argv += ["--volume", f"{CACHE_MOUNT}/ollama:{launch.env['OLLAMA_MODELS']}"]
+    for name, value in launch.env.items():
+        argv += ["--env", f"{name}={value}"]
+    argv.append(launch.image)
+    argv += launch.args
+    return argv
+
+
+def _systemd_word(word: str) -> str:
+    """Quote one ExecStart word for systemd: `%` is a specifier, `'` quotes; `${...}` expands."""
+    if "'" in word:
+        raise HostProvisioningError(f"a runtime argument contains a single quote: {word!r}")
+    word = word.replace("%", "%%")
+    if word == "" or any(c in word for c in " \t\"\\;{}[]"):
+        if "${" in word:
+            return word  # an environment reference: systemd expands it inside a word
+        return f"'{word}'"
+    return word
+
+
+def exec_line(argv: list[str]) -> str:
+    return " ".join(_systemd_word(word) for word in argv)
+
+
+def systemd_units(plan: HostPlan) -> dict[str, str]:
+    """Unit file name -> text."""
+    launch = plan.launch
+    drain = launch.drain_seconds
+    start_budget = launch.startup_budget_seconds + IMAGE_PULL_SECONDS
+    env_files = f"EnvironmentFile={ENV_FILE}\nEnvironmentFile={HOST_ENV_FILE}\n"
+    return {
+        "deepseek-host-env.service": (
+            "[Unit]\nDescription=Private address of this host (IMDSv2)\n"
+            "Wants=network-online.target\nAfter=network-online.target\n\n"
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+            "ExecStart=/usr/local/sbin/deepseek-host-env\n"),
+        "deepseek-weights.service": (
+            "[Unit]\nDescription=Model weights verified against the pinned manifest\n"
+            f"Wants=network-online.target\nAfter=network-online.target docker.service\n"
+            f"RequiresMountsFor={CACHE_MOUNT}\n\n"
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+            "ExecStart=/usr/local/sbin/deepseek-fetch-weights\n"
+            "TimeoutStartSec=3600\nRestart=on-failure\nRestartSec=30\n"),
+        "deepseek-runtime.service": (
+            f"[Unit]\nDescription=DeepSeek model server {plan.model_name} ({launch.runtime})\n"
+            "Requires=docker.service deepseek-host-env.service deepseek-weights.service\n"
+            "After=docker.service deepseek-host-env.service deepseek-weights.service\n"
+            # Restart forever: a crash loop is visible in alarms, a stopped unit is not.
+            "StartLimitIntervalSec=0\n\n"
+            f"[Service]\nType=simple\n{env_files}"
+            f"ExecStartPre=/bin/rm -f {READY_MARKER}\n"
+            "ExecStartPre=/usr/local/sbin/deepseek-fetch-key\n"
+            f"ExecStartPre=-/usr/bin/docker rm -f {CONTAINER}\n"
+            "ExecStartPre=/usr/bin/docker pull ${IMAGE}\n"
+            f"ExecStart={exec_line(docker_run_argv(plan))}\n"
+            "ExecStartPost=/usr/local/sbin/deepseek-warmup\n"
+            f"ExecStop=/bin/rm -f {READY_MARKER}\n"
+            # Streams in flight get the same time to finish as the load balancer's drain.
+            f"ExecStop=/usr/bin/docker stop --time {drain} {CONTAINER}\n"
+            "Restart=always\nRestartSec=10\n"
+            f"TimeoutStartSec={start_budget}\nTimeoutStopSec={drain + 30}\n\n"
+            "[Install]\nWantedBy=multi-user.target\n"),
+        "deepseek-health-gate.service": (
+            "[Unit]\nDescription=Health gate: ready only when the model serves\n"
+            "Requires=deepseek-host-env.service\nAfter=deepseek-host-env.service\n\n"
+            f"[Service]\nType=simple\n{env_files}"
+            "ExecStart=/usr/bin/python3 /usr/local/lib/deepseek/health_gate.py\n"
+            "Restart=always\nRestartSec=5\n"
+            "ProtectSystem=strict\nPrivateTmp=yes\n\n"
+            "[Install]\nWantedBy=multi-user.target\n"),
+        "deepseek-log-export.service": (
+            "[Unit]\nDescription=Runtime journal as JSON lines for the CloudWatch agent\n\n"
+            "[Service]\nType=simple\n"
+            f"ExecStart=/bin/sh -c 'exec journalctl --follow --lines=0 --output=json "
+            f"--output-fields=MESSAGE,PRIORITY,SYSLOG_IDENTIFIER,CONTAINER_NAME,_SYSTEMD_UNIT "
+            f"SYSLOG_IDENTIFIER={CONTAINER} >> {RUNTIME_LOG}'\n"
+            "Restart=always\nRestartSec=5\n\n"
+            "[Install]\nWantedBy=multi-user.target\n"),
+    }
+
+
+def cloudwatch_agent_config(plan: HostPlan) -> dict:
+    """CloudWatch agent: ship the runtime's JSON log; GPU, memory and disk metrics per ASG."""
+    return {
+        "agent": {"metrics_collection_interval": 60, "run_as_user": "root"},
+        "logs": {"logs_collected": {"files": {"collect_list": [{
+            "file_path": RUNTIME_LOG,
+            "log_group_name": plan.log_group_name,
+            "log_stream_name": "{instance_id}",
+            # The log group (retention, KMS key) is created by the stack, not the agent.
+            "retention_in_days": -1,
+        }]}}},
+        "metrics": {
+            "namespace": plan.metrics_namespace,
+            "append_dimensions": {"AutoScalingGroupName": "${aws:AutoScalingGroupName}",
+                                  "InstanceId": "${aws:InstanceId}"},
+            "aggregation_dimensions": [["AutoScalingGroupName"]],
+            "metrics_collected": {
+                "nvidia_gpu": {"measurement": ["utilization_gpu", "memory_used", "memory_total",
+                                               "temperature_gpu"]},
+                "mem": {"measurement": ["mem_used_percent"]},
+                "disk": {"measurement": ["used_percent"], "resources": ["/", CACHE_MOUNT]},
+            },
+        },
+    }
+
+
+LOGROTATE = f"""{RUNTIME_LOG} {{
+  daily
+  rotate 3
+  maxsize 200M
+  missingok
+  notifempty
+  copytruncate
+  compress
+}}
+"""
+
+# Bound the journal itself; the JSON export is what leaves the host.
+JOURNALD = "[Journal]\nSystemMaxUse=2G\nMaxRetentionSec=7day\n"
+
+
+def cloud_config(plan: HostPlan) -> dict:
+    """The `#cloud-config` document as data."""
+    launch = plan.launch
+    if plan.weights_source == "s3" and not plan.s3_uri:
+        raise HostProvisioningError(f"model {plan.model_name}: weights.source s3 needs s3_uri")
+    files = [
+        _file(ENV_FILE, "".join(f"{k}={shlex.quote(v)}\n" for k, v in model_env(plan).items() if v),
+              "0644"),
+        _file("/etc/deepseek/warmup.json", json.dumps(launch.warmup_request["json"]) + "\n", "0644"),
+        _file("/usr/local/sbin/deepseek-prepare-host", PREPARE_HOST, "0755"),
+        _file("/usr/local/sbin/deepseek-host-env", HOST_ENV, "0755"),
+        _file("/usr/local/sbin/deepseek-fetch-key", FETCH_KEY, "0755"),
+        _file("/usr/local/sbin/deepseek-fetch-weights", FETCH_WEIGHTS, "0755"),
+        _file("/usr/local/sbin/deepseek-warmup", warmup_script(launch.runtime), "0755"),
+        _file("/usr/local/lib/deepseek/health_gate.py", GATE_SCRIPT, "0644"),
+        _file(CW_AGENT_CONFIG, json.dumps(cloudwatch_agent_config(plan), separators=(",", ":")) + "\n", "0644"),
+        _file("/etc/logrotate.d/deepseek", LOGROTATE, "0644"),
+        _file("/etc/systemd/journald.conf.d/deepseek.conf", JOURNALD, "0644"),
+    ]
+    files += [_file(f"/etc/systemd/system/{name}", text, "0644")
+              for name, text in systemd_units(plan).items()]
+    return {
+        # The model cache volume: formatted once (never over an existing filesystem) and
+        # mounted by label, so a reboot or replacement device converges the same way.
+        "fs_setup": [{"label": CACHE_LABEL, "filesystem": "xfs", "device": CACHE_DEVICE,
+                      "partition": "none", "overwrite": False}],
+        "mounts": [[f"LABEL={CACHE_LABEL}", CACHE_MOUNT, "xfs", "defaults,nofail,noatime", "0", "2"]],
+        "write_files": files,
+        "runcmd": [
+            ["mkdir", "-p", f"{CACHE_MOUNT}/models"]
+            + ([f"{CACHE_MOUNT}/ollama"] if launch.runtime == "ollama" else []),
+            ["/usr/local/sbin/deepseek-prepare-host"],
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "restart", "systemd-journald"],
+            ["/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl", "-a", "fetch-config",
+             "-m", "ec2", "-s", "-c", f"file:{CW_AGENT_CONFIG}"],
+            ["systemctl", "enable", "--now", "deepseek-log-export.service",
+             "deepseek-health-gate.service"],
+            # Not waited for: weights and model load outlast cloud-init; the ASG grace
+            # period and the health gate cover them.
+            ["systemctl", "enable", "--now", "--no-block", "deepseek-runtime.service"],
+        ],
+    }
+
+
+def _file(path: str, content: str, permissions: str) -> dict:
+    return {"path": path, "content": content, "permissions": permissions, "owner": "root:root"}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (scripts, units) as literal blocks: readable in a plan diff and small."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def render_user_data(plan: HostPlan) -> str:
+    """The user data text: `#cloud-config` plus the document, within EC2's 16 KB limit."""
+    text = "#cloud-config\n" + yaml.dump(cloud_config(plan), Dumper=_Dumper, sort_keys=False,
+                                         width=1000)
+    if len(text.encode()) > USER_DATA_LIMIT:
+        raise HostProvisioningError(
+            f"model {plan.model_name}: rendered user data is {len(text.encode())} bytes, over "
+            f"EC2's {USER_DATA_LIMIT}; shorten the scripts in components/host_provisioning.py")
+    return text
