@@ -1,0 +1,376 @@
+"""Cluster add-ons the model services rely on, installed as pinned Helm releases.
+
+One release per concern, each pinned to a chart version (the chart pins its images):
+- NVIDIA device plugin: only where the AMI needs it (AL2023 NVIDIA; Bottlerocket NVIDIA
+  ships its own), selected by a node label the cluster puts only on those pools.
+- AWS Load Balancer Controller: binds model pods to the shared internal NLB's target group
+  through TargetGroupBinding objects. It runs with a least-privilege Pod Identity role that
+  can only register and deregister targets in this stack's target groups: it never creates
+  load balancers here (no Service of type LoadBalancer, no Ingress), and its Service
+  mutating webhook is off so nothing defaults to it by accident.
+- Metrics pipeline for autoscaling: an in-cluster Prometheus server (prometheus-community
+  chart, server only, short retention on an emptyDir: it is an autoscaling signal source,
+  not the long-term store; CloudWatch alarms live in the observability component) that
+  scrapes the model pods' /metrics and the DCGM exporter's GPU metrics, and KEDA, whose
+  ScaledObjects turn a PromQL query into an HPA: vLLM scales on
+  `vllm:num_requests_waiting`, TGI on `tgi_queue_size`, Ollama (no /metrics) on DCGM GPU
+  utilisation of its own pods.
+- Cluster autoscaler: node pools grow when scaled-out model pods do not fit and shrink when
+  GPUs sit idle (managed node groups tag their Auto Scaling groups for auto-discovery).
+
+Why KEDA rather than prometheus-adapter + HPA: the scaling rule stays next to the model
+(one ScaledObject per model with the exact PromQL), KEDA generates and owns the HPA, and the
+same mechanism covers Ollama's GPU-utilisation signal without a second adapter rule set.
+KEDA docs (Prometheus scaler): https://keda.sh/docs/2.17/scalers/prometheus/.
+
+Every controller that calls AWS gets its region and VPC from values rather than from IMDS:
+node launch templates set an IMDS hop limit of 1, so pods cannot reach the metadata service.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.eks_cluster import (DEVICE_PLUGIN_LABEL, GPU_TOLERATION, POOL_LABEL, SYSTEM_POOL,
+                                    GpuCluster)
+
+# Pinned charts: (repository, chart, version). Sources for the versions:
+# - aws-load-balancer-controller 1.14.0 = controller v2.14.0 (aws/eks-charts releases;
+#   tested on EKS 1.35 in gitops-bridge-dev/gitops-bridge-argocd-control-plane-template#59)
+# - nvidia-device-plugin 0.17.1 (NVIDIA/k8s-device-plugin releases)
+# - keda 2.17.2 (kedacore/charts#765)
+# - prometheus 27.19.0 = Prometheus v3.4.1 (prometheus-community/helm-charts charts/prometheus)
+# - dcgm-exporter 4.8.3 = exporter 4.6.0-4.8.3 (NVIDIA/dcgm-exporter#712)
+# - cluster-autoscaler 9.46.0 (kubernetes/autoscaler charts); the image tag follows the
+#   cluster's minor version (CLUSTER_AUTOSCALER_IMAGE below), as the autoscaler requires.
+CHARTS = {
+    "aws-load-balancer-controller": ("https://aws.github.io/eks-charts", "aws-load-balancer-controller", "1.14.0"),
+    "nvidia-device-plugin": ("https://nvidia.github.io/k8s-device-plugin", "nvidia-device-plugin", "0.17.1"),
+    "keda": ("https://kedacore.github.io/charts", "keda", "2.17.2"),
+    "prometheus": ("https://prometheus-community.github.io/helm-charts", "prometheus", "27.19.0"),
+    "dcgm-exporter": ("https://nvidia.github.io/dcgm-exporter/helm-charts", "dcgm-exporter", "4.8.3"),
+    "cluster-autoscaler": ("https://kubernetes.github.io/autoscaler", "cluster-autoscaler", "9.46.0"),
+}
+# Cluster autoscaler minor must match the cluster's (kubernetes/k8s.io#8815 promoted 1.32.5,
+# 1.33.3 and 1.34.2).
+CLUSTER_AUTOSCALER_IMAGE = {"1.31": "v1.31.0", "1.32": "v1.32.5", "1.33": "v1.33.3", "1.34": "v1.34.2"}
+
+MONITORING_NAMESPACE = "monitoring"
+KEDA_NAMESPACE = "keda"
+SYSTEM_NAMESPACE = "kube-system"
+PROMETHEUS_SERVICE = "prometheus-server"
+PROMETHEUS_URL = f"http://{PROMETHEUS_SERVICE}.{MONITORING_NAMESPACE}.svc.cluster.local:80"
+LBC_SERVICE_ACCOUNT = "aws-load-balancer-controller"
+AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
+
+# Pods the model-server scrape job considers (set by ModelService on its pods).
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+PART_OF_VALUE = "deepseek-serving"
+
+
+@dataclass
+class ClusterAddonsArgs:
+    cluster: GpuCluster
+    # Tags every target group of this stack carries (provider default tags): the load
+    # balancer controller may register targets only in target groups that match all of them.
+    target_group_tags: dict[str, str]
+    partition: str = "aws"
+    # Alert rules for the Prometheus server (a rule file's content) and the Alertmanager
+    # (host:port) it sends them to: components/k8s_monitoring.py. None: no alerting.
+    alert_rules: Optional[dict] = None
+    alertmanager_target: Optional[str] = None
+
+
+class ClusterAddons(pulumi.ComponentResource):
+    """Device plugin, load balancer controller, metrics pipeline, KEDA and cluster autoscaler."""
+
+    monitoring_namespace: str
+    prometheus_url: str
+    # Releases that must exist before objects of their CRDs (TargetGroupBinding, ScaledObject).
+    load_balancer_controller: k8s.helm.v3.Release
+    keda: k8s.helm.v3.Release
+    prometheus: k8s.helm.v3.Release
+
+    def __init__(self, name: str, args: ClusterAddonsArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("deepseek:k8s_addons:ClusterAddons", name, None, opts)
+        self._name = name
+        self._cluster = args.cluster
+        self._args = args
+        self.monitoring_namespace = MONITORING_NAMESPACE
+        self.prometheus_url = PROMETHEUS_URL
+
+        if any(pool.needs_device_plugin for pool in args.cluster.gpu_pools.values()):
+            self._release("nvidia-device-plugin", SYSTEM_NAMESPACE, self._device_plugin_values())
+        self.load_balancer_controller = self._create_load_balancer_controller()
+        self._create_cluster_autoscaler()
+
+        monitoring = self._namespace(MONITORING_NAMESPACE)
+        keda_ns = self._namespace(KEDA_NAMESPACE)
+        self._release("dcgm-exporter", SYSTEM_NAMESPACE, self._dcgm_values())
+        self.prometheus = self._release("prometheus", MONITORING_NAMESPACE,
+                                        self._prometheus_values(args.alert_rules, args.alertmanager_target),
+                                        depends_on=[monitoring])
+        self.keda = self._release("keda", KEDA_NAMESPACE, {
+            "nodeSelector": {POOL_LABEL: SYSTEM_POOL},
+        }, depends_on=[keda_ns])
+
+        self.register_outputs({
+            "monitoring_namespace": self.monitoring_namespace,
+            "prometheus_url": self.prometheus_url,
+        })
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _namespace(self, name: str) -> k8s.core.v1.Namespace:
+        # Third-party charts are not all written for `restricted`: enforce `baseline` (no
+        # host access, no privilege) and surface `restricted` violations as warnings.
+        return k8s.core.v1.Namespace(
+            f"{self._name}-{name}-ns",
+            metadata={"name": name, "labels": {
+                "pod-security.kubernetes.io/enforce": "baseline",
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/audit": "restricted",
+            }},
+            opts=self._cluster.k8s_opts(self))
+
+    def _release(self, key: str, namespace: str, values: dict,
+                 depends_on: Optional[list[pulumi.Resource]] = None) -> k8s.helm.v3.Release:
+        repo, chart, version = CHARTS[key]
+        return k8s.helm.v3.Release(
+            f"{self._name}-{key}",
+            name=key,
+            chart=chart,
+            version=version,
+            repository_opts={"repo": repo},
+            namespace=namespace,
+            values=values,
+            # A failed install rolls back instead of leaving half a controller behind.
+            atomic=True,
+            cleanup_on_fail=True,
+            max_history=5,
+            timeout=900,
+            opts=self._cluster.k8s_opts(self, depends_on=depends_on or []))
+
+    # --- device plugin ---------------------------------------------------------------
+
+    @staticmethod
+    def _device_plugin_values() -> dict:
+        return {
+            # Replaces the chart's default affinity (which matches any node labelled
+            # nvidia.com/gpu.present, Bottlerocket included).
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": DEVICE_PLUGIN_LABEL, "operator": "In", "values": ["true"]}]}]}}},
+            "tolerations": [GPU_TOLERATION, {"key": "CriticalAddonsOnly", "operator": "Exists"}],
+            "priorityClassName": "system-node-critical",
+        }
+
+    # --- load balancer controller ----------------------------------------------------
+
+    def _create_load_balancer_controller(self) -> k8s.helm.v3.Release:
+        cluster = self._cluster
+        role = cluster.workload_role(
+            f"{self._name}-lbc", namespace=SYSTEM_NAMESPACE, service_account=LBC_SERVICE_ACCOUNT,
+            policy=json.dumps(_load_balancer_controller_policy(self._args.target_group_tags,
+                                                              self._args.partition)),
+            parent=self, description="AWS Load Balancer Controller: TargetGroupBinding targets only")
+        return k8s.helm.v3.Release(
+            f"{self._name}-aws-load-balancer-controller",
+            name="aws-load-balancer-controller",
+            chart=CHARTS["aws-load-balancer-controller"][1],
+            version=CHARTS["aws-load-balancer-controller"][2],
+            repository_opts={"repo": CHARTS["aws-load-balancer-controller"][0]},
+            namespace=SYSTEM_NAMESPACE,
+            values={
+                "clusterName": cluster.cluster_name,
+                # Region and VPC from values: the IMDS hop limit of 1 hides them from pods.
+                "region": cluster.region,
+                "vpcId": cluster.vpc_id,
+                "serviceAccount": {"create": True, "name": LBC_SERVICE_ACCOUNT},
+                "replicaCount": 2,
+                "podDisruptionBudget": {"maxUnavailable": 1},
+                # Nothing here should become an AWS load balancer by default.
+                "enableServiceMutatorWebhook": False,
+                "createIngressClassResource": False,
+                "nodeSelector": {POOL_LABEL: SYSTEM_POOL},
+            },
+            atomic=True, cleanup_on_fail=True, max_history=5, timeout=900,
+            opts=cluster.k8s_opts(self, depends_on=role.resources))
+
+    # --- cluster autoscaler ----------------------------------------------------------
+
+    def _create_cluster_autoscaler(self) -> None:
+        cluster = self._cluster
+        role = cluster.workload_role(
+            f"{self._name}-autoscaler", namespace=SYSTEM_NAMESPACE,
+            service_account=AUTOSCALER_SERVICE_ACCOUNT,
+            policy=cluster.cluster_name.apply(lambda cluster_name: json.dumps(_autoscaler_policy(cluster_name))),
+            parent=self, description="Cluster autoscaler: resize this cluster's node groups only")
+        repo, chart, version = CHARTS["cluster-autoscaler"]
+        k8s.helm.v3.Release(
+            f"{self._name}-cluster-autoscaler",
+            name="cluster-autoscaler", chart=chart, version=version,
+            repository_opts={"repo": repo}, namespace=SYSTEM_NAMESPACE,
+            values={
+                "cloudProvider": "aws",
+                "awsRegion": cluster.region,
+                "autoDiscovery": {"clusterName": cluster.cluster_name},
+                "rbac": {"serviceAccount": {"create": True, "name": AUTOSCALER_SERVICE_ACCOUNT}},
+                "image": {"tag": CLUSTER_AUTOSCALER_IMAGE[cluster.kubernetes_version]},
+                "nodeSelector": {POOL_LABEL: SYSTEM_POOL},
+                "extraArgs": {
+                    "balance-similar-node-groups": True,
+                    "expander": "least-waste",
+                    # Model pods stage weights in emptyDirs; without this a GPU node
+                    # would never be considered for scale-down.
+                    "skip-nodes-with-local-storage": False,
+                    # A GPU node that was just added is expensive to churn.
+                    "scale-down-unneeded-time": "15m",
+                },
+            },
+            atomic=True, cleanup_on_fail=True, max_history=5, timeout=900,
+            opts=cluster.k8s_opts(self, depends_on=role.resources))
+
+    # --- metrics ---------------------------------------------------------------------
+
+    @staticmethod
+    def _dcgm_values() -> dict:
+        return {
+            # GPU nodes only, despite their taint; scraped by the job below, not through a
+            # ServiceMonitor (no Prometheus operator in this cluster).
+            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [GPU_TOLERATION],
+            "serviceMonitor": {"enabled": False},
+        }
+
+    @staticmethod
+    def _prometheus_values(alert_rules: Optional[dict] = None,
+                           alertmanager_target: Optional[str] = None) -> dict:
+        restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                      "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"}}
+        values = {
+            "alertmanager": {"enabled": False},
+            "kube-state-metrics": {"enabled": False},
+            "prometheus-node-exporter": {"enabled": False},
+            "prometheus-pushgateway": {"enabled": False},
+            "configmapReload": {"prometheus": {"containerSecurityContext": restricted}},
+            "server": {
+                "fullnameOverride": PROMETHEUS_SERVICE,
+                "nodeSelector": {POOL_LABEL: SYSTEM_POOL},
+                "containerSecurityContext": restricted,
+                # The autoscaling signal needs minutes of history, not months; no EBS CSI
+                # driver or PVC to manage.
+                "persistentVolume": {"enabled": False},
+                "emptyDir": {"sizeLimit": "8Gi"},
+                "retention": "2d",
+                "global": {"scrape_interval": "15s", "scrape_timeout": "10s",
+                           "evaluation_interval": "30s"},
+                "service": {"servicePort": 80},
+            },
+            "serverFiles": {"prometheus.yml": {"scrape_configs": [
+                _model_server_scrape_job(), _dcgm_scrape_job()]}},
+        }
+        if alert_rules is not None and alertmanager_target is not None:
+            # The same series the autoscaler reads, judged by the same server (no second
+            # pipeline): rules from the inventory thresholds, alerts to the Alertmanager that
+            # publishes to the stack's SNS topic (components/k8s_monitoring.py). rule_files is
+            # explicit rather than inherited from the chart's defaults.
+            values["server"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager_target]}]}]
+            values["serverFiles"]["alerting_rules.yml"] = alert_rules
+            values["serverFiles"]["prometheus.yml"]["rule_files"] = ["/etc/config/alerting_rules.yml"]
+        return values
+
+
+def _model_server_scrape_job() -> dict:
+    """Model pods that opt in with prometheus.io/* annotations, labelled namespace and pod."""
+    return {
+        "job_name": "model-servers",
+        "kubernetes_sd_configs": [{"role": "pod", "selectors": [
+            {"role": "pod", "label": f"{PART_OF_LABEL}={PART_OF_VALUE}"}]}],
+        "relabel_configs": [
+            {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+             "action": "keep", "regex": "true"},
+            {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+             "action": "replace", "target_label": "__metrics_path__", "regex": "(.+)"},
+            {"source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
+             "action": "replace", "target_label": "__address__",
+             "regex": r"([^:]+)(?::\d+)?;(\d+)", "replacement": "$1:$2"},
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        ],
+    }
+
+
+def _dcgm_scrape_job() -> dict:
+    """DCGM exporter pods; honor_labels keeps the namespace/pod of the GPU's consumer."""
+    return {
+        "job_name": "dcgm-exporter",
+        "honor_labels": True,
+        "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [SYSTEM_NAMESPACE]}}],
+        "relabel_configs": [
+            {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+             "action": "keep", "regex": "dcgm-exporter"},
+            {"source_labels": ["__meta_kubernetes_pod_container_port_number"],
+             "action": "keep", "regex": "9400"},
+            {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+        ],
+    }
+
+
+def _load_balancer_controller_policy(target_group_tags: dict[str, str], partition: str) -> dict:
+    """What TargetGroupBinding needs, and nothing that creates or changes load balancers.
+
+    Derived from the controller's reference policy (kubernetes-sigs/aws-load-balancer-
+    controller docs/install/iam_policy.json): its describe statements, and Register/
+    DeregisterTargets narrowed from "target groups the controller created" to "target groups
+    this stack created" (the reference conditions on the controller's own cluster tags,
+    which Pulumi-created target groups do not carry).
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "Discover", "Effect": "Allow", "Resource": "*", "Action": [
+                "ec2:DescribeAccountAttributes", "ec2:DescribeAvailabilityZones",
+                "ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeTags",
+                "ec2:DescribeVpcs",
+                "elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeLoadBalancers",
+                "elasticloadbalancing:DescribeTags", "elasticloadbalancing:DescribeTargetGroupAttributes",
+                "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth",
+            ]},
+            {"Sid": "RegisterPodsInThisStacksTargetGroups", "Effect": "Allow",
+             "Action": ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
+             "Resource": f"arn:{partition}:elasticloadbalancing:*:*:targetgroup/*",
+             "Condition": {"StringEquals": {f"aws:ResourceTag/{key}": value
+                                            for key, value in sorted(target_group_tags.items())}}},
+        ],
+    }
+
+
+def _autoscaler_policy(cluster_name: str) -> dict:
+    """The cluster autoscaler's documented AWS policy, scoped to this cluster's groups.
+
+    kubernetes/autoscaler cluster-autoscaler/cloudprovider/aws/README.md ("Full Cluster
+    Autoscaler Features Policy"): describe calls everywhere, resize and terminate only in
+    Auto Scaling groups tagged as owned by this cluster (EKS tags managed node groups so).
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "Discover", "Effect": "Allow", "Resource": "*", "Action": [
+                "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
+                "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
+                "autoscaling:DescribeTags", "ec2:DescribeImages", "ec2:DescribeInstanceTypes",
+                "ec2:DescribeLaunchTemplateVersions", "ec2:GetInstanceTypesFromInstanceRequirements",
+                "eks:DescribeNodegroup",
+            ]},
+            {"Sid": "ResizeOwnGroups", "Effect": "Allow", "Resource": "*",
+             "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+             "Condition": {"StringEquals": {
+                 f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}": "owned"}}},
+        ],
+    }

@@ -1,0 +1,674 @@
+"""One model on the EKS platform: namespace, workload, exposure, disruption and scaling rules.
+
+The runtime-specific parts live in one place (`_RUNTIME_POD` and the probe/trigger helpers
+below, fed by the shared `RuntimeLaunch`); everything else is written once for all three
+runtimes. Pure functions build the Kubernetes specs from plain data, so tests can check
+them without the mock engine, and the component only turns them into resources.
+
+Decisions (why, not what):
+- API key delivery: the backend key is the same per-model secret the EC2 path uses (see
+  components/NOTES_backend_auth.md): generated once in the program, a Pulumi secret in
+  state. Here it becomes a Kubernetes Secret (encrypted in etcd by the cluster's KMS
+  envelope encryption) that the runtime reads through `valueFrom.secretKeyRef` into the
+  variable the runtime documents (`VLLM_API_KEY`, TGI `API_KEY`). It is never an argument
+  or an env literal, so it stays out of `ps`, pod specs and plans. No CSI driver or
+  External Secrets controller is needed for a value Pulumi already owns; rotation is the
+  documented `pulumi up --replace` of the key, which also rolls the pods (a short,
+  non-reversible fingerprint of the key is a pod-template annotation).
+- Exposure: the shared internal NLB (components/load_balancer.py) with `ip` targets, bound
+  to the pods by a TargetGroupBinding. The namespace asks the load balancer controller to
+  inject pod readiness gates, so a new pod only counts as Ready once the NLB sees it
+  healthy; with maxUnavailable 0 a rollout never removes capacity the NLB still needs.
+- NetworkPolicy: NLB `ip` targets see the NLB's private addresses as the source (client IP
+  preservation is off on the target group), which live in the VPC's private subnets, so
+  the model port admits the VPC CIDR; the security group rule below narrows that at the
+  ENI level to the NLB's own security group. Metrics are admitted from the `monitoring`
+  namespace only. Residual: pods elsewhere in this cluster share the VPC CIDR; the cluster
+  runs only model workloads and the gateway's key still guards the /v1 routes.
+- Autoscaling: KEDA ScaledObjects querying the in-cluster Prometheus (components/
+  k8s_addons.py). vLLM scales on `vllm:num_requests_waiting`, TGI on `tgi_queue_size`
+  (requests admitted but not yet in a batch), per replica. Ollama has no /metrics: it
+  scales on the DCGM GPU utilisation of its own pods, a saturation signal that does not
+  depend on the server at all. KEDA owns the replica count between min and max; the
+  Deployment's `spec.replicas` is only the starting point (ignored on later updates).
+- Weights: an init container stages them into an emptyDir before the server starts and
+  refuses to finish unless they match the pinned manifest (same rules as the EC2 hosts'
+  fetch script): the SHA256SUMS file hashes to `weights.manifest_sha256`, every file
+  matches it, and no unlisted file is present. A hub repository carries no SHA256SUMS, so
+  for `source: hub` the init step writes the canonical one (`sha256sum` lines sorted by
+  path, as `find . -type f ! -name SHA256SUMS -printf '%P\\n' | LC_ALL=C sort | xargs -d
+  '\\n' sha256sum` prints) and the same pinned hash check decides.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components.catalog import InstanceSpec, get_instance
+from components.config import Inventory, Model
+from components.weights import VERIFY_WEIGHTS_SH
+from components.eks_cluster import GPU_TOLERATION, GpuCluster
+from components.gpu_fleet import BackendApiKey, backend_key_secret_name
+from components.k8s_addons import (MONITORING_NAMESPACE, PART_OF_LABEL, PART_OF_VALUE,
+                                   ClusterAddons)
+from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
+from components.runtimes import RuntimeLaunch
+
+# aws-cli v2 (Pod Identity credentials need >= 2.15), pinned by the digest several
+# independent public deployments record for this tag (code search: "amazon/aws-cli:2.17.0@
+# sha256:643507c1..."); confirm with `docker buildx imagetools inspect` before release.
+WEIGHTS_STAGING_IMAGE = ("amazon/aws-cli:2.17.0@sha256:"
+                         "643507c10ada7964ca6157b3d799f030b90577643da9955d319a77399ed80d73")
+
+# Every container runs as this UID (restricted Pod Security). Images must support it:
+# TGI 3.1+ images install Python under /root (mode 0700) and fail to start as non-root
+# (huggingface/text-generation-inference#3082, fix proposed in #3197), so the catalog's
+# TGI image must be one built with a world-readable interpreter (UV_PYTHON_INSTALL_DIR).
+RUN_AS = 1000
+CONTAINER = "server"
+API_KEY_SECRET = "backend-api-key"
+API_KEY_SECRET_KEY = "api-key"
+HF_TOKEN_SECRET = "hf-token"
+PORT_NAME = "http"
+# Seconds a terminating pod keeps accepting new connections: the load balancer controller
+# deregisters the target when the pod starts terminating, and the NLB takes tens of
+# seconds to stop routing to it.
+PRESTOP_SLEEP_SECONDS = 60
+# KEDA targets. Queue depth per replica: a replica with this many requests waiting is
+# saturated (its batch is full); derived from the runtime's concurrency cap so a large
+# batch tolerates a proportionally larger queue before adding a GPU replica.
+QUEUE_PER_REPLICA_DIVISOR = 16
+MIN_QUEUE_PER_REPLICA = 2
+# Ollama: average GPU utilisation (percent) of the model's pods above which to add one.
+OLLAMA_GPU_UTILIZATION_TARGET = 75
+# Share of the node a replica may request: the rest is kubelet reserve and daemonsets.
+NODE_MEMORY_SHARE = 0.8
+NODE_CPU_SHARE = 0.75
+# How fast weights arrive and are hashed (GiB/s, conservative) for rollout deadlines.
+STAGING_GIB_PER_SECOND = 0.1
+STAGING_FIXED_SECONDS = 300
+
+# Runtime-specific pod parts. The container never overrides the image's ENTRYPOINT:
+# RuntimeLaunch.args are written for it (vLLM's is `vllm serve`; TGI's is a script that
+# activates its Python environment before exec'ing text-generation-launcher, so calling
+# the launcher directly would skip that; Ollama's is the ollama binary). `python` is the
+# interpreter probes and the hub download may use inside the runtime image.
+_RUNTIME_POD = {
+    "vllm": {"python": "python3"},
+    "tgi": {"python": "python3"},
+    "ollama": {"python": None},
+}
+
+
+class ModelServiceError(ValueError):
+    """A model that cannot be placed on its pool; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class PodResources:
+    gpus: int
+    memory_gib: int
+    cpu: int
+    shm_gib: Optional[int]
+    weights_gib: int
+    # Ollama keeps a second copy of the GGUF in its own store.
+    store_gib: Optional[int]
+    tmp_gib: int
+
+
+def pod_resources(launch: RuntimeLaunch, instance: InstanceSpec) -> PodResources:
+    """GPUs per replica are the tensor-parallel size; host memory and CPU follow the share
+    of the node's GPUs a replica takes, minus what the node keeps for itself."""
+    tp = launch.capacity.tensor_parallel_size if launch.capacity else 1
+    gpus = 1 if launch.runtime == "ollama" else tp
+    if gpus > instance.gpu_count:
+        raise ModelServiceError(
+            f"{launch.served_model_name}: {gpus} GPUs per replica (tensor parallel) but "
+            f"{instance.name} has {instance.gpu_count}; lower tensor_parallel or use a pool "
+            f"with a larger instance type")
+    share = gpus / instance.gpu_count
+    memory = int(instance.memory_gib * share * NODE_MEMORY_SHARE)
+    cpu = max(1, int(instance.vcpus * share * NODE_CPU_SHARE))
+    # Shard workers exchange activations through /dev/shm; it is memory, so it is carved
+    # out of the pod's limit: a quarter of it, at most 32 GiB.
+    shm = min(32, max(8, memory // 4)) if tp > 1 else None
+    weights = int(math.ceil(launch.weights_gib * 1.1)) + 2
+    return PodResources(gpus=gpus, memory_gib=memory, cpu=cpu, shm_gib=shm, weights_gib=weights,
+                        store_gib=weights if launch.runtime == "ollama" else None, tmp_gib=10)
+
+
+def staging_seconds(launch: RuntimeLaunch) -> int:
+    return STAGING_FIXED_SECONDS + int(launch.weights_gib / STAGING_GIB_PER_SECOND)
+
+
+def selector_labels(model: Model) -> dict[str, str]:
+    # Immutable once created (Deployment selector): keep it to the stable identity.
+    return {"app.kubernetes.io/name": model.name, "app.kubernetes.io/component": "model-server"}
+
+
+def pod_labels(model: Model) -> dict[str, str]:
+    return {**selector_labels(model), PART_OF_LABEL: PART_OF_VALUE,
+            "deepseek-serving/runtime": model.runtime}
+
+
+def namespace_labels(kubernetes_version: str) -> dict[str, str]:
+    version = f"v{kubernetes_version}"
+    return {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": version,
+        "pod-security.kubernetes.io/audit": "restricted",
+        "pod-security.kubernetes.io/audit-version": version,
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/warn-version": version,
+        # The load balancer controller adds a readiness gate to every pod here: Ready
+        # then also means "healthy in the NLB target group".
+        "elbv2.k8s.aws/pod-readiness-gate-inject": "enabled",
+        PART_OF_LABEL: PART_OF_VALUE,
+    }
+
+
+# --- probes ---------------------------------------------------------------------------
+
+def _readiness_exec(launch: RuntimeLaunch) -> list[str]:
+    """A readiness command proving the model serves, for routes an httpGet cannot check
+    (an API key header, or a body that must name the model): the key is read from the
+    environment inside the container, never written into the pod spec."""
+    name = launch.readiness_body_contains or launch.served_model_name
+    if launch.runtime == "ollama":
+        # The image has no curl or python; `ollama show` asks the running server and fails
+        # unless the model was created in its store.
+        return ["ollama", "show", name]
+    header = (f"{{'Authorization': 'Bearer ' + os.environ['{launch.api_key_env}']}}"
+              if launch.readiness_requires_api_key and launch.api_key_env else "{}")
+    script = (
+        "import json, os, sys, urllib.request\n"
+        f"request = urllib.request.Request('http://127.0.0.1:{launch.port}{launch.readiness_path}', "
+        f"headers={header})\n"
+        "body = urllib.request.urlopen(request, timeout=8).read().decode()\n"
+        f"sys.exit(0 if {name!r} in body else 1)\n"
+    )
+    return [_RUNTIME_POD[launch.runtime]["python"], "-c", script]
+
+
+def probes(launch: RuntimeLaunch) -> dict[str, dict]:
+    """startup: the model-load budget on a cheap route; readiness: the model serves;
+    liveness: the process answers, generously, so a long generation is never killed."""
+    http = lambda path: {"httpGet": {"path": path, "port": PORT_NAME}}  # noqa: E731
+    startup_period = 10
+    startup = {**http(launch.liveness_path), "periodSeconds": startup_period, "timeoutSeconds": 5,
+               "failureThreshold": int(math.ceil(launch.startup_budget_seconds / startup_period))}
+    if launch.readiness_requires_api_key or launch.readiness_body_contains:
+        readiness_check: dict = {"exec": {"command": _readiness_exec(launch)}}
+    else:
+        readiness_check = http(launch.readiness_path)
+    readiness = {**readiness_check, "periodSeconds": 10, "timeoutSeconds": 10,
+                 "failureThreshold": 3, "successThreshold": 1}
+    # Liveness never does GPU work and tolerates 2.5 minutes of silence: a busy engine
+    # answering slowly is not a hung one.
+    liveness = {**http(launch.liveness_path), "periodSeconds": 30, "timeoutSeconds": 10,
+                "failureThreshold": 5}
+    return {"startupProbe": startup, "readinessProbe": readiness, "livenessProbe": liveness}
+
+
+def nlb_health_path(launch: RuntimeLaunch) -> str:
+    """The NLB cannot send the API key: keyed readiness routes fall back to the liveness
+    route (cheap, open); the pod's readiness probe still gates on the real route."""
+    return launch.liveness_path if launch.readiness_requires_api_key else launch.readiness_path
+
+
+# --- weights --------------------------------------------------------------------------
+
+_VERIFY = "\ncd \"$DEST\"\n" + VERIFY_WEIGHTS_SH + 'echo "weights verified against manifest $MANIFEST_SHA256"\n'
+
+_HUB_DOWNLOAD = (
+    "import os\n"
+    "from huggingface_hub import snapshot_download\n"
+    "snapshot_download(repo_id=os.environ['HF_REPO'], revision=os.environ['REVISION'], "
+    "local_dir=os.environ['DEST'])\n"
+)
+
+
+def weights_init_container(model: Model, launch: RuntimeLaunch, mounts: list[dict]) -> dict:
+    """Stage the weights into the shared volume and verify them before anything serves."""
+    env = [{"name": "DEST", "value": launch.model_path},
+           {"name": "MANIFEST_SHA256", "value": model.weights.manifest_sha256},
+           {"name": "WEIGHTS_SOURCE", "value": model.weights.source},
+           {"name": "HOME", "value": "/tmp"}]
+    if model.weights.source == "s3":
+        script = ("set -eu\n"
+                  'aws s3 sync --only-show-errors --no-progress "$S3_URI" "$DEST"\n' + _VERIFY)
+        env.append({"name": "S3_URI", "value": model.weights.s3_uri})
+        image = WEIGHTS_STAGING_IMAGE
+    else:
+        # The runtime image carries huggingface_hub; the revision is a pinned commit.
+        env += [{"name": "HF_REPO", "value": model.hf_repo}, {"name": "REVISION", "value": model.revision},
+                {"name": "HF_HOME", "value": "/tmp/hf"}, {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
+        if model.hf_token is not None:
+            env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+                "name": HF_TOKEN_SECRET, "key": "token"}}})
+        script = ("set -eu\n"
+                  f"{_RUNTIME_POD[launch.runtime]['python']} -c \"$DOWNLOAD\"\n"
+                  'rm -rf "$DEST/.cache"\n' + _VERIFY)
+        env.append({"name": "DOWNLOAD", "value": _HUB_DOWNLOAD})
+        image = launch.image
+    return {
+        "name": "stage-weights",
+        "image": image,
+        "command": ["/bin/bash", "-c", script],
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+    }
+
+
+def ollama_import_container(launch: RuntimeLaunch, mounts: list[dict]) -> dict:
+    """Create the Ollama model from the verified GGUF before the server starts, so the
+    model is in the store before readiness (never a postStart pull)."""
+    name = launch.served_model_name
+    script = (
+        "set -eu\n"
+        'gguf=$(find "$DEST" -maxdepth 1 -name "*.gguf")\n'
+        '[ "$(printf "%s\\n" "$gguf" | grep -c .)" -eq 1 ] || '
+        '{ echo "expected exactly one .gguf in $DEST" >&2; exit 1; }\n'
+        'printf "FROM %s\\n" "$gguf" > /tmp/Modelfile\n'
+        "export OLLAMA_HOST=127.0.0.1:11434\n"
+        "ollama serve & server=$!\n"
+        "for i in $(seq 1 60); do ollama list >/dev/null 2>&1 && break; sleep 1; done\n"
+        f"ollama create {name} -f /tmp/Modelfile\n"
+        'kill "$server"; wait "$server" || true\n'
+    )
+    env = [{"name": "DEST", "value": launch.model_path}, {"name": "HOME", "value": "/tmp"},
+           {"name": "OLLAMA_MODELS", "value": launch.env["OLLAMA_MODELS"]}]
+    return {
+        "name": "import-model",
+        "image": launch.image,
+        "command": ["/bin/bash", "-c", script],
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+    }
+
+
+# --- pod and workload -----------------------------------------------------------------
+
+def container_security_context() -> dict:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> dict:
+    return {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def server_env(launch: RuntimeLaunch) -> list[dict]:
+    env = [{"name": key, "value": value} for key, value in sorted(launch.env.items())]
+    # Writable home for caches (compile caches, Ollama's key pair) on a read-only root;
+    # USER keeps getpass/torch from failing on a UID without a passwd entry.
+    env += [{"name": "HOME", "value": "/tmp"}, {"name": "USER", "value": "serving"}]
+    if launch.api_key_env:
+        env.append({"name": launch.api_key_env, "valueFrom": {"secretKeyRef": {
+            "name": API_KEY_SECRET, "key": API_KEY_SECRET_KEY}}})
+    return env
+
+
+def deployment_spec(model: Model, launch: RuntimeLaunch, resources: PodResources, *,
+                    node_selector: dict[str, str], service_account: str,
+                    pod_annotations: dict[str, Any]) -> dict:
+    """The Deployment spec (camelCase, as the API and the wire form spell it)."""
+    weights_mount = {"name": "weights", "mountPath": launch.model_path}
+    tmp_mount = {"name": "tmp", "mountPath": "/tmp"}
+    volumes: list[dict] = [
+        {"name": "weights", "emptyDir": {"sizeLimit": f"{resources.weights_gib}Gi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": f"{resources.tmp_gib}Gi"}},
+    ]
+    server_mounts = [{**weights_mount, "readOnly": True}, tmp_mount]
+    init_containers = [weights_init_container(model, launch, [weights_mount, tmp_mount])]
+    if resources.shm_gib:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{resources.shm_gib}Gi"}})
+        server_mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    if launch.runtime == "ollama":
+        store = {"name": "ollama-store", "mountPath": launch.env["OLLAMA_MODELS"]}
+        volumes.append({"name": "ollama-store", "emptyDir": {"sizeLimit": f"{resources.store_gib}Gi"}})
+        init_containers.append(ollama_import_container(
+            launch, [{**weights_mount, "readOnly": True}, store, tmp_mount]))
+        server_mounts.append(store)
+
+    scratch = resources.weights_gib + (resources.store_gib or 0) + resources.tmp_gib
+    container = {
+        "name": CONTAINER,
+        "image": launch.image,
+        "args": list(launch.args),
+        "ports": [{"name": PORT_NAME, "containerPort": launch.port, "protocol": "TCP"}],
+        "env": server_env(launch),
+        "resources": {
+            "requests": {"cpu": str(resources.cpu), "memory": f"{resources.memory_gib}Gi",
+                         "nvidia.com/gpu": str(resources.gpus), "ephemeral-storage": f"{scratch}Gi"},
+            "limits": {"memory": f"{resources.memory_gib}Gi", "nvidia.com/gpu": str(resources.gpus),
+                       "ephemeral-storage": f"{scratch + 5}Gi"},
+        },
+        "volumeMounts": server_mounts,
+        "securityContext": container_security_context(),
+        **probes(launch),
+        # New connections keep arriving while the NLB deregisters the target; after the
+        # sleep the runtime gets SIGTERM and finishes in-flight streams.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+    labels = pod_labels(model)
+    spread = [
+        {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": selector_labels(model)}}
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+    return {
+        "replicas": model.min_replicas,
+        "revisionHistoryLimit": 5,
+        # Weights staging plus model load: a rollout is only stuck after both budgets.
+        "progressDeadlineSeconds": staging_seconds(launch) + launch.startup_budget_seconds + 300,
+        "minReadySeconds": 30,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "selector": {"matchLabels": selector_labels(model)},
+        "template": {
+            "metadata": {"labels": labels, "annotations": pod_annotations},
+            "spec": {
+                "serviceAccountName": service_account,
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                # preStop sleep, then the load balancer's deregistration delay for streams.
+                "terminationGracePeriodSeconds": PRESTOP_SLEEP_SECONDS + launch.drain_seconds,
+                "securityContext": pod_security_context(),
+                "nodeSelector": node_selector,
+                "tolerations": [GPU_TOLERATION],
+                "topologySpreadConstraints": spread,
+                "initContainers": init_containers,
+                "containers": [container],
+                "volumes": volumes,
+            },
+        },
+    }
+
+
+def metrics_annotations(launch: RuntimeLaunch) -> dict[str, str]:
+    if not launch.metrics_path:
+        return {}
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(launch.port),
+            "prometheus.io/path": launch.metrics_path}
+
+
+def network_policy_spec(model: Model, launch: RuntimeLaunch, vpc_cidr: str) -> dict:
+    port = [{"protocol": "TCP", "port": launch.port}]
+    rules = [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": port}]
+    if launch.metrics_path:
+        rules.append({"from": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": MONITORING_NAMESPACE}}}], "ports": port})
+    return {"podSelector": {"matchLabels": selector_labels(model)}, "policyTypes": ["Ingress"],
+            "ingress": rules}
+
+
+def scaling_trigger(model: Model, launch: RuntimeLaunch, prometheus_url: str) -> dict:
+    """The KEDA trigger for a model: a queue signal where the runtime exports one."""
+    namespace = model.name
+    if launch.runtime in ("vllm", "tgi"):
+        metric = "vllm:num_requests_waiting" if launch.runtime == "vllm" else "tgi_queue_size"
+        concurrency = launch.capacity.max_concurrency if launch.capacity else 64
+        threshold = max(MIN_QUEUE_PER_REPLICA, concurrency // QUEUE_PER_REPLICA_DIVISOR)
+        return {"type": "prometheus", "metricType": "AverageValue", "metadata": {
+            "serverAddress": prometheus_url,
+            "query": f'sum({metric}{{namespace="{namespace}"}})',
+            "threshold": str(threshold)}}
+    return {"type": "prometheus", "metricType": "Value", "metadata": {
+        "serverAddress": prometheus_url,
+        "query": f'avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}"}}[2m]))',
+        "threshold": str(OLLAMA_GPU_UTILIZATION_TARGET)}}
+
+
+def scaled_object_spec(model: Model, launch: RuntimeLaunch, deployment: str, prometheus_url: str) -> dict:
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+        "minReplicaCount": model.min_replicas,
+        "maxReplicaCount": model.max_replicas,
+        "pollingInterval": 15,
+        "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+            # Add GPUs quickly (a replica takes minutes to load), remove them slowly.
+            "scaleUp": {"stabilizationWindowSeconds": 30,
+                        "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}]},
+            "scaleDown": {"stabilizationWindowSeconds": 600,
+                          "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}]},
+        }}},
+        "triggers": [scaling_trigger(model, launch, prometheus_url)],
+    }
+
+
+def weights_read_policy(model: Model, partition: str = "aws") -> Optional[str]:
+    """Read-only access to the model's own weights prefix, nothing else."""
+    if model.weights.source != "s3":
+        return None
+    bucket, prefix = model.weights.s3_bucket, model.weights.s3_prefix
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ReadWeights", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": f"arn:{partition}:s3:::{bucket}/{prefix}*"},
+            {"Sid": "ListWeights", "Effect": "Allow", "Action": "s3:ListBucket",
+             "Resource": f"arn:{partition}:s3:::{bucket}",
+             "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
+        ],
+    })
+
+
+# --- component ------------------------------------------------------------------------
+
+def eks_load_balancer_args(inventory: Inventory, model: Model, launch: RuntimeLaunch, *,
+                           vpc_id: pulumi.Input[str], subnet_ids: Sequence[pulumi.Input[str]],
+                           vpc_cidr: str) -> LoadBalancerArgs:
+    """The NLB in front of a ModelService: `ip` targets (pod addresses) on the runtime's port,
+    health checked on the traffic port (see `nlb_health_path`)."""
+    settings = inventory.load_balancer
+    return LoadBalancerArgs(
+        model_name=model.name, vpc_id=vpc_id, subnet_ids=subnet_ids, vpc_cidr=vpc_cidr,
+        certificate=settings.certificate, target_type="ip", target_port=launch.port,
+        health_check=HealthCheck(path=nlb_health_path(launch)),
+        deregistration_delay_seconds=settings.deregistration_delay_seconds,
+        cross_zone=settings.cross_zone,
+        unhealthy_draining_seconds=settings.unhealthy_draining_seconds,
+        deletion_protection=inventory.environment == "prod")
+
+
+@dataclass
+class ModelServiceArgs:
+    inventory: Inventory
+    model: Model
+    launch: RuntimeLaunch
+    cluster: GpuCluster
+    addons: ClusterAddons
+    load_balancer: LoadBalancer
+    # Encrypts the backend API key secret (shared with the EC2 path's BackendApiKey).
+    data_key_arn: pulumi.Input[str]
+    partition: str = "aws"
+
+
+class ModelService(pulumi.ComponentResource):
+    """A model's namespace, Deployment, Service, TargetGroupBinding, PDB, NetworkPolicy and
+    ScaledObject, bound to its internal NLB."""
+
+    namespace: str
+    deployment_name: str
+    service_name: str
+    runtime: str
+    port: int
+    target_group_arn: pulumi.Output[str]
+    target_group_arn_suffix: pulumi.Output[str]
+    load_balancer_arn: pulumi.Output[str]
+    load_balancer_arn_suffix: pulumi.Output[str]
+    internal_domain: str
+    # The PromQL the autoscaler follows, for dashboards and alarms.
+    scaling_query: str
+    # Same names as GpuFleet: the gateway's integration reads either platform alike.
+    backend_api_key_secret_name: Optional[str]
+    backend_api_key_secret_arn: Optional[pulumi.Output[str]]
+    # Secret Output: only for the gateway's integration header; never export it.
+    backend_api_key: Optional[pulumi.Output[str]]
+
+    def __init__(self, name: str, args: ModelServiceArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("deepseek:model_service:ModelService", name, None, opts)
+        model, launch, cluster = args.model, args.launch, args.cluster
+        pool = cluster.gpu_pools.get(model.node_pool or "")
+        if pool is None:
+            raise ModelServiceError(f"model {model.name}: node_pool {model.node_pool!r} is not a GPU pool "
+                                    f"of the cluster ({', '.join(sorted(cluster.gpu_pools))})")
+        instance = get_instance(pool.instance_type)
+        resources = pod_resources(launch, instance)
+        self.namespace = model.name
+        self.deployment_name = model.name
+        self.service_name = model.name
+        self.runtime = launch.runtime
+        self.port = launch.port
+        self.internal_domain = args.load_balancer.internal_domain
+        lb = args.load_balancer
+
+        def k8s_opts(*depends_on: pulumi.Resource, **extra: Any) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions.merge(cluster.k8s_opts(self, depends_on),
+                                                pulumi.ResourceOptions(**extra))
+
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata={"name": self.namespace, "labels": namespace_labels(cluster.kubernetes_version)},
+            opts=k8s_opts())
+        meta = lambda object_name, **extra: {"name": object_name, "namespace": self.namespace,  # noqa: E731
+                                             "labels": pod_labels(model), **extra}
+
+        service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-service-account", metadata=meta(model.name),
+            # Model servers never talk to the Kubernetes API.
+            automount_service_account_token=False, opts=k8s_opts(namespace))
+        workload_deps: list[pulumi.Resource] = [namespace, service_account]
+
+        policy = weights_read_policy(model, args.partition)
+        if policy is not None:
+            identity = cluster.workload_role(
+                f"{name}-weights", namespace=self.namespace, service_account=model.name,
+                policy=policy, parent=self, description=f"Read {model.name} weights from S3")
+            workload_deps += identity.resources
+
+        annotations: dict[str, Any] = dict(metrics_annotations(launch))
+        self.backend_api_key_secret_name = None
+        self.backend_api_key_secret_arn = None
+        self.backend_api_key = None
+        self.backend_api_key_version = None
+        if launch.api_key_env:
+            key = BackendApiKey(f"{name}-backend-key",
+                                secret_name=backend_key_secret_name(pulumi.get_stack(), model.name),
+                                kms_key_arn=args.data_key_arn, opts=pulumi.ResourceOptions(parent=self))
+            self.backend_api_key_secret_name = key.secret_name
+            self.backend_api_key_secret_arn = key.secret_arn
+            self.backend_api_key = key.value
+            self.backend_api_key_version = key.version_id
+            secret = k8s.core.v1.Secret(
+                f"{name}-api-key", metadata=meta(API_KEY_SECRET), type="Opaque",
+                string_data={API_KEY_SECRET_KEY: key.value},
+                opts=k8s_opts(namespace))
+            workload_deps.append(secret)
+            # A rotated key is a new secret version: the changed annotation rolls the pods.
+            annotations["deepseek-serving/api-key-version"] = key.version_id
+        if model.hf_token is not None and model.weights.source == "hub":
+            workload_deps.append(k8s.core.v1.Secret(
+                f"{name}-hf-token", metadata=meta(HF_TOKEN_SECRET), type="Opaque",
+                string_data={"token": _hf_token(model, self)}, opts=k8s_opts(namespace)))
+
+        # Before any pod exists: the policy so no pod is ever reachable beyond it, and the
+        # load balancer controller so its webhook injects the readiness gate into every pod.
+        workload_deps.append(k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy", metadata=meta("load-balancer-and-metrics-only"),
+            spec=network_policy_spec(model, launch, cluster.vpc_cidr), opts=k8s_opts(namespace)))
+        workload_deps.append(args.addons.load_balancer_controller)
+
+        spec = deployment_spec(model, launch, resources, node_selector=pool.node_selector,
+                               service_account=model.name, pod_annotations=annotations)
+        rollout = spec["progressDeadlineSeconds"] + 600
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment", metadata=meta(self.deployment_name), spec=spec,
+            opts=k8s_opts(*workload_deps,
+                          # KEDA's HPA owns the replica count after creation.
+                          ignore_changes=["spec.replicas"],
+                          custom_timeouts=pulumi.CustomTimeouts(create=f"{rollout}s", update=f"{rollout}s")))
+
+        service = k8s.core.v1.Service(
+            f"{name}-service", metadata=meta(self.service_name),
+            spec={"type": "ClusterIP", "selector": selector_labels(model),
+                  "ports": [{"name": PORT_NAME, "port": launch.port, "targetPort": PORT_NAME,
+                             "protocol": "TCP"}]},
+            opts=k8s_opts(namespace))
+
+        # Pods use the cluster security group (no group in the launch template): admit the
+        # model port from the NLB's group only, for traffic and health checks alike.
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-from-nlb", security_group_id=cluster.cluster_security_group_id,
+            referenced_security_group_id=lb.security_group_id, ip_protocol="tcp",
+            from_port=launch.port, to_port=launch.port,
+            description=f"{model.name}: NLB to pods on {launch.port}",
+            opts=pulumi.ResourceOptions(parent=self))
+
+        k8s.apiextensions.CustomResource(
+            f"{name}-target-group-binding", api_version="elbv2.k8s.aws/v1beta1",
+            kind="TargetGroupBinding", metadata=meta(model.name),
+            spec={"serviceRef": {"name": self.service_name, "port": launch.port},
+                  "targetGroupARN": lb.target_group_arn, "targetType": "ip"},
+            opts=k8s_opts(service, args.addons.load_balancer_controller))
+
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb", metadata=meta(model.name),
+            # One replica at a time for drains and node scale-down; a pod stuck loading
+            # may always be evicted so it never blocks a drain.
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(model)},
+                  "unhealthyPodEvictionPolicy": "AlwaysAllow"},
+            opts=k8s_opts(namespace))
+
+        scaled = scaled_object_spec(model, launch, self.deployment_name, args.addons.prometheus_url)
+        self.scaling_query = scaled["triggers"][0]["metadata"]["query"]
+        k8s.apiextensions.CustomResource(
+            f"{name}-scaled-object", api_version="keda.sh/v1alpha1", kind="ScaledObject",
+            metadata=meta(model.name), spec=scaled,
+            opts=k8s_opts(deployment, args.addons.keda, args.addons.prometheus))
+
+        self.target_group_arn = lb.target_group_arn
+        self.target_group_arn_suffix = lb.target_group_arn_suffix
+        self.load_balancer_arn = lb.arn
+        self.load_balancer_arn_suffix = lb.arn_suffix
+        self.register_outputs({
+            "namespace": self.namespace,
+            "deployment_name": self.deployment_name,
+            "service_name": self.service_name,
+            "target_group_arn": self.target_group_arn,
+            "load_balancer_arn": self.load_balancer_arn,
+            "internal_domain": self.internal_domain,
+            "scaling_query": self.scaling_query,
+        })
+
+
+def _hf_token(model: Model, parent: pulumi.Resource) -> pulumi.Output[str]:
+    """The hub token for gated repositories, as a secret: from this stack's encrypted config,
+    or read from Secrets Manager with the stack's AWS provider (inherited from `parent`)."""
+    ref = model.hf_token
+    assert ref is not None
+    if ref.config is not None:
+        return pulumi.Config().require_secret(ref.config)
+    return pulumi.Output.secret(aws.secretsmanager.get_secret_version_output(
+        secret_id=ref.secrets_manager_arn, opts=pulumi.InvokeOutputOptions(parent=parent)).secret_string)
