@@ -1,0 +1,750 @@
+"""The public face of the service: one regional REST API that authenticates and meters every call.
+
+Routes. Per model a path prefix `/{model}/v1`, so a client's OpenAI SDK uses the base URL
+`<api_endpoint>/<model>/v1` (stack output `model_endpoints`). Under it: `{proxy+}` (ANY)
+and explicit `POST chat/completions`, `POST completions`, `GET models`, which get their
+own metrics and throttles. Each integration calls `https://<internal host>/v1/...` only,
+so the runtimes' unauthenticated routes (`/health`, `/metrics`, `/tokenize`, `/pause`, ...)
+are unreachable through the gateway; nothing is mounted at the root, and a request for
+any other path gets the 404 gateway response. Every method has `api_key_required=True`,
+plus the Cognito or Lambda authorizer when the inventory names one.
+
+Integrations. HTTP_PROXY over a VPC link (v1) to the model's internal NLB, HTTPS with the
+internal certificate's host name in the URI (it sets Host and the name verified; the
+link, not DNS, picks the NLB). `response_transfer_mode` is STREAM when the inventory
+streams (SSE tokens as generated, up to 15 minutes; PITFALLS.md) and BUFFERED otherwise:
+once STREAM was set, going back needs an explicit BUFFERED (pulumi-aws v7
+`Integration.response_transfer_mode`). The integration replaces the client's
+`Authorization` header with the runtime's own key (components/NOTES_backend_auth.md), so
+client credentials never reach a model server, and passes the gateway's request id as
+`X-Request-Id`.
+
+Deployments. `aws.apigateway.Deployment` in v7 is a snapshot with no stage; the Stage
+points at it. The snapshot is retaken when `triggers` change: `redeployment` hashes the
+definitions of every route, method, integration and gateway response as this program
+passes them (known at preview, so a route change shows as a replace in the plan);
+`connections` hashes the VPC link ids (a replaced link is a changed integration) and
+`backend-credentials` the runtime keys (rotating one must reach the snapshot too).
+
+Logging. Access logs (JSON: request id, API key id, status, latencies, sizes; never
+bodies) to an encrypted group. Execution logging stays at ERROR with data trace off:
+data trace logs request and response bodies (prompts and completions), and INFO logs
+every request's execution trace; ERROR keeps integration and authorizer failures
+(AWS "Set up CloudWatch logging for REST APIs"). The execution log group API Gateway
+writes to is created here first, so it is encrypted and expires like the others.
+Logging needs the per-region account setting `aws.apigateway.Account` with a CloudWatch
+role: it is one per account and region, so two stacks in one account and region share it.
+
+Throttles. Usage plans (one per tier) meter each key; the stage's method throttling caps
+the total per model at what its replicas serve (`gateway_throttles`, from
+components/sizing.py), because per-key limits add up across keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import PROJECT, Authorizer as AuthorizerSettings
+from components.config import Gateway as GatewaySettings
+from components.config import Inventory, Model, SecretRef, stack_file_for
+from components.gateway_responses import GatewayResponseSpec, render_gateway_responses
+from components.waf import GatewayWaf, GatewayWafArgs
+
+# API Gateway's payload limit: nothing larger can arrive (PITFALLS.md).
+GATEWAY_PAYLOAD_LIMIT = 10 * 1024 * 1024
+# Account-level burst ceiling for API Gateway method throttling.
+MAX_BURST = 5000
+INTEGRATION_PORT = 443
+SMOKE_CLIENT = "smoke"
+
+# Access log record: metadata only. `$context.identity.apiKey` (the key itself) and any
+# `$input`/body variable must never appear here.
+ACCESS_LOG_FIELDS = {
+    "requestId": "$context.requestId",
+    "extendedRequestId": "$context.extendedRequestId",
+    "requestTime": "$context.requestTime",
+    "apiKeyId": "$context.identity.apiKeyId",
+    "sourceIp": "$context.identity.sourceIp",
+    "userAgent": "$context.identity.userAgent",
+    "principal": "$context.authorizer.principalId",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "path": "$context.path",
+    "protocol": "$context.protocol",
+    "status": "$context.status",
+    "responseLength": "$context.responseLength",
+    "responseLatency": "$context.responseLatency",
+    "integrationLatency": "$context.integrationLatency",
+    "integrationStatus": "$context.integration.status",
+    "errorType": "$context.error.responseType",
+    "errorMessage": "$context.error.message",
+    "wafStatus": "$context.waf.status",
+    # Observability (components/observability.py): the API id is the dimension of the metrics
+    # filtered from this log (429s, time to first byte), so two stacks in one account never
+    # share them; for a streamed response integrationLatency is the whole generation and
+    # timeToFirstContent the model's time to first token (AWS "Troubleshoot issues with
+    # response streaming in API Gateway", access log variables).
+    "apiId": "$context.apiId",
+    "responseTransferMode": "$context.integration.responseTransferMode",
+    "timeToFirstContent": "$context.integration.timeToFirstContent",
+}
+
+
+def access_log_format() -> str:
+    """One JSON object per request; every value quoted so "-" placeholders stay valid JSON."""
+    return json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- plain data
+
+
+@dataclass
+class Backend:
+    """One model's internal load balancer, as the gateway reaches it."""
+
+    model_name: str
+    nlb_arn: pulumi.Input[str]
+    # The name the NLB certificate covers (inventory load_balancer.certificate.internal_domain).
+    host: str
+    port: int = INTEGRATION_PORT
+    # True for a private-CA certificate, which API Gateway does not trust; expiry and
+    # host name are still verified (AWS TlsConfig.insecureSkipVerification).
+    skip_tls_verification: bool = False
+    # The runtime's own API key (a secret Output); None: the runtime has no auth (Ollama).
+    backend_api_key: Optional[pulumi.Input[str]] = None
+    # The key's secret version id: changes exactly when the key is rotated.
+    backend_api_key_version: Optional[pulumi.Input[str]] = None
+
+
+@dataclass(frozen=True)
+class ThrottleLimits:
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class ThrottlePlan:
+    """Stage method throttling: all models together, and each model's routes."""
+
+    stage: ThrottleLimits
+    per_model: Mapping[str, ThrottleLimits]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One method of the API and the backend path it proxies to."""
+
+    model: str
+    # Path parts below the API root, e.g. ("r1", "v1", "{proxy+}").
+    parts: tuple[str, ...]
+    http_method: str
+    # Backend path below the host, with {proxy} where the proxy parameter goes.
+    backend_path: str
+
+    @property
+    def resource_path(self) -> str:
+        return "/" + "/".join(self.parts)
+
+    @property
+    def method_path(self) -> str:
+        """The MethodSettings key: resource path without its leading slash, then the method."""
+        return f"{self.resource_path.lstrip('/')}/{self.http_method}"
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.parts[-1] == "{proxy+}"
+
+    @property
+    def slug(self) -> str:
+        tail = "-".join(p.strip("{}+") for p in self.parts[2:]) or "root"
+        return f"{self.model}-{tail}-{self.http_method.lower()}"
+
+
+# Explicit routes worth their own metrics and throttles; everything else under /v1 goes
+# through {proxy+}.
+EXPLICIT_ROUTES = (
+    (("chat", "completions"), "POST"),
+    (("completions",), "POST"),
+    (("models",), "GET"),
+)
+
+
+def routes_for(model_names: Sequence[str]) -> list[Route]:
+    routes: list[Route] = []
+    for model in model_names:
+        routes.append(Route(model, (model, "v1", "{proxy+}"), "ANY", "/v1/{proxy}"))
+        for parts, method in EXPLICIT_ROUTES:
+            routes.append(Route(model, (model, "v1") + parts, method, "/v1/" + "/".join(parts)))
+    return routes
+
+
+def authorization_type(authorizer: Optional[AuthorizerSettings]) -> str:
+    if authorizer is None:
+        return "NONE"
+    return "COGNITO_USER_POOLS" if authorizer.type == "cognito" else "CUSTOM"
+
+
+def backend_uri(backend: Backend, route: Route) -> str:
+    port = "" if backend.port == INTEGRATION_PORT else f":{backend.port}"
+    return f"https://{backend.host}{port}{route.backend_path}"
+
+
+def method_definition(route: Route, authorization: str) -> dict:
+    return {
+        "http_method": route.http_method,
+        "authorization": authorization,
+        "api_key_required": True,
+        "request_parameters": {"method.request.path.proxy": True} if route.is_proxy else {},
+    }
+
+
+BACKEND_KEY_MARKER = "<runtime api key from secrets manager>"
+
+
+def integration_definition(route: Route, backend: Backend, settings: GatewaySettings) -> dict:
+    """The integration as data; the runtime key appears as a marker (it is a secret)."""
+    parameters = {"integration.request.header.X-Request-Id": "context.requestId"}
+    if route.is_proxy:
+        parameters["integration.request.path.proxy"] = "method.request.path.proxy"
+    parameters["integration.request.header.Authorization"] = (
+        BACKEND_KEY_MARKER if backend.backend_api_key is not None else "'none'")
+    return {
+        "type": "HTTP_PROXY",
+        "integration_http_method": route.http_method,
+        "connection_type": "VPC_LINK",
+        "uri": backend_uri(backend, route),
+        "request_parameters": parameters,
+        "response_transfer_mode": "STREAM" if settings.streaming else "BUFFERED",
+        "timeout_milliseconds": settings.integration_timeout_ms,
+        "tls_config": {"insecure_skip_verification": backend.skip_tls_verification},
+    }
+
+
+def definition_hash(document: Any) -> str:
+    """sha256 of canonical JSON: the same definitions always give the same hash."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def api_definition(settings: GatewaySettings, backends: Sequence[Backend],
+                   responses: Sequence[GatewayResponseSpec]) -> dict:
+    """Everything a deployment snapshots, as plain data (the `redeployment` trigger input)."""
+    by_model = {b.model_name: b for b in backends}
+    authorization = authorization_type(settings.authorizer)
+    routes = routes_for([b.model_name for b in backends])
+    return {
+        "authorizer": settings.authorizer.model_dump() if settings.authorizer else None,
+        "routes": [
+            {"resource_path": r.resource_path,
+             "method": method_definition(r, authorization),
+             "integration": integration_definition(r, by_model[r.model], settings)}
+            for r in routes
+        ],
+        "gateway_responses": [spec.definition() for spec in responses],
+    }
+
+
+# ------------------------------------------------------------------- derived settings
+
+
+def derive_max_request_bytes(settings: GatewaySettings, models: Sequence[Model]) -> int:
+    """The body size limit: the inventory's, or what the longest context can need.
+
+    Derived with the runtimes' own rule (components/runtimes.py `request_bytes_for`: 8
+    bytes per token, enough for JSON-escaped non-ASCII text, plus a 64 KiB envelope for
+    the chat structure), over the largest `max_context`, capped at API Gateway's 10 MB.
+    """
+    if settings.max_request_bytes is not None:
+        return settings.max_request_bytes
+    from components.runtimes import request_bytes_for
+
+    return min(GATEWAY_PAYLOAD_LIMIT, max(request_bytes_for(m.max_context) for m in models))
+
+
+class ThrottleError(ValueError):
+    """Gateway throttles the models cannot serve; the message names key, value and fix."""
+
+
+# Inventory runtime_overrides keys -> the flag names components/sizing.py plans with.
+_SIZING_FLAGS = {
+    "max_model_len": "--max-model-len", "max_num_seqs": "--max-num-seqs",
+    "max_num_batched_tokens": "--max-num-batched-tokens",
+    "tensor_parallel_size": "--tensor-parallel-size",
+    "max_input_tokens": "--max-input-tokens", "max_total_tokens": "--max-total-tokens",
+    "max_batch_prefill_tokens": "--max-batch-prefill-tokens",
+    "max_batch_total_tokens": "--max-batch-total-tokens",
+    "max_concurrent_requests": "--max-concurrent-requests",
+    "num_parallel": "OLLAMA_NUM_PARALLEL", "max_queue": "OLLAMA_MAX_QUEUE",
+    "context_length": "OLLAMA_CONTEXT_LENGTH",
+}
+_SIZING_QUANTIZATION = {"none": None, "q4_k_m": "gguf_q4_k_m", "q8_0": "gguf_q8_0"}
+
+
+def model_plan(inventory: Inventory, model: Model, stack: str):
+    """components/sizing.py's plan for one replica of an inventory model."""
+    from components import catalog, sizing
+
+    spec = next((s for s in catalog.MODELS.values() if s.hf_repo == model.hf_repo), None)
+    if spec is None:
+        raise ThrottleError(
+            f"{stack_file_for(stack)}: model {model.name} ({model.hf_repo}) is not in the sizing "
+            f"catalog, so its capacity (and the gateway throttle it allows) is unknown; add it to "
+            f"components/catalog.py")
+    return sizing.plan_runtime(
+        spec, catalog.get_instance(inventory.gpu_instance_type(model)), runtime=model.runtime,
+        max_context=model.max_context,
+        quantization=_SIZING_QUANTIZATION.get(model.quantization, model.quantization),
+        tensor_parallel=model.tensor_parallel, gpu_memory_utilization=model.gpu_memory_utilization,
+        overrides={_SIZING_FLAGS[k]: v for k, v in model.runtime_overrides.items()},
+        stack=stack, model_name=model.name)
+
+
+def _floor2(value: float) -> float:
+    return math.floor(value * 100) / 100
+
+
+def gateway_throttles(inventory: Inventory, stack: str, plans: Optional[Sequence[Any]] = None) -> ThrottlePlan:
+    """Check every tier against the models' capacity and derive the stage throttles.
+
+    A tier's rate and burst apply to each key on its own; a single key must not be able
+    to ask for more than all replicas together serve (components/sizing.py
+    `check_throttle`: rate <= sum of capacity_rps x max_replicas, burst <= requests
+    accepted at once). The stage throttle per model is that model's capacity, so the sum
+    of many keys still cannot overrun one model. Raises ThrottleError naming the tier.
+    """
+    from components import sizing
+
+    plans = list(plans) if plans is not None else [model_plan(inventory, m, stack) for m in inventory.models]
+    replicas = [m.max_replicas for m in inventory.models]
+    key = "deepseek-serving:inventory.gateway.tiers"
+    for index, tier in enumerate(inventory.gateway.tiers):
+        try:
+            sizing.check_throttle(plans, replicas=replicas, rate=tier.rate_per_second, burst=tier.burst)
+        except sizing.SizingError as error:
+            raise ThrottleError(
+                f"{stack_file_for(stack)}: invalid inventory\n  {key}[{index}] ({tier.name}, "
+                f"rate_per_second {tier.rate_per_second:g}, burst {tier.burst}): {error}") from None
+    per_model = {
+        model.name: ThrottleLimits(rate=_floor2(plan.capacity_rps * model.max_replicas),
+                                   burst=min(MAX_BURST, plan.max_inflight_requests * model.max_replicas))
+        for model, plan in zip(inventory.models, plans)
+    }
+    total = ThrottleLimits(rate=_floor2(sum(t.rate for t in per_model.values())),
+                           burst=min(MAX_BURST, sum(t.burst for t in per_model.values())))
+    return ThrottlePlan(stage=total, per_model=per_model)
+
+
+# -------------------------------------------------------------------------- component
+
+
+@dataclass
+class ApiGatewayArgs:
+    settings: GatewaySettings
+    backends: Sequence[Backend]
+    max_request_bytes: int
+    throttles: ThrottlePlan
+    logs_key_arn: pulumi.Input[str]
+    log_retention_days: int
+    region: str
+    account_id: pulumi.Input[str]
+    partition: str = "aws"
+
+
+class ApiGateway(pulumi.ComponentResource):
+    rest_api_id: pulumi.Output[str]
+    stage_name: pulumi.Output[str]
+    stage_arn: pulumi.Output[str]
+    api_endpoint: pulumi.Output[str]
+    model_endpoints: pulumi.Output[dict]
+    served_models: list[str]
+    api_key_ids: dict[str, pulumi.Output[str]]
+    api_key_values: pulumi.Output[dict]
+    smoke_api_key_id: Optional[pulumi.Output[str]]
+    tier_limits: dict[str, dict]
+    smoke_tier_limits: Optional[dict]
+    max_request_bytes: int
+    web_acl_arn: pulumi.Output[str]
+    redeployment_hash: str
+
+    def __init__(self, name: str, args: ApiGatewayArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("deepseek:api_gateway:ApiGateway", name, None, opts)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._args = args
+        settings = args.settings
+        if not args.backends:
+            raise ValueError("ApiGateway needs at least one backend")
+        self.served_models = [b.model_name for b in args.backends]
+        self.max_request_bytes = args.max_request_bytes
+
+        responses = render_gateway_responses(
+            max_request_bytes=args.max_request_bytes,
+            integration_timeout_ms=settings.integration_timeout_ms, streaming=settings.streaming)
+        self.redeployment_hash = definition_hash(api_definition(settings, args.backends, responses))
+
+        self.rest_api = aws.apigateway.RestApi(
+            f"{name}-api",
+            description="DeepSeek models, OpenAI-compatible: /{model}/v1/...",
+            endpoint_configuration={"types": "REGIONAL"},
+            api_key_source="HEADER",
+            # A custom domain is the only entry point once configured.
+            disable_execute_api_endpoint=settings.domain is not None,
+            # TLS 1.2+ on the default endpoint too (a legacy policy: no endpoint access mode
+            # needed; AWS "Security policies for REST APIs in API Gateway").
+            security_policy="TLS_1_2",
+            opts=self._child,
+        )
+        authorizer_id = self._create_authorizer(settings.authorizer, args)
+        methods, integrations = self._create_routes(args, authorizer_id)
+        gateway_responses = [
+            aws.apigateway.Response(
+                f"{name}-response-{spec.response_type.lower().replace('_', '-')}",
+                rest_api_id=self.rest_api.id,
+                response_type=spec.response_type,
+                status_code=spec.status_code,
+                response_parameters=spec.response_parameters,
+                response_templates=spec.response_templates,
+                opts=self._child,
+            )
+            for spec in responses
+        ]
+
+        self.deployment = aws.apigateway.Deployment(
+            f"{name}-deployment",
+            rest_api=self.rest_api.id,
+            description="snapshot of routes, integrations and gateway responses",
+            triggers={
+                "redeployment": self.redeployment_hash,
+                "connections": pulumi.Output.all(*[link.id for link in self._vpc_links.values()])
+                .apply(lambda ids: definition_hash(list(ids))),
+                # Key versions, not values: a rotated key reaches the snapshot, and the
+                # trigger stays the same between runs that rotate nothing.
+                "backend-credentials": pulumi.Output.all(*[
+                    b.backend_api_key_version if b.backend_api_key_version is not None else ""
+                    for b in args.backends
+                ]).apply(lambda versions: definition_hash(list(versions))),
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=methods + integrations + gateway_responses),
+        )
+
+        account = self._create_logging_account(args)
+        self.access_log_group = aws.cloudwatch.LogGroup(
+            f"{name}-access-logs", retention_in_days=args.log_retention_days,
+            kms_key_id=args.logs_key_arn, opts=self._child)
+        self.stage = aws.apigateway.Stage(
+            f"{name}-stage",
+            rest_api=self.rest_api.id,
+            deployment=self.deployment.id,
+            stage_name=settings.stage_name,
+            xray_tracing_enabled=settings.xray_tracing,
+            access_log_settings={"destination_arn": self.access_log_group.arn,
+                                 "format": access_log_format()},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
+        )
+        # API Gateway writes execution logs to this fixed name; creating it first keeps
+        # them encrypted and expiring.
+        execution_logs = aws.cloudwatch.LogGroup(
+            f"{name}-execution-logs",
+            name=pulumi.Output.concat("API-Gateway-Execution-Logs_", self.rest_api.id, "/",
+                                      settings.stage_name),
+            retention_in_days=args.log_retention_days, kms_key_id=args.logs_key_arn,
+            opts=self._child)
+        self._create_method_settings(args, execution_logs)
+
+        self._create_metering(args)
+        self.api_endpoint = self._create_domain(settings)
+        self.waf = GatewayWaf(
+            f"{name}-waf",
+            GatewayWafArgs(settings=settings.waf, max_request_bytes=args.max_request_bytes,
+                           resource_arn=self.stage.arn, logs_key_arn=args.logs_key_arn,
+                           log_retention_days=args.log_retention_days, region=args.region,
+                           account_id=args.account_id, partition=args.partition),
+            opts=self._child,
+        )
+
+        self.rest_api_id = self.rest_api.id
+        self.stage_name = self.stage.stage_name
+        self.stage_arn = self.stage.arn
+        self.web_acl_arn = self.waf.web_acl_arn
+        self.model_endpoints = self.api_endpoint.apply(
+            lambda base: {model: f"{base.rstrip('/')}/{model}/v1" for model in self.served_models})
+        self.register_outputs({
+            "rest_api_id": self.rest_api_id,
+            "stage_name": self.stage_name,
+            "api_endpoint": self.api_endpoint,
+            "model_endpoints": self.model_endpoints,
+            "served_models": self.served_models,
+            "api_key_ids": self.api_key_ids,
+            "api_key_values": self.api_key_values,
+            "tier_limits": self.tier_limits,
+            "max_request_bytes": self.max_request_bytes,
+            "web_acl_arn": self.web_acl_arn,
+        })
+
+    # ------------------------------------------------------------------ routes
+
+    def _create_authorizer(self, settings: Optional[AuthorizerSettings],
+                           args: ApiGatewayArgs) -> Optional[pulumi.Output[str]]:
+        if settings is None:
+            return None
+        name = self._name
+        if settings.type == "cognito":
+            authorizer = aws.apigateway.Authorizer(
+                f"{name}-authorizer",
+                rest_api=self.rest_api.id,
+                type="COGNITO_USER_POOLS",
+                provider_arns=list(settings.user_pool_arns),
+                identity_source="method.request.header.Authorization",
+                opts=self._child,
+            )
+            return authorizer.id
+        function_arn = settings.function_arn
+        authorizer = aws.apigateway.Authorizer(
+            f"{name}-authorizer",
+            rest_api=self.rest_api.id,
+            type="TOKEN",
+            authorizer_uri=(f"arn:{args.partition}:apigateway:{args.region}:lambda:path/2015-03-31/"
+                            f"functions/{function_arn}/invocations"),
+            identity_source="method.request.header.Authorization",
+            authorizer_result_ttl_in_seconds=300,
+            opts=self._child,
+        )
+        # API Gateway may invoke the function only as this API's authorizer.
+        aws.lambda_.Permission(
+            f"{name}-authorizer-invoke",
+            action="lambda:InvokeFunction",
+            function=function_arn,
+            principal="apigateway.amazonaws.com",
+            source_arn=pulumi.Output.concat(self.rest_api.execution_arn, "/authorizers/", authorizer.id),
+            opts=self._child,
+        )
+        return authorizer.id
+
+    def _create_routes(self, args: ApiGatewayArgs, authorizer_id: Optional[pulumi.Output[str]]):
+        name = self._name
+        settings = args.settings
+        authorization = authorization_type(settings.authorizer)
+        resources: dict[tuple[str, ...], aws.apigateway.Resource] = {}
+
+        def resource_for(parts: tuple[str, ...]) -> aws.apigateway.Resource:
+            if parts not in resources:
+                parent_id = (self.rest_api.root_resource_id if len(parts) == 1
+                             else resource_for(parts[:-1]).id)
+                slug = "-".join(p.strip("{}+") for p in parts)
+                resources[parts] = aws.apigateway.Resource(
+                    f"{name}-path-{slug}", rest_api=self.rest_api.id, parent_id=parent_id,
+                    path_part=parts[-1], opts=self._child)
+            return resources[parts]
+
+        self._vpc_links: dict[str, aws.apigateway.VpcLink] = {}
+        by_model = {b.model_name: b for b in args.backends}
+        for backend in args.backends:
+            self._vpc_links[backend.model_name] = aws.apigateway.VpcLink(
+                f"{name}-link-{backend.model_name}",
+                description=f"API Gateway to the {backend.model_name} internal NLB",
+                target_arn=backend.nlb_arn,
+                opts=self._child,
+            )
+
+        methods: list[aws.apigateway.Method] = []
+        integrations: list[aws.apigateway.Integration] = []
+        self.routes = routes_for(self.served_models)
+        for route in self.routes:
+            resource = resource_for(route.parts)
+            definition = method_definition(route, authorization)
+            method = aws.apigateway.Method(
+                f"{name}-method-{route.slug}",
+                rest_api=self.rest_api.id,
+                resource_id=resource.id,
+                http_method=definition["http_method"],
+                authorization=definition["authorization"],
+                authorizer_id=authorizer_id,
+                api_key_required=definition["api_key_required"],
+                request_parameters=definition["request_parameters"] or None,
+                opts=self._child,
+            )
+            backend = by_model[route.model]
+            spec = integration_definition(route, backend, settings)
+            parameters: dict[str, pulumi.Input[str]] = dict(spec["request_parameters"])
+            if backend.backend_api_key is not None:
+                # Replaces the client's Authorization header: client credentials never
+                # reach the runtime, and the runtime's /v1 guard is satisfied.
+                parameters["integration.request.header.Authorization"] = pulumi.Output.secret(
+                    pulumi.Output.from_input(backend.backend_api_key).apply(lambda key: f"'Bearer {key}'"))
+            integrations.append(aws.apigateway.Integration(
+                f"{name}-integration-{route.slug}",
+                rest_api=self.rest_api.id,
+                resource_id=resource.id,
+                http_method=method.http_method,
+                type=spec["type"],
+                integration_http_method=spec["integration_http_method"],
+                connection_type=spec["connection_type"],
+                connection_id=self._vpc_links[route.model].id,
+                uri=spec["uri"],
+                request_parameters=parameters,
+                response_transfer_mode=spec["response_transfer_mode"],
+                timeout_milliseconds=spec["timeout_milliseconds"],
+                tls_config=spec["tls_config"],
+                opts=self._child,
+            ))
+            methods.append(method)
+        return methods, integrations
+
+    # ----------------------------------------------------------------- logging
+
+    def _create_logging_account(self, args: ApiGatewayArgs) -> aws.apigateway.Account:
+        name = self._name
+        role = aws.iam.Role(
+            f"{name}-cloudwatch-role",
+            description="API Gateway pushes access and execution logs to CloudWatch Logs",
+            assume_role_policy=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                               "Principal": {"Service": "apigateway.amazonaws.com"}}],
+            }),
+            opts=self._child,
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-cloudwatch-role-policy",
+            role=role.name,
+            policy_arn=(f"arn:{args.partition}:iam::aws:policy/service-role/"
+                        "AmazonAPIGatewayPushToCloudWatchLogs"),
+            opts=self._child,
+        )
+        return aws.apigateway.Account(
+            f"{name}-account",
+            cloudwatch_role_arn=role.arn,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
+        )
+
+    def _create_method_settings(self, args: ApiGatewayArgs, execution_logs: aws.cloudwatch.LogGroup) -> None:
+        name = self._name
+
+        def settings_for(limits: ThrottleLimits) -> dict:
+            return {
+                "metrics_enabled": True,
+                # Data trace would log prompts and completions; INFO logs every request.
+                "data_trace_enabled": False,
+                "logging_level": "ERROR",
+                "throttling_rate_limit": limits.rate,
+                "throttling_burst_limit": limits.burst,
+            }
+
+        opts = pulumi.ResourceOptions(parent=self, depends_on=[execution_logs])
+        aws.apigateway.MethodSettings(
+            f"{name}-method-settings",
+            rest_api=self.rest_api.id,
+            stage_name=self.stage.stage_name,
+            method_path="*/*",
+            settings=settings_for(args.throttles.stage),
+            opts=opts,
+        )
+        # Each model's routes at most at what its replicas serve. The provider retries the
+        # stage's ConflictException, so these need no chaining (hashicorp/terraform-
+        # provider-aws#776, fixed in 3.24.0; #13497).
+        for route in self.routes:
+            limits = args.throttles.per_model.get(route.model)
+            if limits is None:
+                continue
+            aws.apigateway.MethodSettings(
+                f"{name}-method-settings-{route.slug}",
+                rest_api=self.rest_api.id,
+                stage_name=self.stage.stage_name,
+                method_path=route.method_path,
+                settings=settings_for(limits),
+                opts=opts,
+            )
+
+    # ---------------------------------------------------------------- metering
+
+    def _client_key_value(self, client_name: str, ref: Optional[SecretRef]) -> Optional[pulumi.Input[str]]:
+        if ref is None:
+            return None  # API Gateway generates the key
+        if ref.config is not None:
+            # The inventory validated that this key is a secret of the stack.
+            return pulumi.Config(PROJECT).require_secret(ref.config)
+        version = aws.secretsmanager.get_secret_version_output(
+            secret_id=ref.secrets_manager_arn, opts=pulumi.InvokeOutputOptions(parent=self))
+        return pulumi.Output.secret(version.secret_string)
+
+    def _create_metering(self, args: ApiGatewayArgs) -> None:
+        name = self._name
+        settings = args.settings
+        plans: dict[str, aws.apigateway.UsagePlan] = {}
+        self.tier_limits = {}
+        for tier in settings.tiers:
+            plans[tier.name] = aws.apigateway.UsagePlan(
+                f"{name}-plan-{tier.name}",
+                description=f"tier {tier.name}: {tier.rate_per_second:g} req/s, burst {tier.burst}, "
+                            f"{tier.quota.limit} per {tier.quota.period.lower()}",
+                # stage.stage_name (an output) orders the plan after the stage exists.
+                api_stages=[{"api_id": self.rest_api.id, "stage": self.stage.stage_name}],
+                throttle_settings={"rate_limit": tier.rate_per_second, "burst_limit": tier.burst},
+                quota_settings={"limit": tier.quota.limit, "period": tier.quota.period},
+                opts=self._child,
+            )
+            self.tier_limits[tier.name] = {"rate": tier.rate_per_second, "burst": tier.burst}
+
+        self.api_key_ids = {}
+        values: dict[str, pulumi.Output[str]] = {}
+        for client in settings.clients:
+            key = aws.apigateway.ApiKey(
+                f"{name}-key-{client.name}",
+                description=f"client {client.name}, tier {client.tier}",
+                enabled=True,
+                value=self._client_key_value(client.name, client.api_key),
+                opts=self._child,
+            )
+            aws.apigateway.UsagePlanKey(
+                f"{name}-plan-key-{client.name}",
+                key_id=key.id,
+                key_type="API_KEY",
+                usage_plan_id=plans[client.tier].id,
+                opts=self._child,
+            )
+            self.api_key_ids[client.name] = key.id
+            values[client.name] = key.value
+        # Key values leave the component only as one secret.
+        self.api_key_values = pulumi.Output.secret(pulumi.Output.all(**values))
+        smoke = next((c for c in settings.clients if c.name == SMOKE_CLIENT), None)
+        self.smoke_api_key_id = self.api_key_ids[smoke.name] if smoke else None
+        self.smoke_tier_limits = self.tier_limits[smoke.tier] if smoke else None
+
+    # ------------------------------------------------------------------ domain
+
+    def _create_domain(self, settings: GatewaySettings) -> pulumi.Output[str]:
+        if settings.domain is None:
+            return self.stage.invoke_url
+        name = self._name
+        domain = aws.apigateway.DomainName(
+            f"{name}-domain",
+            domain_name=settings.domain.name,
+            regional_certificate_arn=settings.domain.certificate_arn,
+            endpoint_configuration={"types": "REGIONAL"},
+            security_policy="TLS_1_2",
+            opts=self._child,
+        )
+        aws.apigateway.BasePathMapping(
+            f"{name}-base-path",
+            domain_name=domain.domain_name,
+            rest_api=self.rest_api.id,
+            stage_name=self.stage.stage_name,
+            opts=self._child,
+        )
+        if settings.domain.hosted_zone_id:
+            aws.route53.Record(
+                f"{name}-dns",
+                zone_id=settings.domain.hosted_zone_id,
+                name=domain.domain_name,
+                type="A",
+                aliases=[{"name": domain.regional_domain_name, "zone_id": domain.regional_zone_id,
+                          "evaluate_target_health": False}],
+                opts=self._child,
+            )
+        return pulumi.Output.from_input(f"https://{settings.domain.name}")
