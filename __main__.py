@@ -4,7 +4,20 @@ import pulumi_aws as aws
 
 from components.config import InventoryError, load_inventory
 from components.keys import StackKeys, StackKeysArgs
+from components.gpu_fleet import GpuFleet, GpuFleetArgs, ec2_load_balancer_args
+from components.load_balancer import LoadBalancer
+from components.eks_cluster import GpuCluster, GpuClusterArgs
+from components.k8s_addons import ClusterAddons, ClusterAddonsArgs
+from components.model_service import ModelService, ModelServiceArgs, eks_load_balancer_args
+from components.runtimes import render_for_inventory
 from components.network import Network, NetworkArgs
+from components.api_gateway import (ApiGateway, ApiGatewayArgs, Backend, ThrottleError,
+                                    derive_max_request_bytes, gateway_throttles)
+from components.sizing import SizingError
+from components.observability import (ModelTargets, Observability, ObservabilityArgs,
+                                      ObservabilityError, check_alarm_thresholds)
+from components.k8s_monitoring import (ALERTMANAGER_TARGET, ClusterMonitoring, ClusterMonitoringArgs,
+                                       prometheus_alert_rules, rule_names)
 
 try:
     inventory = load_inventory()
@@ -37,7 +50,160 @@ network = Network(
     opts=aws_opts,
 )
 
+# Platform ec2: per model an internal NLB (one VPC link each) and an auto scaling group.
+load_balancers: dict[str, LoadBalancer] = {}
+fleets: dict[str, GpuFleet] = {}
+if inventory.platform == "ec2":
+    for model in inventory.models:
+        try:
+            # A model its instance cannot serve fails the preview with sizing's explanation.
+            render_for_inventory(inventory, model)
+        except SizingError as error:
+            raise pulumi.RunError(str(error)) from None
+        load_balancers[model.name] = LoadBalancer(
+            f"{model.name}-lb",
+            ec2_load_balancer_args(inventory, model, vpc_id=network.vpc_id,
+                                   subnet_ids=network.private_subnet_ids, vpc_cidr=network.vpc_cidr),
+            opts=aws_opts)
+        fleets[model.name] = GpuFleet(
+            model.name,
+            GpuFleetArgs(inventory=inventory, model=model, vpc_id=network.vpc_id,
+                         subnet_ids=network.private_subnet_ids,
+                         load_balancer=load_balancers[model.name], account_id=identity.account_id,
+                         data_key_arn=keys.data_key_arn, logs_key_arn=keys.logs_key_arn),
+            opts=aws_opts)
+
+# Platform eks: one private cluster, its add-ons, and per model an internal NLB (ip targets)
+# bound to a ModelService's pods.
+cluster = None
+model_services: dict[str, ModelService] = {}
+if inventory.platform == "eks":
+    cluster = GpuCluster(
+        "eks",
+        GpuClusterArgs(settings=inventory.eks, cluster_name=f"deepseek-{stack}", region=inventory.region,
+                       environment=inventory.environment, vpc_id=network.vpc_id,
+                       vpc_cidr=network.vpc_cidr, private_subnet_ids=network.private_subnet_ids,
+                       data_key_arn=keys.data_key_arn, logs_key_arn=keys.logs_key_arn,
+                       log_retention_days=inventory.observability.log_retention_days,
+                       tags=inventory.tags),
+        opts=aws_opts)
+    # The controller may register targets only in target groups carrying these default tags.
+    # The Prometheus that feeds the autoscaler also evaluates the alert rules.
+    alert_rules = prometheus_alert_rules(inventory, stack)
+    addons = ClusterAddons(
+        "eks-addons",
+        ClusterAddonsArgs(cluster=cluster, target_group_tags={"project": "deepseek-serving", "stack": stack},
+                          alert_rules=alert_rules, alertmanager_target=ALERTMANAGER_TARGET),
+        opts=aws_opts)
+    for model in inventory.models:
+        launch = render_for_inventory(inventory, model)
+        load_balancers[model.name] = LoadBalancer(
+            f"{model.name}-lb",
+            eks_load_balancer_args(inventory, model, launch, vpc_id=network.vpc_id,
+                                   subnet_ids=network.private_subnet_ids, vpc_cidr=network.vpc_cidr),
+            opts=aws_opts)
+        model_services[model.name] = ModelService(
+            model.name,
+            ModelServiceArgs(inventory=inventory, model=model, launch=launch, cluster=cluster,
+                             addons=addons, load_balancer=load_balancers[model.name],
+                             data_key_arn=keys.data_key_arn),
+            opts=aws_opts)
+
+# The public face: one REST API, a VPC link per model's NLB, usage plans per tier, WAF.
+runtimes = fleets or model_services
+try:
+    # A tier the models cannot serve fails the preview with the key path and the fix.
+    gateway_throttle_plan = gateway_throttles(inventory, stack)
+    check_alarm_thresholds(inventory, stack)
+except (ThrottleError, SizingError, ObservabilityError) as error:
+    raise pulumi.RunError(str(error)) from None
+gateway = ApiGateway(
+    "gateway",
+    ApiGatewayArgs(
+        settings=inventory.gateway,
+        backends=[Backend(model_name=model.name, nlb_arn=load_balancers[model.name].arn,
+                          host=load_balancers[model.name].internal_domain,
+                          port=load_balancers[model.name].listener_port,
+                          skip_tls_verification=load_balancers[model.name].tls_skip_verification,
+                          backend_api_key=runtimes[model.name].backend_api_key,
+                          backend_api_key_version=runtimes[model.name].backend_api_key_version)
+                  for model in inventory.models],
+        max_request_bytes=derive_max_request_bytes(inventory.gateway, inventory.models),
+        throttles=gateway_throttle_plan,
+        logs_key_arn=keys.logs_key_arn,
+        log_retention_days=inventory.observability.log_retention_days,
+        region=inventory.region,
+        account_id=identity.account_id,
+    ),
+    opts=aws_opts)
+
+# The request path watched end to end: alert topic, alarms, dashboard; on EKS the cluster's
+# Prometheus alerts reach the same topic through Alertmanager.
+observability = Observability(
+    "observability",
+    ObservabilityArgs(
+        inventory=inventory, stack=stack, account_id=identity.account_id,
+        rest_api_name=gateway.rest_api.name, rest_api_id=gateway.rest_api_id,
+        stage_name=gateway.stage_name, access_log_group_name=gateway.access_log_group.name,
+        web_acl_metric_name=gateway.waf.metric_name, waf_rule_names=gateway.waf.rule_names,
+        models={name: ModelTargets(load_balancer_arn_suffix=lb.arn_suffix,
+                                   target_group_arn_suffix=lb.target_group_arn_suffix,
+                                   asg_name=fleets[name].asg_name if name in fleets else None)
+                for name, lb in load_balancers.items()},
+        prometheus_rules=rule_names(alert_rules) if cluster is not None else ()),
+    opts=aws_opts)
+if cluster is not None:
+    ClusterMonitoring(
+        "eks-monitoring",
+        ClusterMonitoringArgs(cluster=cluster, addons=addons,
+                              topic_arns=[observability.topic_arn, *inventory.observability.alarms.sns_topic_arns],
+                              topic_key_arn=observability.alerts_key_arn, region=inventory.region, stack=stack),
+        opts=aws_opts)
+
 pulumi.export("region", inventory.region)
+pulumi.export("observability", {"alert_topic_arn": observability.topic_arn,
+                                "dashboard": observability.dashboard_name,
+                                "alarms": observability.alarm_names})
+# Gateway outputs: tools/smoke.py and docs/CLIENTS.md rely on these names.
+pulumi.export("api_endpoint", gateway.api_endpoint)
+pulumi.export("model_endpoints", gateway.model_endpoints)
+pulumi.export("served_models", gateway.served_models)
+pulumi.export("rest_api_id", gateway.rest_api_id)
+pulumi.export("stage_name", gateway.stage_name)
+pulumi.export("tier_limits", gateway.tier_limits)
+pulumi.export("max_request_bytes", gateway.max_request_bytes)
+pulumi.export("api_key_ids", gateway.api_key_ids)
+# Key values only ever as one secret output (`pulumi stack output --show-secrets`).
+pulumi.export("api_key_values", gateway.api_key_values)
+if gateway.smoke_api_key_id is not None:
+    pulumi.export("smoke_api_key_id", gateway.smoke_api_key_id)
+    pulumi.export("smoke_tier_limits", gateway.smoke_tier_limits)
 pulumi.export("platform", inventory.platform)
 pulumi.export("vpc_id", network.vpc_id)
 pulumi.export("private_subnet_ids", network.private_subnet_ids)
+if fleets:
+    # Names and metric dimensions only; the backend keys stay secret Outputs in the program.
+    pulumi.export("gpu_fleets", {
+        name: {"asg_name": fleet.asg_name,
+               "load_balancer_arn_suffix": load_balancers[name].arn_suffix,
+               "target_group_arn_suffix": load_balancers[name].target_group_arn_suffix,
+               "runtime_log_group": fleet.log_group_name,
+               "internal_domain": load_balancers[name].internal_domain}
+        for name, fleet in fleets.items()})
+if cluster is not None:
+    # Names, namespaces and metric dimensions for the gateway and observability; never keys.
+    pulumi.export("eks", {
+        "cluster_name": cluster.cluster_name,
+        "monitoring_namespace": addons.monitoring_namespace,
+        "prometheus_url": addons.prometheus_url,
+        "models": {
+            name: {"namespace": service.namespace,
+                   "deployment": service.deployment_name,
+                   "service": service.service_name,
+                   "runtime": service.runtime,
+                   "load_balancer_arn_suffix": service.load_balancer_arn_suffix,
+                   "target_group_arn_suffix": service.target_group_arn_suffix,
+                   "internal_domain": service.internal_domain,
+                   "scaling_query": service.scaling_query}
+            for name, service in model_services.items()},
+    })

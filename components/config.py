@@ -394,11 +394,18 @@ class Thresholds(_Strict):
     gpu_memory_percent: float = Field(default=95.0, gt=0, le=100)
     queue_depth: int = Field(default=20, gt=0)
     kv_cache_percent: float = Field(default=90.0, gt=0, le=100)
+    # Streamed responses: Latency and IntegrationLatency measure the whole generation; the
+    # time to the first byte from the model is what a client experiences as responsiveness.
+    time_to_first_byte_p95_ms: int = Field(default=15_000, gt=0)
+    # Requests per 5-minute period below which error and throttle rates are not judged:
+    # one failure among three requests is not a 33 % outage.
+    min_requests: int = Field(default=20, ge=1)
 
 
 class Alarms(_Strict):
     emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")]] = []
-    sns_topic_arns: list[Annotated[str, Field(pattern=_arn("sns"))]] = []
+    # At most 4: a CloudWatch alarm takes 5 actions per state, one is the stack's own topic.
+    sns_topic_arns: list[Annotated[str, Field(pattern=_arn("sns"))]] = Field(default=[], max_length=4)
     thresholds: Thresholds = Thresholds()
 
 
