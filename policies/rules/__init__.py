@@ -1,0 +1,23 @@
+"""The deepseek-serving guardrails, one module per concern.
+
+Family 1 (no public unauthenticated endpoint) lives in public_endpoints.py (per resource)
+and reachability.py (across the stack); Family 2 (LLM-serving hygiene) in
+runtime_hygiene.py (model servers), aws_hygiene.py (infrastructure) and stack_hygiene.py
+(protections that sit on another resource). Each module lists its policies in POLICIES.
+"""
+from __future__ import annotations
+
+PACK_NAME = "deepseek-serving-guardrails"
+
+
+def all_policies() -> list:
+    """Every policy of the pack, Family 1 first, in the order the reference lists them."""
+    from . import aws_hygiene, public_endpoints, reachability, runtime_hygiene, stack_hygiene
+
+    return [
+        *public_endpoints.POLICIES,
+        *reachability.POLICIES,
+        *runtime_hygiene.POLICIES,
+        *aws_hygiene.POLICIES,
+        *stack_hygiene.POLICIES,
+    ]
