@@ -8,7 +8,7 @@ DEPS := $(VENV)/.deps-installed
 STACK ?= dev
 OUT ?= build/plan-$(STACK).json
 
-.PHONY: preview plan test policy-reference preflight smoke diff diff-stacks manifests bench clean
+.PHONY: preview plan test policy-reference preflight smoke kv-bench diff diff-stacks manifests bench clean
 
 $(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,38 @@ plan: $(DEPS)
 ## Every test, as CI runs them.
 test: $(DEPS)
 	$(PY) -m pytest tests -n 2 -q
+
+## Regenerate the policy reference from the pack.
+policy-reference: $(DEPS)
+	$(PY) -m tools.policy_reference
+
+## Before `pulumi up` (needs AWS credentials): GPU offerings, GPU facts, vCPU quotas.
+preflight: $(DEPS)
+	$(PY) -m tools.preflight --stack $(STACK)
+
+## After `pulumi up`: check the live endpoint as a client would.
+smoke: $(DEPS)
+	$(PY) -m tools.smoke --stack $(STACK) $(if $(OUTPUTS),--outputs $(OUTPUTS))
+
+## The sizing calculator against published vLLM KV-cache figures.
+kv-bench: $(DEPS)
+	$(PY) -m tools.bench_kv
+
+## Markdown diff of a stack's plan between a git revision (default: merge base with main) and the working tree.
+diff: $(DEPS)
+	$(PY) -m tools.diff --stack $(STACK) $(if $(BASE),--base $(BASE))
+
+## The same between two environments, resources matched by type and name.
+diff-stacks: $(DEPS)
+	$(PY) -m tools.diff --stacks $(A) $(B)
+
+## Every Kubernetes object of the stack as schema-validated YAML, one file each.
+manifests: $(DEPS)
+	$(PY) -m tools.manifests --stack $(STACK) --out $(if $(filter command line environment,$(origin OUT)),$(OUT),build/manifests/$(STACK))
+
+## Preview time, peak memory and policy time per resource; exits 1 when a target is missed.
+bench: $(DEPS)
+	$(PY) -m tools.bench
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

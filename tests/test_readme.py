@@ -1,0 +1,32 @@
+"""The README's promises: its first two commands, and a reference generated from the code."""
+from __future__ import annotations
+
+import re
+
+from tests.conftest import ROOT
+from tools import inventory_reference
+
+
+def test_inventory_reference_in_readme_is_generated_from_the_models():
+    assert inventory_reference.updated((ROOT / "README.md").read_text()) == (ROOT / "README.md").read_text(), \
+        "run: python -m tools.inventory_reference"
+
+
+def test_readme_first_two_commands_are_the_offline_preview_and_the_tests():
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert commands[:2] == ["make preview", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^STACK \?= dev$", makefile, re.M)
+    assert "$(PY) -m tools.preview --stack $(STACK)" in makefile
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci and "rm -rf .venv" in ci
+
+
+def test_every_make_target_in_the_readme_exists():
+    readme = (ROOT / "README.md").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+    for target in set(re.findall(r"`make ([a-z-]+)", readme)):
+        assert target in targets, f"README mentions make {target}, which the Makefile lacks"
