@@ -2,30 +2,37 @@
 import pulumi
 import pulumi_aws as aws
 
-from components.config import InventoryError, load_inventory
-from components.keys import StackKeys, StackKeysArgs
-from components.gpu_fleet import GpuFleet, GpuFleetArgs, ec2_load_balancer_args
-from components.load_balancer import LoadBalancer
-from components.eks_cluster import GpuCluster, GpuClusterArgs
-from components.k8s_addons import ClusterAddons, ClusterAddonsArgs
-from components.model_service import ModelService, ModelServiceArgs, eks_load_balancer_args
-from components.runtimes import render_for_inventory
-from components.network import Network, NetworkArgs
 from components.api_gateway import (ApiGateway, ApiGatewayArgs, Backend, ThrottleError,
                                     derive_max_request_bytes, gateway_throttles)
-from components.sizing import SizingError
+from components.catalog import CatalogError
+from components.config import InventoryError, load_inventory
+from components.k8s_monitoring import ClusterMonitoring, ClusterMonitoringArgs, rule_names
+from components.keys import StackKeys, StackKeysArgs
+from components.network import Network, NetworkArgs
 from components.observability import (ModelTargets, Observability, ObservabilityArgs,
                                       ObservabilityError, check_alarm_thresholds)
-from components.k8s_monitoring import (ALERTMANAGER_TARGET, ClusterMonitoring, ClusterMonitoringArgs,
-                                       prometheus_alert_rules, rule_names)
+from components.platforms import build_platform
+from components.runtimes import LaunchError, render_for_inventory
+from components.sizing import SizingError
 
-try:
-    inventory = load_inventory()
-except InventoryError as error:
-    # RunError prints the message without a traceback and registers nothing further.
-    raise pulumi.RunError(str(error)) from None
+# Inventory problems found while building (a model that does not fit its GPU, a throttle
+# above capacity): shown like a bad inventory value, without a traceback.
+INVENTORY_PROBLEMS = (InventoryError, SizingError, ThrottleError, ObservabilityError, LaunchError,
+                      CatalogError)
 
 stack = pulumi.get_stack()
+try:
+    inventory = load_inventory()
+    # Every check that can refuse the inventory runs before the first resource registers,
+    # so `pulumi up` never starts on a stack it would have to abandon halfway.
+    for model in inventory.models:
+        render_for_inventory(inventory, model)
+    gateway_throttle_plan = gateway_throttles(inventory, stack)
+    check_alarm_thresholds(inventory, stack)
+except INVENTORY_PROBLEMS as error:
+    # RunError prints the message without a traceback.
+    raise pulumi.RunError(str(error)) from None
+
 aws_provider = aws.Provider(
     "aws",
     region=inventory.region,
@@ -50,73 +57,13 @@ network = Network(
     opts=aws_opts,
 )
 
-# Platform ec2: per model an internal NLB (one VPC link each) and an auto scaling group.
-load_balancers: dict[str, LoadBalancer] = {}
-fleets: dict[str, GpuFleet] = {}
-if inventory.platform == "ec2":
-    for model in inventory.models:
-        try:
-            # A model its instance cannot serve fails the preview with sizing's explanation.
-            render_for_inventory(inventory, model)
-        except SizingError as error:
-            raise pulumi.RunError(str(error)) from None
-        load_balancers[model.name] = LoadBalancer(
-            f"{model.name}-lb",
-            ec2_load_balancer_args(inventory, model, vpc_id=network.vpc_id,
-                                   subnet_ids=network.private_subnet_ids, vpc_cidr=network.vpc_cidr),
-            opts=aws_opts)
-        fleets[model.name] = GpuFleet(
-            model.name,
-            GpuFleetArgs(inventory=inventory, model=model, vpc_id=network.vpc_id,
-                         subnet_ids=network.private_subnet_ids,
-                         load_balancer=load_balancers[model.name], account_id=identity.account_id,
-                         data_key_arn=keys.data_key_arn, logs_key_arn=keys.logs_key_arn),
-            opts=aws_opts)
-
-# Platform eks: one private cluster, its add-ons, and per model an internal NLB (ip targets)
-# bound to a ModelService's pods.
-cluster = None
-model_services: dict[str, ModelService] = {}
-if inventory.platform == "eks":
-    cluster = GpuCluster(
-        "eks",
-        GpuClusterArgs(settings=inventory.eks, cluster_name=f"deepseek-{stack}", region=inventory.region,
-                       environment=inventory.environment, vpc_id=network.vpc_id,
-                       vpc_cidr=network.vpc_cidr, private_subnet_ids=network.private_subnet_ids,
-                       data_key_arn=keys.data_key_arn, logs_key_arn=keys.logs_key_arn,
-                       log_retention_days=inventory.observability.log_retention_days,
-                       tags=inventory.tags),
-        opts=aws_opts)
-    # The controller may register targets only in target groups carrying these default tags.
-    # The Prometheus that feeds the autoscaler also evaluates the alert rules.
-    alert_rules = prometheus_alert_rules(inventory, stack)
-    addons = ClusterAddons(
-        "eks-addons",
-        ClusterAddonsArgs(cluster=cluster, target_group_tags={"project": "deepseek-serving", "stack": stack},
-                          alert_rules=alert_rules, alertmanager_target=ALERTMANAGER_TARGET),
-        opts=aws_opts)
-    for model in inventory.models:
-        launch = render_for_inventory(inventory, model)
-        load_balancers[model.name] = LoadBalancer(
-            f"{model.name}-lb",
-            eks_load_balancer_args(inventory, model, launch, vpc_id=network.vpc_id,
-                                   subnet_ids=network.private_subnet_ids, vpc_cidr=network.vpc_cidr),
-            opts=aws_opts)
-        model_services[model.name] = ModelService(
-            model.name,
-            ModelServiceArgs(inventory=inventory, model=model, launch=launch, cluster=cluster,
-                             addons=addons, load_balancer=load_balancers[model.name],
-                             data_key_arn=keys.data_key_arn),
-            opts=aws_opts)
+# Per model an internal NLB and what serves behind it (EC2 fleet or EKS ModelService).
+platform = build_platform(inventory, stack=stack, network=network, keys=keys,
+                          account_id=identity.account_id, opts=aws_opts)
+load_balancers, runtimes = platform.load_balancers, platform.runtimes
+fleets, cluster, addons = platform.fleets, platform.cluster, platform.addons
 
 # The public face: one REST API, a VPC link per model's NLB, usage plans per tier, WAF.
-runtimes = fleets or model_services
-try:
-    # A tier the models cannot serve fails the preview with the key path and the fix.
-    gateway_throttle_plan = gateway_throttles(inventory, stack)
-    check_alarm_thresholds(inventory, stack)
-except (ThrottleError, SizingError, ObservabilityError) as error:
-    raise pulumi.RunError(str(error)) from None
 gateway = ApiGateway(
     "gateway",
     ApiGatewayArgs(
@@ -150,7 +97,7 @@ observability = Observability(
                                    target_group_arn_suffix=lb.target_group_arn_suffix,
                                    asg_name=fleets[name].asg_name if name in fleets else None)
                 for name, lb in load_balancers.items()},
-        prometheus_rules=rule_names(alert_rules) if cluster is not None else ()),
+        prometheus_rules=rule_names(platform.alert_rules) if cluster is not None else ()),
     opts=aws_opts)
 if cluster is not None:
     ClusterMonitoring(
@@ -205,5 +152,5 @@ if cluster is not None:
                    "target_group_arn_suffix": service.target_group_arn_suffix,
                    "internal_domain": service.internal_domain,
                    "scaling_query": service.scaling_query}
-            for name, service in model_services.items()},
+            for name, service in platform.model_services.items()},
     })

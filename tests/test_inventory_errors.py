@@ -140,11 +140,28 @@ def test_stacks_cover_both_platforms_all_runtimes_and_prod_spans_three_azs():
     assert inventories["prod"]["network"]["az_count"] == 3
 
 
-def test_program_registers_nothing_for_a_bad_inventory():
+@pytest.fixture
+def kept_monitors(monkeypatch):
+    """The recording monitors of the runs a test makes, kept even when the program fails."""
+    from tools import mock_engine
+
+    monitors = []
+
+    class KeptMonitor(mock_engine.RecordingMonitor):
+        def __init__(self, mocks):
+            super().__init__(mocks)
+            monitors.append(self)
+
+    monkeypatch.setattr(mock_engine, "RecordingMonitor", KeptMonitor)
+    return monitors
+
+
+def test_program_registers_nothing_for_a_bad_inventory(kept_monitors):
     import pulumi
 
     with pytest.raises(pulumi.RunError, match=r"models\[0\]\.runtime"):
         run_with_inventory("dev", _set(("models", 0, "runtime"), "vlm"))
+    assert [m.registrations for m in kept_monitors] == [[]]
 
 
 def _write_stack(tmp_path: Path, stack: str, change) -> Path:
@@ -175,3 +192,34 @@ def test_preview_exits_2_for_unreadable_yaml(tmp_path):
     assert result.returncode == 2
     assert "not valid YAML" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_model_its_gpu_cannot_hold_stops_the_preview_before_anything_registers(tmp_path):
+    def bigger_model(inventory):
+        inventory["models"][0]["hf_repo"] = "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"
+
+    with pytest.raises(pulumi_run_error()) as caught:
+        run_with_inventory("dev", bigger_model)
+    message = str(caught.value)
+    assert "r1-qwen-7b" in message and "g6e.xlarge" in message
+
+    path = _write_stack(tmp_path, "dev", bigger_model)
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.preview", "--stack", "dev", "--stack-file", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert "g6e.xlarge" in result.stderr
+
+
+def test_nothing_registers_when_sizing_refuses_the_inventory(kept_monitors):
+    with pytest.raises(pulumi_run_error()):
+        run_with_inventory("dev", lambda inv: inv["models"][0].update(
+            hf_repo="deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"))
+    assert [m.registrations for m in kept_monitors] == [[]]
+
+
+def pulumi_run_error():
+    import pulumi
+
+    return pulumi.RunError
