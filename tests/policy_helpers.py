@@ -20,6 +20,7 @@ import pytest
 
 from tools import mock_engine
 from tools.analyzer import Diagnostic, PolicyPackProcess, config_path
+from tests.program_harness import record
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ class Verdict:
 def judge(pack: PolicyPackProcess, program: Callable[[], Any], env: str = "prod", *,
           config: Any = None) -> Verdict:
     """Run `program` as a first preview of stack `env` and judge it with env's policy config."""
-    run = mock_engine.run(program, stack=env, preview=True)
+    run = record(program, stack=env, preview=True)
     diagnostics = pack.analyze(run.registrations, config if config is not None else config_path(env),
                                stack=env)
     urns = {r.urn for r in run.registrations}

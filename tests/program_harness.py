@@ -59,6 +59,43 @@ def start(stack: str, change: Optional[Callable[[dict], None]] = None, *, previe
     return ProgramUnderTest(globals=program_globals, monitor=monitor)
 
 
+def record(program: Callable[[], Any], *, stack: str, config: Optional[dict[str, Any]] = None,
+           secret_keys: Optional[list[str]] = None, preview: bool = True,
+           region: str = "us-east-1") -> mock_engine.ProgramRun:
+    """Run `program` through `@pulumi.runtime.test` and return everything it registered.
+
+    The test function returns the Output of the settled registrations, so the SDK awaits
+    every registration (and re-raises what the program raised) before a test reads them.
+    """
+    fresh_event_loop()
+    monitor = mock_engine.RecordingMonitor(mock_engine.ServingMocks(preview, region))
+    recorded: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def run_program():
+        pulumi.runtime.set_mocks(monitor.mocks, project=mock_engine.PROJECT, stack=stack,
+                                 preview=preview, monitor=monitor)
+        set_all_config(mock_engine.config_for(config or {}), secret_keys or [])
+        program()
+        # Register the stack outputs the program exported, as the CLI's entry point does.
+        root = pulumi.runtime.get_root_resource()
+        root._outputs_registered = False  # type: ignore[attr-defined]
+        root._finish()  # type: ignore[attr-defined]
+        under_test = ProgramUnderTest(globals={}, monitor=monitor)
+        return under_test.settled().apply(lambda registrations: recorded.update(registrations=registrations))
+
+    run_program()
+    return mock_engine.ProgramRun(stack=stack, registrations=recorded["registrations"],
+                                  outputs=monitor.stack_outputs)
+
+
+def record_main(*, stack: str, config: dict[str, Any], secret_keys: list[str], preview: bool = True,
+                region: str = "us-east-1") -> mock_engine.ProgramRun:
+    """The project's __main__.py through `record`."""
+    return record(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
+                  stack=stack, config=config, secret_keys=secret_keys, preview=preview, region=region)
+
+
 def fresh_event_loop() -> None:
     """Each mock-engine test needs its own loop: the SDK keeps per-run state on it."""
     asyncio.set_event_loop(asyncio.new_event_loop())

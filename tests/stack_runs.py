@@ -1,4 +1,5 @@
-"""Run the real program for a stack under the mock engine, once per test process.
+"""Run the real program for a stack under the mock engine (through `@pulumi.runtime.test`),
+once per test process.
 
 Runs are cached: a program run is deterministic for a given stack file, and several
 test modules read the same registrations.
@@ -12,6 +13,7 @@ from typing import Any, Callable, Optional
 
 from tests.conftest import ROOT
 from tools import mock_engine, stack_files
+from tests.program_harness import record_main
 
 STACKS = ("dev", "staging", "prod")
 
@@ -20,9 +22,8 @@ STACKS = ("dev", "staging", "prod")
 def preview_run(stack: str) -> mock_engine.ProgramRun:
     """A first-preview run (unknown computed outputs) of a committed stack."""
     stack_file = stack_files.load(stack)
-    return mock_engine.run_main(ROOT / "__main__.py", stack=stack, config=stack_file.config,
-                                secret_keys=stack_file.secret_keys, preview=True,
-                                region=stack_file.region)
+    return record_main(stack=stack, config=stack_file.config, secret_keys=stack_file.secret_keys,
+                       preview=True, region=stack_file.region)
 
 
 def inventory_of(stack: str) -> dict[str, Any]:
@@ -37,9 +38,8 @@ def run_with_inventory(stack: str, change: Callable[[dict], None], *, preview: b
     config = copy.deepcopy(stack_file.config)
     change(config["deepseek-serving:inventory"])
     config.update(extra_config or {})
-    return mock_engine.run_main(ROOT / "__main__.py", stack=stack, config=config,
-                                secret_keys=stack_file.secret_keys, preview=preview,
-                                region=stack_file.region)
+    return record_main(stack=stack, config=config, secret_keys=stack_file.secret_keys,
+                       preview=preview, region=stack_file.region)
 
 
 def inputs(run: mock_engine.ProgramRun, type_token: str) -> list[dict]:

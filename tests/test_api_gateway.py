@@ -35,6 +35,7 @@ from components.config import Inventory, parse_inventory
 from components.gateway_responses import render_gateway_responses
 from components.runtimes import request_bytes_for
 from tools import mock_engine, stack_files
+from tests.program_harness import record
 
 T = "aws:apigateway/"
 METHOD = f"{T}method:Method"
@@ -100,8 +101,8 @@ def gateway_run(stack: str, change: Optional[Callable[[dict], None]] = None, *,
         pulumi.export("smoke_api_key_id", gateway.smoke_api_key_id)
         pulumi.export("redeployment_hash", gateway.redeployment_hash)
 
-    return mock_engine.run(program, stack=stack, config=config, secret_keys=secret_keys,
-                           preview=preview, region=inventory.region)
+    return record(program, stack=stack, config=config, secret_keys=secret_keys,
+                  preview=preview, region=inventory.region)
 
 
 @functools.lru_cache(maxsize=None)
@@ -497,7 +498,7 @@ def test_the_component_refuses_to_build_without_backends():
             log_retention_days=30, region="us-east-1", account_id="123456789012"))
 
     with pytest.raises(Exception, match="at least one backend"):
-        mock_engine.run(program, stack="dev", preview=True)
+        record(program, stack="dev", preview=True)
 
 
 # ------------------------------------------------------------------ whole program

@@ -20,6 +20,7 @@ from components.eks_cluster import GPU_TOLERATION, POOL_LABEL
 from components.runtimes import render_for_inventory
 from tests import stack_runs
 from tools import mock_engine
+from tests.program_harness import record_main
 
 OLLAMA_WEIGHTS = {"source": "s3", "s3_uri": "s3://acme-llm-weights-staging/r1-llama-8b-q4-k-m/",
                   "manifest_sha256": "7c" * 32}
@@ -450,8 +451,8 @@ def test_a_gated_hub_model_gets_its_token_from_a_secret_only_in_the_staging_step
     inventory["models"][0]["hf_token"] = {"config": "hfToken"}
     config["deepseek-serving:inventory"] = inventory
     config["deepseek-serving:hfToken"] = stack_files.SECRET_PLACEHOLDER
-    run = mock_engine.run_main(ROOT / "__main__.py", stack="staging", config=config,
-                               secret_keys=[*stack_file.secret_keys, "deepseek-serving:hfToken"],
+    run = record_main(stack="staging", config=config,
+                      secret_keys=[*stack_file.secret_keys, "deepseek-serving:hfToken"],
                                preview=True, region=stack_file.region)
     (token,) = [s for s in stack_runs.inputs(run, "kubernetes:core/v1:Secret")
                 if s["metadata"]["name"] == model_service.HF_TOKEN_SECRET]
