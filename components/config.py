@@ -184,6 +184,11 @@ class Model(_Strict):
     # Server-side cap on generated tokens: the watchdog for a runaway generation.
     max_new_tokens: int = Field(default=4096, ge=16, le=32768)
     weights: Weights
+    # Another build of the runtime than the catalog's (for example a TGI image rebuilt to run
+    # as non-root, which restricted pods require); same entrypoint, pinned by tag and digest.
+    image: Optional[str] = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9._-]*(:[0-9]+)?(/[a-z0-9._-]+)*:[A-Za-z0-9._-]+@sha256:[0-9a-f]{64}$")
     hf_token: Optional[SecretRef] = None
     runtime_overrides: dict[str, Union[int, float]] = {}
 
@@ -604,6 +609,7 @@ def _pattern_hint(path: tuple) -> str:
         "manifest_sha256": "give the 64-hex-digit sha256 of the weights' SHA256SUMS manifest",
         "s3_uri": "use s3://bucket/prefix/ (ending in /)",
         "instance_type": "use an EC2 instance type such as g6e.xlarge",
+        "image": "pin it by tag and digest: registry/repository:tag@sha256:<64 hex>",
     }
     if leaf.endswith("_arn") or leaf.endswith("_arns") or isinstance(path[-1], int) and "arn" in str(path[-2]):
         return "give a full ARN of the right service in this partition"

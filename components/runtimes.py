@@ -158,7 +158,7 @@ def render_runtime(inventory: Inventory, model: Model, *, gpu_count: int, gpu_me
         raise LaunchError(f"model {model.name}: a GPU runtime needs at least one GPU with memory; "
                             f"got gpu_count={gpu_count}, gpu_memory_gib={gpu_memory_gib}")
     capacity = _capacity_flags(inventory, model, gpu_count=gpu_count, gpu_memory_gib=gpu_memory_gib)
-    image = _image_for(model.runtime)
+    image = model.image or _image_for(model.runtime)
     weights = _weights_gib(model)
     render = {"vllm": _vllm, "tgi": _tgi, "ollama": _ollama}[model.runtime]
     launch = render(inventory, model, capacity, image, bind_host)
@@ -170,7 +170,8 @@ def render_runtime(inventory: Inventory, model: Model, *, gpu_count: int, gpu_me
         model_path=model_path(model),
         capacity=capacity,
         weights_gib=weights,
-        image_pinned_by_digest=image_pinned_by_digest(model.runtime),
+        # An inventory override is pinned by digest (the inventory refuses it otherwise).
+        image_pinned_by_digest=bool(model.image) or image_pinned_by_digest(model.runtime),
     )
 
 

@@ -104,6 +104,9 @@ CASES = [
      [f"{KEY}.environment", "'prod' does not match stack 'staging'"]),
     ("duplicate model names", "dev", lambda inv: inv["models"].append(copy.deepcopy(inv["models"][0])),
      [f"{KEY}.models[2].name", "models has the name r1-qwen-7b twice"]),
+    ("runtime image override not pinned by digest", "dev",
+     _set(("models", 0, "image"), "vllm/vllm-openai:latest"),
+     [f"{KEY}.models[0].image", "'vllm/vllm-openai:latest'", "tag and digest"]),
     ("malformed weights checksum", "dev", _set(("models", 0, "weights", "manifest_sha256"), "abc"),
      [f"{KEY}.models[0].weights.manifest_sha256", "'abc'", "64-hex-digit sha256"]),
 ]

@@ -194,3 +194,16 @@ def test_request_bytes_follow_the_context_and_stop_at_the_gateway_limit():
 def test_drain_time_is_the_load_balancers_deregistration_delay():
     assert launch_of("prod", "r1-qwen-7b").drain_seconds == 600
     assert launch_of("dev", "r1-qwen-7b").drain_seconds == 300
+
+
+def test_an_inventory_image_override_replaces_the_catalog_image_and_counts_as_pinned():
+    from components.config import parse_inventory
+    from components.runtimes import render_for_inventory
+    from tests.stack_runs import inventory_of
+
+    raw = inventory_of("staging")
+    rebuilt = "123456789012.dkr.ecr.us-west-2.amazonaws.com/tgi-nonroot:3.3.5@sha256:" + "ab" * 32
+    raw["models"][0]["image"] = rebuilt
+    inventory = parse_inventory(raw, stack="staging", secret_keys=set())
+    launch = render_for_inventory(inventory, inventory.models[0])
+    assert launch.image == rebuilt and launch.image_pinned_by_digest is True
