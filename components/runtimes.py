@@ -159,6 +159,12 @@ def render_runtime(inventory: Inventory, model: Model, *, gpu_count: int, gpu_me
                             f"got gpu_count={gpu_count}, gpu_memory_gib={gpu_memory_gib}")
     capacity = _capacity_flags(inventory, model, gpu_count=gpu_count, gpu_memory_gib=gpu_memory_gib)
     image = model.image or _image_for(model.runtime)
+    if not model.image and not image_pinned_by_digest(model.runtime):
+        # A tag can be re-pushed; only a digest pins what was reviewed and scanned.
+        raise LaunchError(
+            f"model {model.name}: the catalog has no confirmed digest for the {model.runtime} image "
+            f"{image}; set models[].image to a build pinned by tag and digest "
+            f"(registry/repository:tag@sha256:<64 hex>), see docs/OPERATIONS.md")
     weights = _weights_gib(model)
     render = {"vllm": _vllm, "tgi": _tgi, "ollama": _ollama}[model.runtime]
     launch = render(inventory, model, capacity, image, bind_host)
@@ -170,8 +176,8 @@ def render_runtime(inventory: Inventory, model: Model, *, gpu_count: int, gpu_me
         model_path=model_path(model),
         capacity=capacity,
         weights_gib=weights,
-        # An inventory override is pinned by digest (the inventory refuses it otherwise).
-        image_pinned_by_digest=bool(model.image) or image_pinned_by_digest(model.runtime),
+        # Refused above unless pinned: by the catalog's digest or the inventory's override.
+        image_pinned_by_digest=True,
     )
 
 

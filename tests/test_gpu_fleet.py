@@ -278,16 +278,23 @@ def test_fleets_expose_typed_outputs_for_the_gateway_and_observability():
 
 
 def test_a_tgi_model_on_ec2_gets_a_fleet_with_its_own_key_secret():
+    rebuilt = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tgi:3.3.5@sha256:" + "cd" * 32
+
     def to_tgi(raw):
-        raw["models"][0].update(runtime="tgi")
+        raw["models"][0].update(runtime="tgi", image=rebuilt)
 
     run = run_with_inventory("dev", to_tgi)
     template = run.one(LT, "r1-qwen-7b-lt")
     text = base64.b64decode(template.inputs["userData"]).decode()
-    assert "text-generation-inference" in text and "--max-total-tokens" in text
+    assert rebuilt in text and "--max-total-tokens" in text
     assert [s.inputs["name"] for s in run.by_type(SECRET)] == ["deepseek/dev/r1-qwen-7b/backend-api-key"]
     group = run.one("aws:lb/targetGroup:TargetGroup", "r1-qwen-7b-lb-targets").inputs
     assert group["port"] == runtimes.PORTS["tgi"]
+
+
+def test_a_tgi_model_without_a_digest_pinned_image_is_refused_before_anything_registers():
+    with pytest.raises(pulumi.RunError, match=r"no confirmed digest for the tgi image.*models\[\]\.image"):
+        run_with_inventory("dev", lambda raw: raw["models"][0].update(runtime="tgi"))
 
 
 def test_a_model_its_instance_cannot_hold_fails_the_preview_with_what_would_fit():

@@ -131,6 +131,29 @@ def test_tgi_limits_given_as_environment_variables_pass(pack):
     expect_clean(verdict, "runtime-concurrency-bounded")
 
 
+def test_a_rebuilt_tgi_image_is_still_recognised_by_its_flags(pack):
+    rebuilt = "123456789012.dkr.ecr.us-west-2.amazonaws.com/tgi-nonroot:3.3.5@sha256:" + "ab" * 32
+
+    def program():
+        model_deployment("tgi-mirror", vllm_container(
+            image=rebuilt, name="server",
+            args=["--model-id", "/models/r1", "--max-input-tokens", "8192",
+                  "--max-concurrent-requests", "64"]))
+
+    expect_violation(judge(pack, program), "runtime-request-size-bounded", DEPLOYMENT, "tgi-mirror",
+                     contains=["is missing --max-total-tokens"])
+
+
+def test_a_mirrored_ollama_image_is_still_recognised_by_its_environment(pack):
+    def program():
+        model_deployment("ollama-mirror", vllm_container(
+            image="registry.internal/ollama-mirror:0.12.6", name="server", args=[],
+            env=[{"name": "OLLAMA_HOST", "value": "0.0.0.0:11434"}]))
+
+    expect_violation(judge(pack, program), "runtime-concurrency-bounded", DEPLOYMENT, "ollama-mirror",
+                     contains=["OLLAMA_NUM_PARALLEL"])
+
+
 def test_a_vllm_server_started_by_a_shell_command_is_recognised(pack):
     def program():
         script = "pip install vllm && vllm serve deepseek-ai/DeepSeek-R1-Distill-Qwen-7B --max-num-seqs 32"

@@ -46,6 +46,16 @@ _COMMAND_PATTERNS = (
     (OLLAMA, re.compile(r"(^|[\s/\"'])ollama\s+serve\b")),
 )
 
+# A rebuilt or mirrored image (a private registry's "tgi-nonroot") and a bare flag list
+# still name the server by flags only it takes, or by its environment variables.
+_FLAG_SIGNATURES = (
+    (TGI, re.compile(r"(^|\s)--(max-batch-prefill-tokens|max-total-tokens|max-input-tokens|"
+                     r"max-input-length|max-batch-total-tokens|max-concurrent-requests)(\s|=|$)")),
+    (VLLM, re.compile(r"(^|\s)--(max-num-seqs|max-num-batched-tokens|gpu-memory-utilization|"
+                      r"max-model-len|served-model-name)(\s|=|$)")),
+)
+_OLLAMA_ENV = re.compile(r"\bOLLAMA_(HOST|NUM_PARALLEL|MAX_QUEUE|KEEP_ALIVE|MODELS)\b")
+
 
 # ---- Kubernetes pod specs ---------------------------------------------------------------
 
@@ -171,6 +181,11 @@ def runtimes_in_text(text: str) -> list[str]:
         runtime = runtime_of_image(token)
         if runtime and runtime not in found and ("/" in token or ":" in token):
             found.append(runtime)
+    if not found:
+        normalised = re.sub(r"--([a-z0-9]+(?:_[a-z0-9]+)+)", lambda m: "--" + m.group(1).replace("_", "-"), text)
+        found = [runtime for runtime, pattern in _FLAG_SIGNATURES if pattern.search(normalised)][:1]
+        if not found and _OLLAMA_ENV.search(text):
+            found = [OLLAMA]
     return found
 
 
@@ -218,7 +233,10 @@ def container_serving(path: str, container: Any) -> Optional[Serving]:
     tokens, saw_unknown = tokens_of(items)
     runtime = runtime_of_image(container.get("image"))
     if runtime is None:
-        text = " ".join(t for t in tokens if not is_unknown(t))
+        env_names = " ".join(e.get("name", "") for e in container.get("env") or []
+                             if isinstance(e, dict) and isinstance(e.get("name"), str)) \
+            if isinstance(container.get("env"), list) else ""
+        text = " ".join(t for t in tokens if not is_unknown(t)) + " " + env_names
         found = runtimes_in_text(text)
         runtime = found[0] if found else None
     if runtime is None:
