@@ -31,6 +31,8 @@ from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc, engine_pb2, engine_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Analyze calls in flight at once; enough to keep the pack busy, few enough for its server.
+ANALYZE_WINDOW = 64
 PACK_DIR = REPO_ROOT / "policies"
 CONFIG_DIR = PACK_DIR / "config"
 
@@ -478,17 +480,20 @@ class PolicyPackProcess:
         by_urn = {r.urn: r for r in registrations}
         info = self.info
         diagnostics: list[Diagnostic] = []
-        # Pipeline the per-resource calls: the pack serves several at once.
-        pending = [(reg, self._stub.Analyze.future(_analyze_request(reg, by_urn)))  # type: ignore[union-attr]
-                   for reg in registrations if reg.custom]
-        for reg, call in pending:
-            try:
-                response = call.result()
-            except grpc.RpcError as error:
-                raise PolicyPackError(f"Analyze {reg.urn} failed: {error.code().name}: {error.details()}\n"
-                                      + "".join(self._stderr_lines[-40:])) from None
-            # The engine attributes a resource analysis without a URN to that resource.
-            diagnostics.extend(_diagnostic(d, info, default_urn=reg.urn) for d in response.diagnostics)
+        # Pipeline the per-resource calls, a bounded window at a time: the pack serves several
+        # at once, but thousands in flight make its server cancel some.
+        customs = [reg for reg in registrations if reg.custom]
+        for start in range(0, len(customs), ANALYZE_WINDOW):
+            window = [(reg, self._stub.Analyze.future(_analyze_request(reg, by_urn)))  # type: ignore[union-attr]
+                      for reg in customs[start:start + ANALYZE_WINDOW]]
+            for reg, call in window:
+                try:
+                    response = call.result()
+                except grpc.RpcError as error:
+                    raise PolicyPackError(f"Analyze {reg.urn} failed: {error.code().name}: {error.details()}\n"
+                                          + "".join(self._stderr_lines[-40:])) from None
+                # The engine attributes a resource analysis without a URN to that resource.
+                diagnostics.extend(_diagnostic(d, info, default_urn=reg.urn) for d in response.diagnostics)
         stack_request = analyzer_pb2.AnalyzeStackRequest(
             resources=[_stack_resource(reg, by_urn) for reg in registrations])
         response = self._call("AnalyzeStack", stack_request)

@@ -111,9 +111,25 @@ class Stack:
     def __init__(self, resources: list[StackResource]):
         self.resources = resources
         self._by_urn = {r.urn: r for r in resources}
+        # Reverse dependency indexes, built once: rules ask "who was computed from X" for
+        # many X, and a scan per question would make a stack check quadratic in its size.
+        self._order = {id(r): index for index, r in enumerate(resources)}
+        self._dependents: dict[str, list[StackResource]] = {}
+        self._dependents_by_prop: dict[tuple[str, str], list[StackResource]] = {}
+        for res in resources:
+            sources = set(res.dependencies)
+            for prop, urns in res.property_dependencies.items():
+                for urn in dict.fromkeys(urns):
+                    self._dependents_by_prop.setdefault((urn, prop), []).append(res)
+                sources.update(urns)
+            for urn in sources:
+                self._dependents.setdefault(urn, []).append(res)
+        self._of_type: dict[tuple[str, ...], list[StackResource]] = {}
 
     def of_type(self, *patterns: str) -> list[StackResource]:
-        return [r for r in self.resources if type_matches(r.type, patterns)]
+        if patterns not in self._of_type:
+            self._of_type[patterns] = [r for r in self.resources if type_matches(r.type, patterns)]
+        return list(self._of_type[patterns])
 
     def get(self, urn: str) -> Optional[StackResource]:
         return self._by_urn.get(urn)
@@ -126,9 +142,11 @@ class Stack:
     def referencing(self, target: StackResource, prop: Optional[str] = None,
                     *patterns: str) -> list[StackResource]:
         """Resources whose `prop` (any property when None) was computed from `target`."""
-        return [r for r in self.resources
-                if r.urn != target.urn and r.depends_on(target.urn, prop)
-                and (not patterns or type_matches(r.type, patterns))]
+        candidates = (self._dependents.get(target.urn, []) if prop is None
+                      else self._dependents_by_prop.get((target.urn, prop), []))
+        return sorted((r for r in candidates
+                       if r.urn != target.urn and (not patterns or type_matches(r.type, patterns))),
+                      key=lambda r: self._order[id(r)])
 
 
 def type_matches(type_token: str, patterns: Iterable[str]) -> bool:
