@@ -37,7 +37,7 @@ preflight: $(DEPS)
 
 ## After `pulumi up`: check the live endpoint as a client would.
 smoke: $(DEPS)
-	$(PY) -m tools.smoke --stack $(STACK) $(if $(OUTPUTS),--outputs $(OUTPUTS))
+	$(PY) -m tools.smoke --stack $(STACK) $(if $(OUTPUTS),--outputs $(OUTPUTS)) $(if $(AUTH_ENV),--authorization-env $(AUTH_ENV))
 
 ## The sizing calculator against published vLLM KV-cache figures.
 kv-bench: $(DEPS)
