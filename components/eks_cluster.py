@@ -108,6 +108,8 @@ class GpuClusterArgs:
     log_retention_days: int
     partition: str = "aws"
     tags: dict[str, str] = field(default_factory=dict)
+    # The stack's grant that lets Auto Scaling (which launches managed nodes) use the data key.
+    data_key_grant: Optional[pulumi.Resource] = None
 
 
 class GpuCluster(pulumi.ComponentResource):
@@ -388,7 +390,8 @@ class GpuCluster(pulumi.ComponentResource):
             node_repair_config={"enabled": True},
             tags={"Name": f"{self._args.cluster_name}-{role}"},
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*self._node_policies, *depends_on],
+                parent=self, depends_on=[*self._node_policies, *depends_on,
+                                         *([self._args.data_key_grant] if self._args.data_key_grant else [])],
                 # The cluster autoscaler owns the current size between min and max.
                 ignore_changes=["scalingConfig.desiredSize"]))
 

@@ -60,6 +60,8 @@ class GpuFleetArgs:
     account_id: pulumi.Input[str]
     data_key_arn: pulumi.Input[str]
     logs_key_arn: pulumi.Input[str]
+    # The stack's grant that lets Auto Scaling use the data key (components/keys.py).
+    data_key_grant: Optional[pulumi.Resource] = None
     partition: str = "aws"
 
 
@@ -92,13 +94,14 @@ def scale_out_target(inventory: Inventory) -> float:
 
 
 def ec2_load_balancer_args(inventory: Inventory, model: Model, *, vpc_id: pulumi.Input[str],
-                           subnet_ids: Sequence[pulumi.Input[str]], vpc_cidr: str) -> LoadBalancerArgs:
+                           subnet_ids: Sequence[pulumi.Input[str]], vpc_cidr: str,
+                           subnet_cidrs: Sequence[str] = ()) -> LoadBalancerArgs:
     """The NLB in front of a GpuFleet: instance targets on the runtime's port, health from
     the host's gate (which answers 200 only while the model is listed and warmed up)."""
     settings = inventory.load_balancer
     return LoadBalancerArgs(
         model_name=model.name, vpc_id=vpc_id, subnet_ids=subnet_ids, vpc_cidr=vpc_cidr,
-        certificate=settings.certificate, target_type="instance",
+        subnet_cidrs=tuple(subnet_cidrs), certificate=settings.certificate, target_type="instance",
         target_port=runtimes.PORTS[model.runtime],
         health_check=HealthCheck(path="/ready", port=host_provisioning.HEALTH_GATE_PORT),
         deregistration_delay_seconds=settings.deregistration_delay_seconds,
@@ -200,8 +203,7 @@ class GpuFleet(pulumi.ComponentResource):
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=self._child)
         self.security_group = self._create_security_group(args)
         self.launch_template = self._create_launch_template(args, profile)
-        grant = self._grant_auto_scaling_the_data_key(args)
-        self.group = self._create_group(args, grant)
+        self.group = self._create_group(args)
         self._create_scaling_policy(inventory, model)
 
         self.asg_name = self.group.name
@@ -321,21 +323,7 @@ class GpuFleet(pulumi.ComponentResource):
             tags={"model": model.name},
             opts=self._child)
 
-    def _grant_auto_scaling_the_data_key(self, args: GpuFleetArgs) -> aws.kms.Grant:
-        # Auto Scaling launches instances with its service-linked role, which must be able to
-        # use the customer-managed key that encrypts the volumes (EC2 Auto Scaling docs,
-        # "Required AWS KMS key policy for use with encrypted volumes"). The role exists once
-        # any group was created in the account.
-        principal = pulumi.Output.from_input(args.account_id).apply(
-            lambda account: f"arn:{args.partition}:iam::{account}:role/aws-service-role/"
-                            f"autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling")
-        return aws.kms.Grant(
-            f"{self._name}-asg-ebs-key", key_id=args.data_key_arn, grantee_principal=principal,
-            operations=["Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey",
-                        "GenerateDataKeyWithoutPlaintext", "DescribeKey", "CreateGrant"],
-            opts=self._child)
-
-    def _create_group(self, args: GpuFleetArgs, grant: aws.kms.Grant) -> aws.autoscaling.Group:
+    def _create_group(self, args: GpuFleetArgs) -> aws.autoscaling.Group:
         model = args.model
         grace = self.health_check_grace_seconds
         return aws.autoscaling.Group(
@@ -366,7 +354,7 @@ class GpuFleet(pulumi.ComponentResource):
             metrics_granularity="1Minute",
             tags=[{"key": "Name", "value": self._name, "propagate_at_launch": True},
                   {"key": "model", "value": model.name, "propagate_at_launch": True}],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[grant]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.data_key_grant] if args.data_key_grant else None))
 
     def _create_scaling_policy(self, inventory: Inventory, model: Model) -> None:
         # NLBs publish no request count per target (that metric is ALB-only), so the

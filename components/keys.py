@@ -50,10 +50,27 @@ class StackKeys(pulumi.ComponentResource):
         )
         aws.kms.Alias(f"{name}-data-alias", name=f"alias/deepseek-{pulumi.get_stack()}-data",
                       target_key_id=self.data_key.key_id, opts=child)
+        self.autoscaling_grant = self._grant_auto_scaling(name, args, child)
 
         self.logs_key_arn = self.logs_key.arn
         self.data_key_arn = self.data_key.arn
         self.register_outputs({"logs_key_arn": self.logs_key_arn, "data_key_arn": self.data_key_arn})
+
+    def _grant_auto_scaling(self, name: str, args: StackKeysArgs,
+                            child: pulumi.ResourceOptions) -> aws.kms.Grant:
+        # Auto Scaling launches instances (EC2 fleets and EKS managed node groups alike) with
+        # its service-linked role, which must be able to use the key that encrypts their
+        # volumes (EC2 Auto Scaling docs, "Required AWS KMS key policy for use with encrypted
+        # volumes"); without it launches fail with "Client error on launch". The role exists
+        # in an account once any auto scaling group was created there.
+        principal = pulumi.Output.from_input(args.account_id).apply(
+            lambda account: f"arn:{args.partition}:iam::{account}:role/aws-service-role/"
+                            f"autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling")
+        return aws.kms.Grant(
+            f"{name}-data-autoscaling", key_id=self.data_key.arn, grantee_principal=principal,
+            operations=["Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey",
+                        "GenerateDataKeyWithoutPlaintext", "DescribeKey", "CreateGrant"],
+            opts=child)
 
 
 def _logs_key_policy(account_id: str, region: str, partition: str) -> str:

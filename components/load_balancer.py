@@ -84,6 +84,8 @@ class LoadBalancerArgs:
     client_cidrs: Sequence[str] = field(default_factory=tuple)
     # Deleting a prod LB by accident takes the model offline: make it a two-step change.
     deletion_protection: bool = False
+    # CIDRs of the subnets the NLB sits in: its nodes' addresses, the source targets see.
+    subnet_cidrs: Sequence[str] = field(default_factory=tuple)
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -112,6 +114,7 @@ class LoadBalancer(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         settings = args.certificate
         self.listener_port = LISTENER_PORT
+        self.node_cidrs = list(args.subnet_cidrs)
         self.internal_domain = settings.internal_domain
         self.tls_skip_verification = settings.mode == "private_ca"
         self.target_port = args.target_port

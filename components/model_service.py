@@ -413,9 +413,17 @@ def metrics_annotations(launch: RuntimeLaunch) -> dict[str, str]:
             "prometheus.io/path": launch.metrics_path}
 
 
-def network_policy_spec(model: Model, launch: RuntimeLaunch, vpc_cidr: str) -> dict:
+def network_policy_spec(model: Model, launch: RuntimeLaunch, load_balancer_cidrs: Sequence[str]) -> dict:
+    """Ingress from the load balancers' own subnets and the metrics scraper only.
+
+    Pods and hosts elsewhere in the VPC must not reach the runtime: its admin routes
+    (/metrics, /tokenize, ...) have no key, and Ollama has no auth at all.
+    """
+    if not load_balancer_cidrs:
+        raise ValueError(f"model {model.name}: the load balancer's subnet CIDRs are needed "
+                         "to admit it, and only it, to the pods")
     port = [{"protocol": "TCP", "port": launch.port}]
-    rules = [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": port}]
+    rules = [{"from": [{"ipBlock": {"cidr": cidr}} for cidr in load_balancer_cidrs], "ports": port}]
     if launch.metrics_path:
         rules.append({"from": [{"namespaceSelector": {"matchLabels": {
             "kubernetes.io/metadata.name": MONITORING_NAMESPACE}}}], "ports": port})
@@ -478,13 +486,14 @@ def weights_read_policy(model: Model, partition: str = "aws") -> Optional[str]:
 
 def eks_load_balancer_args(inventory: Inventory, model: Model, launch: RuntimeLaunch, *,
                            vpc_id: pulumi.Input[str], subnet_ids: Sequence[pulumi.Input[str]],
-                           vpc_cidr: str) -> LoadBalancerArgs:
+                           vpc_cidr: str, subnet_cidrs: Sequence[str] = ()) -> LoadBalancerArgs:
     """The NLB in front of a ModelService: `ip` targets (pod addresses) on the runtime's port,
     health checked on the traffic port (see `nlb_health_path`)."""
     settings = inventory.load_balancer
     return LoadBalancerArgs(
         model_name=model.name, vpc_id=vpc_id, subnet_ids=subnet_ids, vpc_cidr=vpc_cidr,
-        certificate=settings.certificate, target_type="ip", target_port=launch.port,
+        subnet_cidrs=tuple(subnet_cidrs), certificate=settings.certificate, target_type="ip",
+        target_port=launch.port,
         health_check=HealthCheck(path=nlb_health_path(launch)),
         deregistration_delay_seconds=settings.deregistration_delay_seconds,
         cross_zone=settings.cross_zone,
@@ -597,7 +606,7 @@ class ModelService(pulumi.ComponentResource):
         # load balancer controller so its webhook injects the readiness gate into every pod.
         workload_deps.append(k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy", metadata=meta("load-balancer-and-metrics-only"),
-            spec=network_policy_spec(model, launch, cluster.vpc_cidr), opts=k8s_opts(namespace)))
+            spec=network_policy_spec(model, launch, args.load_balancer.node_cidrs), opts=k8s_opts(namespace)))
         workload_deps.append(args.addons.load_balancer_controller)
 
         spec = deployment_spec(model, launch, resources, node_selector=pool.node_selector,

@@ -33,17 +33,21 @@ class NetworkArgs:
     private_subnet_tags: dict[str, str] = field(default_factory=dict)
 
 
-def subnet_plan(cidr: ipaddress.IPv4Network, az_count: int) -> tuple[list[str], list[str]]:
-    """Private and public subnet CIDRs: large private ranges per AZ, small public ones.
+def subnet_plan(cidr: ipaddress.IPv4Network, az_count: int) -> tuple[list[str], list[str], list[str]]:
+    """Private, public and load-balancer subnet CIDRs, one of each per AZ.
 
     The VPC is cut in eight; the first `az_count` eighths are private subnets (room for
-    thousands of pod IPs on EKS), and the last eighth is carved into small public subnets
-    that only ever hold NAT gateways.
+    thousands of pod IPs on EKS). The last eighth is carved into small subnets: public ones
+    that only ever hold NAT gateways, and private ones that only hold the internal NLBs, so
+    a model's NetworkPolicy can admit the load balancers' addresses and nothing else in
+    the VPC.
     """
     eighths = list(cidr.subnets(prefixlen_diff=3))
     private = [str(net) for net in eighths[:az_count]]
-    public = [str(net) for net in eighths[-1].subnets(prefixlen_diff=5)][:az_count]
-    return private, public
+    small = [str(net) for net in eighths[-1].subnets(prefixlen_diff=5)]
+    public = small[:az_count]
+    load_balancer = small[az_count:2 * az_count]
+    return private, public, load_balancer
 
 
 class Network(pulumi.ComponentResource):
@@ -51,6 +55,9 @@ class Network(pulumi.ComponentResource):
     vpc_cidr: str
     private_subnet_ids: list[pulumi.Output[str]]
     public_subnet_ids: list[pulumi.Output[str]]
+    # Subnets that hold only internal load balancers, and their CIDRs (known at preview).
+    load_balancer_subnet_ids: list[pulumi.Output[str]]
+    load_balancer_cidrs: list[str]
     availability_zones: list[pulumi.Output[str]]
     endpoint_security_group_id: pulumi.Output[str]
 
@@ -60,7 +67,7 @@ class Network(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
         self.vpc_cidr = str(settings.cidr)
-        private_cidrs, public_cidrs = subnet_plan(settings.cidr, settings.az_count)
+        private_cidrs, public_cidrs, load_balancer_cidrs = subnet_plan(settings.cidr, settings.az_count)
 
         zones = aws.get_availability_zones_output(
             state="available",
@@ -84,6 +91,9 @@ class Network(pulumi.ComponentResource):
             private_cidrs, nat_ids, args.private_subnet_tags)
         self.private_subnet_ids = [s.id for s in private_subnets]
         self.public_subnet_ids = [s.id for s in public_subnets]
+        self.load_balancer_cidrs = load_balancer_cidrs
+        self.load_balancer_subnet_ids = [
+            s.id for s in self._create_load_balancer_subnets(load_balancer_cidrs, private_route_tables)]
 
         self.endpoint_security_group_id = self._create_endpoints(
             args.region, private_route_tables)
@@ -93,6 +103,7 @@ class Network(pulumi.ComponentResource):
             "vpc_id": self.vpc_id,
             "private_subnet_ids": self.private_subnet_ids,
             "public_subnet_ids": self.public_subnet_ids,
+            "load_balancer_subnet_ids": self.load_balancer_subnet_ids,
         })
 
     def _strip_default_security_group(self) -> None:
@@ -154,6 +165,19 @@ class Network(pulumi.ComponentResource):
             subnets.append(subnet)
             tables.append(table)
         return subnets, tables
+
+    def _create_load_balancer_subnets(self, cidrs: list[str], private_route_tables) -> list[aws.ec2.Subnet]:
+        subnets = []
+        for index, cidr in enumerate(cidrs):
+            subnet = aws.ec2.Subnet(
+                f"{self._name}-lb-{index}", vpc_id=self.vpc.id, cidr_block=cidr,
+                availability_zone=self.availability_zones[index], map_public_ip_on_launch=False,
+                tags={"Name": f"{self._name}-lb-{index}", "tier": "internal-load-balancers"},
+                opts=self._child)
+            aws.ec2.RouteTableAssociation(f"{self._name}-lb-{index}", subnet_id=subnet.id,
+                                          route_table_id=private_route_tables[index].id, opts=self._child)
+            subnets.append(subnet)
+        return subnets
 
     def _create_endpoints(self, region: str, private_route_tables) -> pulumi.Output[str]:
         aws.ec2.VpcEndpoint(

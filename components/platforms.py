@@ -55,7 +55,8 @@ def _build_ec2(inventory: Inventory, *, network: Network, keys: StackKeys,
         load_balancer = LoadBalancer(
             f"{model.name}-lb",
             ec2_load_balancer_args(inventory, model, vpc_id=network.vpc_id,
-                                   subnet_ids=network.private_subnet_ids, vpc_cidr=network.vpc_cidr),
+                                   subnet_ids=network.load_balancer_subnet_ids, vpc_cidr=network.vpc_cidr,
+                                   subnet_cidrs=network.load_balancer_cidrs),
             opts=opts)
         platform.load_balancers[model.name] = load_balancer
         platform.runtimes[model.name] = GpuFleet(
@@ -63,7 +64,7 @@ def _build_ec2(inventory: Inventory, *, network: Network, keys: StackKeys,
             GpuFleetArgs(inventory=inventory, model=model, vpc_id=network.vpc_id,
                          subnet_ids=network.private_subnet_ids, load_balancer=load_balancer,
                          account_id=account_id, data_key_arn=keys.data_key_arn,
-                         logs_key_arn=keys.logs_key_arn),
+                         logs_key_arn=keys.logs_key_arn, data_key_grant=keys.autoscaling_grant),
             opts=opts)
     return platform
 
@@ -77,7 +78,7 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
                        vpc_cidr=network.vpc_cidr, private_subnet_ids=network.private_subnet_ids,
                        data_key_arn=keys.data_key_arn, logs_key_arn=keys.logs_key_arn,
                        log_retention_days=inventory.observability.log_retention_days,
-                       tags=inventory.tags),
+                       tags=inventory.tags, data_key_grant=keys.autoscaling_grant),
         opts=opts)
     # The Prometheus that feeds the autoscaler also evaluates the alert rules; the load
     # balancer controller may register targets only in target groups carrying these tags.
@@ -93,7 +94,8 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
         load_balancer = LoadBalancer(
             f"{model.name}-lb",
             eks_load_balancer_args(inventory, model, launch, vpc_id=network.vpc_id,
-                                   subnet_ids=network.private_subnet_ids, vpc_cidr=network.vpc_cidr),
+                                   subnet_ids=network.load_balancer_subnet_ids, vpc_cidr=network.vpc_cidr,
+                                   subnet_cidrs=network.load_balancer_cidrs),
             opts=opts)
         platform.load_balancers[model.name] = load_balancer
         platform.runtimes[model.name] = ModelService(

@@ -8,6 +8,7 @@ neither committed EKS stack runs Ollama.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from components import model_service
 from components.catalog import get_instance
 from components.config import parse_inventory
 from components.eks_cluster import GPU_TOLERATION, POOL_LABEL
+from components.network import subnet_plan
 from components.runtimes import render_for_inventory
 from tests import stack_runs
 from tools import mock_engine
@@ -337,9 +339,12 @@ def test_the_network_policy_admits_only_the_load_balancer_path_and_the_scraper(c
     policy = case.one("kubernetes:networking.k8s.io/v1:NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress"]
     assert policy["podSelector"]["matchLabels"] == model_service.selector_labels(case.model())
-    vpc_cidr = case.inventory().network.cidr
+    # Only the load balancers' own subnets: not the VPC, where other pods and hosts live.
+    inventory = case.inventory()
+    _, _, load_balancer_cidrs = subnet_plan(inventory.network.cidr, inventory.network.az_count)
     port = [{"protocol": "TCP", "port": launch.port}]
-    expected = [{"from": [{"ipBlock": {"cidr": str(vpc_cidr)}}], "ports": port}]
+    expected = [{"from": [{"ipBlock": {"cidr": cidr}} for cidr in load_balancer_cidrs], "ports": port}]
+    assert not any(ipaddress.IPv4Network(c) == inventory.network.cidr for c in load_balancer_cidrs)
     if launch.metrics_path:
         expected.append({"from": [{"namespaceSelector": {"matchLabels": {
             "kubernetes.io/metadata.name": "monitoring"}}}], "ports": port})

@@ -143,10 +143,36 @@ def test_provider_tags_every_resource_with_stack_and_inventory_tags():
     check_stack()
 
 
-def test_subnet_plan_keeps_private_and_public_ranges_disjoint_and_inside_the_vpc():
+def test_subnet_plan_keeps_private_public_and_load_balancer_ranges_disjoint_and_inside_the_vpc():
     vpc = ipaddress.IPv4Network("10.40.0.0/16")
-    private, public = subnet_plan(vpc, 3)
-    networks = [ipaddress.IPv4Network(c) for c in private + public]
+    private, public, load_balancer = subnet_plan(vpc, 3)
+    networks = [ipaddress.IPv4Network(c) for c in private + public + load_balancer]
     assert all(n.subnet_of(vpc) for n in networks)
     assert not any(a.overlaps(b) for i, a in enumerate(networks) for b in networks[i + 1:])
-    assert [n.prefixlen for n in networks] == [19, 19, 19, 24, 24, 24]
+    assert [n.prefixlen for n in networks] == [19, 19, 19, 24, 24, 24, 24, 24, 24]
+
+
+def test_the_smallest_vpc_still_gives_load_balancers_room_for_their_nodes():
+    # An NLB needs at least 8 free addresses in each subnet it is placed in; AWS keeps 5.
+    _, _, load_balancer = subnet_plan(ipaddress.IPv4Network("10.50.0.0/20"), 6)
+    assert all(ipaddress.IPv4Network(c).num_addresses - 5 >= 8 for c in load_balancer)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_load_balancers_sit_only_in_their_own_subnets(stack):
+    @pulumi.runtime.test
+    def check_stack():
+        program = start(stack)
+        network = program["network"]
+
+        def check(registrations):
+            lb_subnets = [r for r in registrations if r.type == "aws:ec2/subnet:Subnet"
+                          and r.inputs["tags"]["tier"] == "internal-load-balancers"]
+            assert sorted(s.inputs["cidrBlock"] for s in lb_subnets) == sorted(network.load_balancer_cidrs)
+            balancers = _inputs(registrations, "aws:lb/loadBalancer:LoadBalancer")
+            assert balancers and all(lb["internal"] is True for lb in balancers)
+            assert all(len(lb["subnets"]) == len(lb_subnets) for lb in balancers)
+
+        return program.settled().apply(check)
+
+    check_stack()
