@@ -31,7 +31,8 @@ class GatewayBehaviour:
     api_key: str
     served_models: tuple[str, ...] = DEFAULT_MODELS
     max_request_bytes: int = 16 * 1024
-    rate: float = 20.0
+    # Slow enough refill that even a loaded machine empties the bucket within a burst.
+    rate: float = 5.0
     burst: int = 3
     # Header value on 429 answers; None drops the header.
     retry_after: Optional[str] = "1"

@@ -315,11 +315,13 @@ def test_diff_against_a_base_revision_plans_it_in_a_worktree(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     command = [sys.executable, "-m", "tools.diff", "--stack", "dev", "--no-policies"]
-    too_old = subprocess.run(command + ["--base", "HEAD~2"], cwd=repo, env=env, capture_output=True, text=True)
+    too_old = subprocess.run(command + ["--base", "HEAD~2"], cwd=repo, env=env, capture_output=True, text=True,
+                             timeout=300)
     assert too_old.returncode == 2
     assert "has no tools/preview.py" in too_old.stderr
 
-    result = subprocess.run(command + ["--base", "HEAD~1"], cwd=repo, env=env, capture_output=True, text=True)
+    result = subprocess.run(command + ["--base", "HEAD~1"], cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
     report = result.stdout
     assert report.startswith("## Plan diff: working tree, stack `dev`\n")

@@ -335,17 +335,22 @@ def test_the_health_gate_is_ready_only_when_warm_and_the_model_is_listed(tmp_pat
     threading.Thread(target=server.serve_forever, daemon=True).start()
     gate_file = tmp_path / "gate.py"
     gate_file.write_text(written(config, "/usr/local/lib/deepseek/health_gate.py"))
-    env = {**os.environ, **env_file(config), "HOST_PRIVATE_IP": "127.0.0.1",
-           "RUNTIME_PORT": str(runtime_port), "GATE_PORT": str(gate_port), "STATE_DIR": str(tmp_path)}
+    # No AWS credentials and no aws CLI: the gate's metric publisher must not reach AWS.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update({**env_file(config), "HOST_PRIVATE_IP": "127.0.0.1", "AWS_EC2_METADATA_DISABLED": "true",
+                "PATH": os.path.dirname(sys.executable), "RUNTIME_PORT": str(runtime_port),
+                "GATE_PORT": str(gate_port), "STATE_DIR": str(tmp_path)})
     gate = subprocess.Popen([sys.executable, str(gate_file)], env=env)
     ready = f"http://127.0.0.1:{gate_port}/ready"
     try:
-        for _ in range(50):
+        first = None
+        deadline = time.monotonic() + 30
+        while first is None and time.monotonic() < deadline:
             try:
                 first = _status(ready)
-                break
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
+        assert first is not None, "the health gate never answered"
         assert first == 503  # no key: /v1/models answers 401
         (tmp_path / "api-key").write_text(SECRET_VALUE)
         assert _status(ready) == 503  # the model serves but the warm-up has not finished
@@ -358,6 +363,8 @@ def test_the_health_gate_is_ready_only_when_warm_and_the_model_is_listed(tmp_pat
     finally:
         gate.terminate()
         gate.wait(timeout=10)
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_warm_up_creates_the_ollama_model_before_marking_the_host_ready():

@@ -118,8 +118,10 @@ def test_closing_the_pack_interrupts_it_and_it_exits_cleanly():
     running = PolicyPackProcess()
     running.start()
     process = running._process  # the subprocess the engine would own
-    assert process is not None and process.poll() is None
-    running.close()
+    try:
+        assert process is not None and process.poll() is None
+    finally:
+        running.close()
     assert process.returncode == 0  # stopped by SIGINT, not killed
     with pytest.raises(Exception, match="not running"):
         running.configure(None)
