@@ -35,9 +35,11 @@ writes to is created here first, so it is encrypted and expires like the others.
 Logging needs the per-region account setting `aws.apigateway.Account` with a CloudWatch
 role: it is one per account and region, so two stacks in one account and region share it.
 
-Throttles. Usage plans (one per tier) meter each key; the stage's method throttling caps
-the total per model at what its replicas serve (`gateway_throttles`, from
-components/sizing.py), because per-key limits add up across keys.
+Throttles. Usage plans (one per tier) meter each key; stage method throttling caps what
+all keys together send to a model, because per-key limits add up across keys. API Gateway
+applies a method setting to each method on its own, so a model's capacity
+(`gateway_throttles`, from components/sizing.py) is split across the methods that can
+generate (`route_throttles`): together they never exceed what the replicas serve.
 """
 from __future__ import annotations
 
@@ -340,6 +342,27 @@ def gateway_throttles(inventory: Inventory, stack: str, plans: Optional[Sequence
     return ThrottlePlan(stage=total, per_model=per_model)
 
 
+def route_throttles(routes: Sequence[Route], per_model: dict[str, ThrottleLimits]) -> dict[str, ThrottleLimits]:
+    """Method throttles whose sum per model stays within the model's capacity.
+
+    Every method but a model listing can start a generation (the proxy route forwards any
+    /v1 path), so they split the capacity evenly; listing models costs no GPU time, so
+    GET .../models gets the model's whole rate on its own.
+    """
+    limits: dict[str, ThrottleLimits] = {}
+    for model, capacity in per_model.items():
+        mine = [r for r in routes if r.model == model]
+        generating = [r for r in mine if not (r.http_method == "GET" and r.parts[-1] == "models")]
+        for route in mine:
+            if route in generating:
+                limits[route.method_path] = ThrottleLimits(
+                    rate=_floor2(capacity.rate / len(generating)),
+                    burst=max(1, capacity.burst // len(generating)))
+            else:
+                limits[route.method_path] = capacity
+    return limits
+
+
 # -------------------------------------------------------------------------- component
 
 
@@ -624,6 +647,7 @@ class ApiGateway(pulumi.ComponentResource):
         )
 
     def _create_method_settings(self, args: ApiGatewayArgs, execution_logs: aws.cloudwatch.LogGroup) -> None:
+        per_route = route_throttles(self.routes, args.throttles.per_model)
         name = self._name
 
         def settings_for(limits: ThrottleLimits) -> dict:
@@ -645,11 +669,11 @@ class ApiGateway(pulumi.ComponentResource):
             settings=settings_for(args.throttles.stage),
             opts=opts,
         )
-        # Each model's routes at most at what its replicas serve. The provider retries the
+        # Each model's methods share what its replicas serve. The provider retries the
         # stage's ConflictException, so these need no chaining (hashicorp/terraform-
         # provider-aws#776, fixed in 3.24.0; #13497).
         for route in self.routes:
-            limits = args.throttles.per_model.get(route.model)
+            limits = per_route.get(route.method_path)
             if limits is None:
                 continue
             aws.apigateway.MethodSettings(

@@ -7,8 +7,9 @@ and the tests check the same values that run.
 
 Nothing secret ever enters a `RuntimeLaunch`. The runtime's API key reaches the process as
 the environment variable named by `api_key_env`, filled at start from Secrets Manager (EC2)
-or a Kubernetes Secret (EKS), so it never appears in argv (`ps`, `docker inspect`), user
-data, a pod spec or a Pulumi plan:
+or a Kubernetes Secret (EKS), so it never appears in argv (`ps`), user data, a pod spec or
+a Pulumi plan (root on the host can still read a container's environment, for example with
+`docker inspect`):
 - vLLM reads `VLLM_API_KEY` when `--api-key` is absent (vLLM security guide; the flag and
   the variable are equivalent, and the variable keeps the key out of the process list).
 - TGI's launcher declares `--api-key <API_KEY> [env: API_KEY=]`
