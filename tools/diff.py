@@ -204,6 +204,69 @@ def diff_plans(old_plan: dict, new_plan: dict, *, match: str = "urn",
     )
 
 
+def validate_plan(plan: Any, source: str) -> dict:
+    """Check a plan read from `source` has the shape the diff reads; raise DiffError if not."""
+    hint = "expected a plan written by `python -m tools.preview --plan-out`"
+    if not isinstance(plan, dict):
+        raise DiffError(f"{source}: the plan must be a JSON object, not {_json_kind(plan)}; {hint}")
+    resources = plan.get("resources", ABSENT)
+    if resources is ABSENT:
+        raise DiffError(f"{source}: the plan has no `resources` list; {hint}")
+    if not isinstance(resources, list):
+        raise DiffError(f"{source}: `resources` must be a list, not {_json_kind(resources)}; {hint}")
+    for index, resource in enumerate(resources):
+        if not isinstance(resource, dict):
+            raise DiffError(f"{source}: `resources[{index}]` must be an object, not "
+                            f"{_json_kind(resource)}; {hint}")
+        for key in ("urn", "type", "name"):
+            if not isinstance(resource.get(key), str):
+                problem = "is missing" if key not in resource else f"is {_json_kind(resource[key])}"
+                raise DiffError(f"{source}: `resources[{index}].{key}` {problem}; it must be a "
+                                f"string; {hint}")
+    for key, kind in (("diagnostics", list), ("outputs", dict), ("summary", dict)):
+        if key in plan and not isinstance(plan[key], kind):
+            raise DiffError(f"{source}: `{key}` must be {'a list' if kind is list else 'an object'}, "
+                            f"not {_json_kind(plan[key])}; {hint}")
+    for index, diagnostic in enumerate(plan.get("diagnostics", [])):
+        if not isinstance(diagnostic, dict):
+            raise DiffError(f"{source}: `diagnostics[{index}]` must be an object, not "
+                            f"{_json_kind(diagnostic)}; {hint}")
+    return plan
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def load_plan(path: Path) -> dict:
+    """Read and validate a saved plan JSON file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise DiffError(f"{path}: is a directory; --plans takes two plan JSON files") from None
+    except UnicodeDecodeError:
+        raise DiffError(f"{path}: not UTF-8 text; expected a plan JSON file") from None
+    except OSError as error:
+        raise DiffError(f"{path}: cannot read: {error.strerror or error}") from None
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DiffError(f"{path}: not valid JSON: {error}") from None
+    return validate_plan(plan, str(path))
+
+
 def _keyed(resources: list[dict], match: str) -> dict[Any, dict]:
     keyed: dict[Any, dict] = {}
     for resource in sorted(resources, key=lambda r: r["urn"]):
@@ -215,9 +278,15 @@ def _keyed(resources: list[dict], match: str) -> dict[Any, dict]:
             # Same type and name twice in one stack (different parents): tell them apart by
             # their component, which is the same across stacks.
             key = (resource["type"], resource["name"], resource.get("component", ""),
-                   resource["urn"].split("::")[2])
+                   _urn_types(resource["urn"]))
         keyed[key] = resource
     return keyed
+
+
+def _urn_types(urn: str) -> str:
+    # urn:pulumi:<stack>::<project>::<parent types$type>::<name>
+    parts = urn.split("::")
+    return parts[2] if len(parts) > 2 else urn
 
 
 def _old_urn(old: dict, new: dict) -> str:
@@ -620,11 +689,22 @@ def truncate(markdown: str, max_chars: Optional[int]) -> str:
         return markdown
     note = ("\n> **Truncated**: the report is longer than a comment allows; run `make diff` "
             "locally (or read the job log) for the whole report.\n")
-    cut = markdown.rfind("\n", 0, max_chars - len(note))
+    fence = "\n```"
+    # Room for the note, the newline before it, and a closing fence if the cut lands
+    # inside a code block: the result never exceeds max_chars.
+    room = max_chars - len(note) - 1
+    cut = markdown.rfind("\n", 0, max(room + 1, 0))
     body = markdown[:cut if cut > 0 else 0]
     if body.count("```") % 2:
-        body += "\n```"
-    return body + "\n" + note
+        cut = markdown.rfind("\n", 0, max(room - len(fence) + 1, 0))
+        body = markdown[:cut if cut > 0 else 0]
+        if body.count("```") % 2:
+            body += fence
+    result = body + "\n" + note
+    if len(result) > max_chars:
+        # A limit smaller than the note itself: keep as much of the note as fits.
+        result = note.strip()[:max_chars]
+    return result
 
 
 # ------------------------------------------------------------------------ planning (git, processes)
@@ -787,13 +867,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.base and not args.stack:
         parser.error("--base goes with --stack")
+    if args.match and not args.plans:
+        parser.error("--match goes with --plans (--stack pairs resources by URN, --stacks by type and name)")
+    if args.max_chars is not None and args.max_chars < 1:
+        parser.error("--max-chars must be a positive number of characters")
     try:
         if args.stack:
             report = diff_revisions(args.stack, args.base, with_policies=not args.no_policies)
         elif args.stacks:
             report = diff_stacks(*args.stacks, with_policies=not args.no_policies)
         else:
-            old_plan, new_plan = (json.loads(p.read_text()) for p in args.plans)
+            old_plan, new_plan = (load_plan(p) for p in args.plans)
             report = diff_plans(old_plan, new_plan, match=args.match or "urn",
                                 old_label=f"`{args.plans[0].name}`", new_label=f"`{args.plans[1].name}`")
     except (DiffError, OSError, ValueError) as error:
@@ -801,8 +885,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     text = truncate(render_markdown(report, added_inputs=args.added_inputs), args.max_chars)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        if args.out.is_dir():
+            print(f"error: {args.out}: is a directory; --out takes a file path", file=sys.stderr)
+            return 2
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+        except OSError as error:
+            print(f"error: {args.out}: {error.strerror or error}; --out needs a writable file path",
+                  file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(text)
     return 0

@@ -169,7 +169,7 @@ def write(manifests: list[Manifest], out: Path) -> list[Path]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from tools.preview import PreviewError, run_program
+    from tools.preview import PreviewError, check_output_path, run_program
 
     parser = argparse.ArgumentParser(prog="python -m tools.manifests", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,6 +177,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--stack-file", type=Path, help="read this stack file instead")
     parser.add_argument("--out", type=Path, required=True, help="directory to write the manifests to")
     args = parser.parse_args(argv)
+    problem = check_output_path(args.out, directory=True)
+    if problem:
+        print(f"error: {args.out}: {problem} (--out)", file=sys.stderr)
+        return 2
     try:
         stack_file, run = run_program(args.stack, args.stack_file)
         version = kubernetes_version(stack_file)
@@ -193,7 +197,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ManifestError, k8s_objects.SchemaVersionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    write(manifests, args.out)
+    try:
+        write(manifests, args.out)
+    except OSError as error:
+        where = error.filename or args.out
+        print(f"error: {where}: {error.strerror or error}; --out needs a writable directory",
+              file=sys.stderr)
+        return 2
     counts = {status: sum(1 for m in manifests if m.result.status == status)
               for status in ("valid", "skipped", "invalid")}
     for manifest in manifests:

@@ -363,10 +363,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"preflight: cannot read stack {args.stack!r}: {error}", file=sys.stderr)
         return 2
     try:
+        session = boto3.session.Session()
+        try:
+            # Creating a client makes no request; it checks the endpoint URL and the profile.
+            session.client("ec2", region_name=stack.region, endpoint_url=args.endpoint_url)
+        except ValueError as error:
+            # botocore raises a bare ValueError for a malformed endpoint URL.
+            if args.endpoint_url:
+                print(f"preflight: --endpoint-url {args.endpoint_url!r} is not a valid URL ({error}); "
+                      "give e.g. http://127.0.0.1:5000, or leave it out to use AWS", file=sys.stderr)
+            else:
+                print(f"preflight: cannot set up AWS clients for stack {args.stack!r}: {error}",
+                      file=sys.stderr)
+            return 2
         report = run_preflight(stack.region, stack.azs, stack.needs, az_count=stack.az_count,
-                               endpoint_url=args.endpoint_url)
-    except (botocore.exceptions.NoCredentialsError, botocore.exceptions.EndpointConnectionError,
-            botocore.exceptions.ClientError) as error:
+                               session=session, endpoint_url=args.endpoint_url)
+    except botocore.exceptions.ProfileNotFound as error:
+        print(f"preflight: {error}; set AWS_PROFILE to a profile in your AWS config "
+              "(aws configure list-profiles) or unset it", file=sys.stderr)
+        return 2
+    except botocore.exceptions.NoCredentialsError:
+        print(f"preflight: no AWS credentials to check stack {args.stack!r}; log in (aws sso login, "
+              "or set AWS_PROFILE) with a role that may describe EC2 and read service quotas",
+              file=sys.stderr)
+        return 2
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         print(f"preflight: AWS call failed for stack {args.stack!r}: {error}", file=sys.stderr)
         return 2
     print(f"stack {args.stack} ({path})")

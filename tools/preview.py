@@ -13,6 +13,7 @@ inventory; nothing was registered).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -89,6 +90,28 @@ def preview(stack: str, *, with_policies: bool = True, stack_path: Optional[Path
     return plan_module.build(run, stack_file=stack_file.display_path, diagnostics=diagnostics)
 
 
+def check_output_path(path: Path, *, directory: bool = False) -> Optional[str]:
+    """Why `path` cannot be written as a file (or, with directory=True, filled as a
+    directory), or None when it can. Checked before any work, so bad input changes nothing."""
+    if path.exists():
+        if directory and not path.is_dir():
+            return "exists and is not a directory; give a directory path"
+        if not directory and path.is_dir():
+            return "is a directory; give a file path"
+        if not os.access(path, os.W_OK):
+            return "is not writable"
+        return None
+    # To be created: the nearest existing ancestor must be a writable directory.
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is not a directory, so it cannot hold this path"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"directory {ancestor} is not writable"
+    return None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.preview", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,6 +121,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-policies", action="store_true", help="skip the policy pack")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     args = parser.parse_args(argv)
+    if args.plan_out:
+        problem = check_output_path(args.plan_out)
+        if problem:
+            print(f"error: {args.plan_out}: {problem} (--plan-out)", file=sys.stderr)
+            return 2
     try:
         plan = preview(args.stack, with_policies=not args.no_policies, stack_path=args.stack_file)
     except PreviewError as error:
@@ -109,8 +137,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         text = text[text.index("\nResources:") + 1:]
     sys.stdout.write(text)
     if args.plan_out:
-        args.plan_out.parent.mkdir(parents=True, exist_ok=True)
-        args.plan_out.write_text(plan_module.dumps(plan))
+        try:
+            args.plan_out.parent.mkdir(parents=True, exist_ok=True)
+            args.plan_out.write_text(plan_module.dumps(plan))
+        except OSError as error:
+            print(f"error: {args.plan_out}: {error.strerror or error}; --plan-out needs a writable "
+                  "file path", file=sys.stderr)
+            return 2
         print(f"Plan written to {args.plan_out}")
     if plan["summary"]["mandatory"]:
         print(f"error: {plan['summary']['mandatory']} mandatory policy violation(s); "

@@ -48,7 +48,7 @@ from typing import Any, Callable, Optional, Sequence
 import boto3
 import requests
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
 
 from tools.client_policy import (
     BUFFERED_TIMEOUTS,
@@ -368,7 +368,6 @@ def _key_from_secret(reply: dict, arn: str) -> Optional[str]:
 
 
 def fetch_api_key(target: SmokeTarget, *, region: str, aws_endpoint_url: Optional[str]) -> ApiKey:
-    session = boto3.session.Session(region_name=region)
     config = BotoConfig(
         connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"}
     )
@@ -376,17 +375,32 @@ def fetch_api_key(target: SmokeTarget, *, region: str, aws_endpoint_url: Optiona
         where = f"API Gateway key {target.api_key_id} in {region}"
     else:
         where = f"Secrets Manager secret {target.api_key_secret_arn}"
+    service = "apigateway" if target.api_key_id else "secretsmanager"
     try:
+        session = boto3.session.Session(region_name=region)
+        try:
+            client = session.client(service, endpoint_url=aws_endpoint_url, config=config)
+        except ValueError as error:
+            # botocore raises a bare ValueError for a malformed endpoint URL.
+            if aws_endpoint_url:
+                raise CannotRun(
+                    f"--aws-endpoint-url {aws_endpoint_url!r} is not a valid URL ({error}); "
+                    "give e.g. http://127.0.0.1:5000, or leave it out to use AWS"
+                ) from None
+            raise CannotRun(f"cannot set up an AWS client to read {where}: {error}") from None
         if target.api_key_id:
-            client = session.client("apigateway", endpoint_url=aws_endpoint_url, config=config)
             reply = client.get_api_key(apiKey=target.api_key_id, includeValue=True)
             if reply.get("enabled") is False:
                 raise CannotRun(f"{where} is disabled; enable it or export another key")
             value = reply.get("value")
         else:
-            client = session.client("secretsmanager", endpoint_url=aws_endpoint_url, config=config)
             reply = client.get_secret_value(SecretId=target.api_key_secret_arn)
             value = _key_from_secret(reply, target.api_key_secret_arn)
+    except ProfileNotFound as error:
+        raise CannotRun(
+            f"{error}; set AWS_PROFILE to a profile in your AWS config (aws configure list-profiles) "
+            "or unset it"
+        ) from None
     except NoCredentialsError:
         raise CannotRun(
             f"no AWS credentials to read {where}; log in (aws sso login, or set AWS_PROFILE) "

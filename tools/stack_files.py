@@ -54,7 +54,15 @@ def load(stack: str, path: Path | None = None) -> StackFile:
         known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
         raise StackFileError(f"{path}: no such stack file; stacks here: {', '.join(known) or 'none'}")
     try:
-        document = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise StackFileError(f"{path}: not UTF-8 text (byte {error.start} cannot be decoded); "
+                             "save the stack file as UTF-8") from None
+    except OSError as error:
+        raise StackFileError(f"{path}: cannot read the stack file: {error.strerror or error}; "
+                             "check it exists and is readable") from None
+    try:
+        document = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise StackFileError(f"{path}: not valid YAML: {error}") from None
     raw_config = document.get("config") if isinstance(document, dict) else None
@@ -63,6 +71,9 @@ def load(stack: str, path: Path | None = None) -> StackFile:
     config: dict[str, Any] = {}
     secret_keys: list[str] = []
     for key, value in raw_config.items():
+        if not isinstance(key, str):
+            raise StackFileError(f"{path}: config key {key!r} is not a string; "
+                                 f"quote it (\"{key}\":) or use a name such as `inventory`")
         qualified = key if ":" in key else f"{PROJECT}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
             secret_keys.append(qualified)
