@@ -168,18 +168,27 @@ class Weights(_Strict):
 
 
 class Model(_Strict):
+    # Also the URL path (/<name>/v1) and the Kubernetes namespace, hence a DNS label.
     name: Name
+    # The Hugging Face repository; sizing knows the catalog's DeepSeek architectures.
     hf_repo: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
     # A branch name moves; only a commit pins what was reviewed.
     revision: str = Field(pattern=r"^[0-9a-f]{40}$")
     runtime: Literal["vllm", "tgi", "ollama"]
+    # Platform ec2: the GPU instance each replica gets.
     instance_type: Optional[str] = Field(default=None, pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+    # Platform eks: the eks.gpu_pools entry the pods are scheduled on.
     node_pool: Optional[Name] = None
     min_replicas: int = Field(default=1, ge=1, le=100)
+    # Also caps the gateway: no tier may ask for more than max_replicas can serve.
     max_replicas: int = Field(default=2, ge=1, le=100)
+    # Longest prompt plus completion in tokens; checked against the GPU's KV cache capacity.
     max_context: int = Field(ge=512, le=163840)
+    # q4_k_m and q8_0 are GGUF formats, for ollama only.
     quantization: Literal["none", "awq", "gptq", "fp8", "q4_k_m", "q8_0"] = "none"
+    # Unset: the largest size the attention heads and the instance's GPUs allow.
     tensor_parallel: Optional[int] = Field(default=None, ge=1, le=8)
+    # Share of GPU memory the runtime may take (vLLM's default); the rest is headroom.
     gpu_memory_utilization: float = Field(default=0.9, ge=0.5, le=0.95)
     # Server-side cap on generated tokens: the watchdog for a runaway generation.
     max_new_tokens: int = Field(default=4096, ge=16, le=32768)
@@ -189,7 +198,9 @@ class Model(_Strict):
     image: Optional[str] = Field(
         default=None,
         pattern=r"^[a-z0-9][a-z0-9._-]*(:[0-9]+)?(/[a-z0-9._-]+)*:[A-Za-z0-9._-]+@sha256:[0-9a-f]{64}$")
+    # For gated hub repositories only; read at start, never written into user data or specs.
     hf_token: Optional[SecretRef] = None
+    # Explicit runtime limits (see RUNTIME_OVERRIDE_KEYS); sizing checks them like derived ones.
     runtime_overrides: dict[str, Union[int, float]] = {}
 
     @model_validator(mode="after")
@@ -311,6 +322,7 @@ class Quota(_Strict):
 
 class UsageTier(_Strict):
     name: Name
+    # Per API key; refused at preview when above what the models serve at max_replicas.
     rate_per_second: float = Field(gt=0, le=10000)
     burst: int = Field(gt=0, le=5000)
     quota: Quota
@@ -356,15 +368,20 @@ class Waf(_Strict):
 
 class Gateway(_Strict):
     stage_name: Name = "v1"
+    # Custom domain; when set, the execute-api endpoint is turned off.
     domain: Optional[Domain] = None
     # SSE token streaming; buffered responses are cut at the integration timeout.
     streaming: bool = True
+    # Up to 900000 when streaming (API Gateway's 15-minute stream limit), 29000 buffered.
     integration_timeout_ms: int = Field(default=600_000, ge=50)
     # None: derived from the largest context the models accept.
     max_request_bytes: Optional[int] = Field(default=None, ge=1024, le=10 * 1024 * 1024)
+    # One usage plan per tier.
     tiers: list[UsageTier] = Field(min_length=1)
+    # One API key per client; a client named "smoke" is the one `make smoke` uses.
     clients: list[Client] = Field(min_length=1)
     waf: Waf = Waf()
+    # Checked in addition to the API key, never instead of it.
     authorizer: Optional[Authorizer] = None
     xray_tracing: bool = False
 

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
 import sys
 import typing
 from pathlib import Path
@@ -53,6 +55,23 @@ def _default_text(field) -> str:
     return f"`{default}`"
 
 
+def _field_comments(model: type[BaseModel]) -> dict[str, str]:
+    """The comment lines written directly above each field: the reason a reader needs."""
+    source_lines, _ = inspect.getsourcelines(model)
+    tree = ast.parse("".join(source_lines))
+    comments: dict[str, str] = {}
+    for node in tree.body[0].body:  # type: ignore[attr-defined]
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        lines = []
+        index = node.lineno - 2
+        while index >= 0 and source_lines[index].strip().startswith("#"):
+            lines.insert(0, source_lines[index].strip().lstrip("#").strip())
+            index -= 1
+        comments[node.target.id] = " ".join(lines).replace("|", "\\|")
+    return comments
+
+
 def _models() -> list[type[BaseModel]]:
     ordered: list[type[BaseModel]] = []
 
@@ -87,9 +106,11 @@ def render() -> str:
         doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         if doc and not doc.startswith("!!!") and model.__doc__ is not BaseModel.__doc__:
             lines.append(doc)
-        lines += ["", "| key | type | default |", "|---|---|---|"]
+        lines += ["", "| key | type | default | notes |", "|---|---|---|---|"]
+        notes = _field_comments(model)
         for name, field in model.model_fields.items():
-            lines.append(f"| `{name}` | {_type_text(field.annotation)} | {_default_text(field)} |")
+            lines.append(f"| `{name}` | {_type_text(field.annotation)} | {_default_text(field)} | "
+                         f"{notes.get(name, '')} |")
         lines.append("")
     lines.append(END)
     return "\n".join(lines)
