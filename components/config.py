@@ -676,15 +676,39 @@ def parse_inventory(raw: Any, *, stack: str, secret_keys: Optional[Container[str
     return inventory
 
 
+def _secure_keys_in_stack_file(stack: str) -> set[str]:
+    """The `secure:` keys of the stack file, for CLIs that do not pass secret key names."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parent.parent / stack_file_for(stack)
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return set()
+    config = document.get("config") if isinstance(document, dict) else None
+    return {key if ":" in key else f"{PROJECT}:{key}"
+            for key, value in (config or {}).items()
+            if isinstance(key, str) and isinstance(value, dict) and set(value) == {"secure"}}
+
+
 def load_inventory() -> Inventory:
     """Read and validate the running stack's inventory (inside the Pulumi program)."""
     import pulumi
-    from pulumi.runtime.config import is_config_secret
-
-    class _StackSecrets:
-        def __contains__(self, key: object) -> bool:
-            return isinstance(key, str) and is_config_secret(key)
+    from pulumi.runtime.config import get_config_secret_keys_env, is_config_secret
 
     stack = pulumi.get_stack()
+
+    class _StackSecrets:
+        """A key is secret if the engine says so, or the stack file stores it `secure:`."""
+
+        def __contains__(self, key: object) -> bool:
+            if not isinstance(key, str):
+                return False
+            if is_config_secret(key) or key in (get_config_secret_keys_env() or []):
+                return True
+            return key in _secure_keys_in_stack_file(stack)
+
     raw = pulumi.Config(PROJECT).get_object(INVENTORY_KEY)
     return parse_inventory(raw, stack=stack, secret_keys=_StackSecrets())

@@ -226,3 +226,26 @@ def pulumi_run_error():
     import pulumi
 
     return pulumi.RunError
+
+
+def test_a_secret_reference_is_honoured_when_the_cli_passes_no_secret_key_names():
+    # Older CLIs hand the program its config without the names of the secret keys; the
+    # stack file's `secure:` entry still proves the value is stored encrypted.
+    from tests.program_harness import record_main
+
+    stack_file = stack_files.load("dev")
+    run = record_main(stack="dev", config=stack_file.config, secret_keys=[], region=stack_file.region)
+    assert run.by_type("aws:apigateway/apiKey:ApiKey")
+
+
+def test_a_reference_to_a_plain_config_value_is_refused_by_the_program():
+    import pulumi
+
+    from tests.program_harness import record_main
+
+    stack_file = stack_files.load("dev")
+    config = copy.deepcopy(stack_file.config)
+    config[KEY]["gateway"]["clients"][1]["api_key"] = {"config": "plainValue"}
+    config["deepseek-serving:plainValue"] = "sk-not-actually-secret"
+    with pytest.raises(pulumi.RunError, match=r"'plainValue' is not a secret of this stack"):
+        record_main(stack="dev", config=config, secret_keys=stack_file.secret_keys, region=stack_file.region)
