@@ -10,6 +10,7 @@ in reachability.py, which can see the relations.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Iterator, Optional
 
@@ -440,7 +441,15 @@ SECURITY_GROUP_NO_INTERNET_INGRESS = resource_policy(
 def _check_public_ip(res: Resource, config: dict) -> Iterator[Finding]:
     fix = ("launch into private subnets without a public IP; reach instances through the "
            "internal load balancer and administer them with SSM Session Manager")
-    if res.type in ("aws:ec2/instance:Instance", "aws:ec2/spotInstanceRequest:SpotInstanceRequest"):
+    if res.type == "aws:ec2/launchConfiguration:LaunchConfiguration":
+        value = as_bool(res.get("associatePublicIpAddress"))
+        if is_unknown(value):
+            yield unknown("associatePublicIpAddress", fix)
+        elif value is True:
+            yield violation("associatePublicIpAddress", True,
+                            "every instance the Auto Scaling group launches from it gets an "
+                            "internet-routable address", fix)
+    elif res.type in ("aws:ec2/instance:Instance", "aws:ec2/spotInstanceRequest:SpotInstanceRequest"):
         value = as_bool(res.get("associatePublicIpAddress"))
         if is_unknown(value):
             yield unknown("associatePublicIpAddress", fix)
@@ -509,11 +518,12 @@ def _check_public_ip(res: Resource, config: dict) -> Iterator[Finding]:
 COMPUTE_NO_PUBLIC_IP = resource_policy(
     name="compute-no-public-ip",
     family=FAMILY_EXPOSURE,
-    description="Instances, launch templates, subnets and ECS services assign no public IPs (nor "
-                "launch into the default VPC), and no Elastic IP is attached to an instance or "
-                "network interface.",
+    description="Instances, launch templates and configurations, subnets and ECS services assign "
+                "no public IPs (nor launch into the default VPC), and no Elastic IP is attached to "
+                "an instance or network interface.",
     resource_types=("aws:ec2/instance:Instance", "aws:ec2/spotInstanceRequest:SpotInstanceRequest",
-                    "aws:ec2/launchTemplate:LaunchTemplate", "aws:ec2/eip:Eip",
+                    "aws:ec2/launchTemplate:LaunchTemplate",
+                    "aws:ec2/launchConfiguration:LaunchConfiguration", "aws:ec2/eip:Eip",
                     "aws:ec2/eipAssociation:EipAssociation", "aws:ec2/subnet:Subnet",
                     "aws:ecs/service:Service"),
     check=_check_public_ip,
@@ -571,12 +581,94 @@ EKS_ENDPOINT_PRIVATE = resource_policy(
 )
 
 
+# ---- Kubernetes objects declared inline in a manifest component -------------------------
+
+# yaml/v2 ConfigGroup is a component the provider expands: its inline `yaml` and `objs`
+# inputs are all a policy sees of the objects until the provider registers them (and a
+# mock preview never does). Components get no per-resource analysis, so the stack rule
+# (internet-reachability) judges those objects in place with the rules below.
+MANIFEST_TYPES = ("kubernetes:yaml/v2:ConfigGroup",)
+_MANIFEST_FIX = ("declare the objects so they are known at preview, with ClusterIP Services, internal "
+                 "load balancer schemes and no host networking")
+
+
+def manifest_objects(res: Resource) -> Iterator[tuple[str, Any]]:
+    """(path, object) for every object a manifest component declares inline; an input that
+    is unknown during preview yields the unknown sentinel, unreadable YAML "unreadable"."""
+    documents = res.get("yaml")
+    if is_unknown(documents):
+        yield "yaml", documents
+    else:
+        for index, text in enumerate(as_list(documents)):
+            path = f"yaml[{index}]" if isinstance(documents, list) else "yaml"
+            if is_unknown(text):
+                yield path, text
+                continue
+            try:
+                parsed = [d for d in yaml.safe_load_all(text) if d is not None] if isinstance(text, str) else []
+            except yaml.YAMLError:
+                yield path, "unreadable"
+                continue
+            for number, document in enumerate(parsed):
+                items = document.get("items") if isinstance(document, dict) and \
+                    str(document.get("kind", "")).endswith("List") else None
+                if isinstance(items, list):
+                    for item_index, item in enumerate(items):
+                        yield f"{path}.documents[{number}].items[{item_index}]", item
+                else:
+                    yield f"{path}.documents[{number}]", document
+    objs = res.get("objs")
+    if is_unknown(objs):
+        yield "objs", objs
+        return
+    for index, obj in enumerate(as_list(objs)):
+        yield f"objs[{index}]", obj
+
+
+def object_type(obj: dict) -> str:
+    """The Pulumi type token of a Kubernetes object: kubernetes:<group/version>:<kind>."""
+    api_version = str(obj.get("apiVersion", ""))
+    return f"kubernetes:{api_version if '/' in api_version else 'core/' + api_version}:{obj.get('kind', '')}"
+
+
+def manifest_findings(res: Resource, config: dict) -> Iterator[Finding]:
+    """The Kubernetes exposure rules, run on every object a manifest component declares inline."""
+    rules = ((lambda t: t in _SERVICE_TYPES, _check_service),
+             (lambda t: t in _INGRESS_TYPES, _check_ingress),
+             (lambda t: t.startswith("kubernetes:"), _check_host_network))
+    for path, obj in manifest_objects(res):
+        if is_unknown(obj):
+            yield unknown(path, _MANIFEST_FIX, why="it may declare Services, Ingresses or pods this "
+                          "guardrail must judge, and it is unknown during preview, so the guardrail "
+                          "fails closed")
+            continue
+        if obj == "unreadable":
+            yield violation(path, None, "it is not YAML the policy can read, so the objects it "
+                            "declares cannot be judged", _MANIFEST_FIX, rendered="unreadable")
+            continue
+        if not isinstance(obj, dict):
+            continue
+        if is_unknown(obj.get("apiVersion")) or is_unknown(obj.get("kind")):
+            yield unknown(f"{path}.kind", _MANIFEST_FIX)
+            continue
+        token = object_type(obj)
+        inner = Resource(token, str(as_dict(obj.get("metadata")).get("name", "")), res.urn, obj)
+        for wanted, check in rules:
+            if wanted(token):
+                for finding in check(inner, config):
+                    yield dataclasses.replace(finding, path=f"{path}.{finding.path}")
+
+
 # ---- Kubernetes services and ingresses --------------------------------------------------
 
 _SCHEME = "service.beta.kubernetes.io/aws-load-balancer-scheme"
 _INTERNAL = "service.beta.kubernetes.io/aws-load-balancer-internal"
 _INGRESS_SCHEME = "alb.ingress.kubernetes.io/scheme"
 _INGRESS_AUTH = "alb.ingress.kubernetes.io/auth-type"
+_SERVICE_TYPES = ("kubernetes:core/v1:Service", "kubernetes:core/v1:ServicePatch")
+_INGRESS_TYPES = ("kubernetes:networking.k8s.io/v1:Ingress", "kubernetes:networking.k8s.io/v1:IngressPatch",
+                  "kubernetes:networking.k8s.io/v1beta1:Ingress", "kubernetes:extensions/v1beta1:Ingress",
+                  "kubernetes:elbv2.k8s.aws/v1beta1:IngressClassParams")
 
 
 def _annotations(res: Resource) -> Any:
@@ -635,7 +727,7 @@ K8S_SERVICE_INTERNAL = resource_policy(
     family=FAMILY_EXPOSURE,
     description="Kubernetes Services are not exposed outside the cluster: LoadBalancer only with "
                 "an internal scheme annotation, no NodePort, no externalIPs.",
-    resource_types=("kubernetes:core/v1:Service",),
+    resource_types=_SERVICE_TYPES,
     check=_check_service,
     remediation="Use ClusterIP Services; if an LB is needed, annotate "
                 "service.beta.kubernetes.io/aws-load-balancer-scheme: internal.",
@@ -678,10 +770,7 @@ K8S_INGRESS_INTERNAL = resource_policy(
     family=FAMILY_EXPOSURE,
     description="Kubernetes Ingresses (and ALB IngressClassParams) are internal unless the ALB "
                 "authenticates (auth-type cognito/oidc).",
-    resource_types=("kubernetes:networking.k8s.io/v1:Ingress",
-                    "kubernetes:networking.k8s.io/v1beta1:Ingress",
-                    "kubernetes:extensions/v1beta1:Ingress",
-                    "kubernetes:elbv2.k8s.aws/v1beta1:IngressClassParams"),
+    resource_types=_INGRESS_TYPES,
     check=_check_ingress,
     remediation="Keep ALB Ingresses internal; route public traffic through the API gateway.",
 )

@@ -19,9 +19,11 @@ from .public_endpoints import (
     LB_V2_TYPES,
     LISTENER_RULE_TYPES,
     LISTENER_TYPES,
+    MANIFEST_TYPES,
     SG_RULE_TYPES,
     SG_TYPES,
     lb_exposure,
+    manifest_findings,
     route_is_authenticated,
     route_is_deferred,
     world_443_candidates,
@@ -128,13 +130,15 @@ def _authenticating_alb(stack: Stack, lb: StackResource) -> bool:
     exposed, lb_type = lb_exposure(lb)
     if is_unknown(exposed) or lb_type != "application":
         return False
-    for listener in stack.referencing(lb, "loadBalancerArn", *LISTENER_TYPES):
+    listeners = stack.referencing(lb, "loadBalancerArn", *LISTENER_TYPES)
+    for listener in listeners:
         if actions_authenticate(listener.props.get("defaultActions")) is not True:
             return False
         for rule in stack.referencing(listener, "listenerArn", *LISTENER_RULE_TYPES):
             if actions_authenticate(rule.props.get("actions")) is not True:
                 return False
-    return True
+    # Without a listener here, one added elsewhere (by ARN) could forward unauthenticated.
+    return bool(listeners)
 
 
 def _internet_443_only_on_authenticating_albs(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
@@ -165,7 +169,8 @@ def _internet_443_only_on_authenticating_albs(stack: Stack, config: dict) -> Ite
             continue
         if offenders:
             why = (f"internet ingress on 443 is allowed only to an ALB that authenticates, and the "
-                   f"group is attached to {offenders[0].type} {offenders[0].name}")
+                   f"group is attached to {offenders[0].type} {offenders[0].name}, which is not an "
+                   "internet-facing ALB with listeners here that all authenticate")
         else:
             why = ("internet ingress on 443 is allowed only to an ALB that authenticates, and "
                    "nothing in this program that the group is attached to can be established")
@@ -297,12 +302,19 @@ def _plan_covers(plan: StackResource, stage: StackResource, api: set) -> bool:
     return False
 
 
+def _inline_manifests(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
+    for res in stack.of_type(*MANIFEST_TYPES):
+        for finding in manifest_findings(res, config):
+            yield res.urn, finding
+
+
 def _check(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
     yield from _keyed_stages_metered(stack)
     yield from _alb_entry_points(stack)
     yield from _internet_443_only_on_authenticating_albs(stack, config)
     yield from _cors_preflights(stack)
     yield from _deferred_v2_routes(stack)
+    yield from _inline_manifests(stack, config)
 
 
 INTERNET_REACHABILITY = stack_policy(
@@ -311,9 +323,10 @@ INTERNET_REACHABILITY = stack_policy(
     description="Across the stack: keyed API stages are metered by a usage plan, internet-facing "
                 "ALB listeners and rules authenticate before forwarding, internet 443 ingress only "
                 "reaches authenticating ALBs, unauthenticated OPTIONS are MOCK preflights, and "
-                "HTTP $default / WebSocket routes sit behind an authorizer.",
+                "HTTP $default / WebSocket routes sit behind an authorizer, and Kubernetes objects "
+                "declared inline in a yaml/v2 ConfigGroup pass the Kubernetes exposure rules.",
     resource_types=(REST_STAGE, USAGE_PLAN, METHOD, INTEGRATION) + LISTENER_TYPES
-    + LISTENER_RULE_TYPES + LB_V2_TYPES + SG_TYPES + SG_RULE_TYPES + (V2_ROUTE, V2_API),
+    + LISTENER_RULE_TYPES + LB_V2_TYPES + SG_TYPES + SG_RULE_TYPES + (V2_ROUTE, V2_API) + MANIFEST_TYPES,
     check=_check,
     config_schema={"allowedIngressCidrs": {
         **CIDR_ALLOW_LIST_SCHEMA,
