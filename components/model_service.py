@@ -20,11 +20,11 @@ Decisions (why, not what):
   inject pod readiness gates, so a new pod only counts as Ready once the NLB sees it
   healthy; with maxUnavailable 0 a rollout never removes capacity the NLB still needs.
 - NetworkPolicy: NLB `ip` targets see the NLB's private addresses as the source (client IP
-  preservation is off on the target group), which live in the VPC's private subnets, so
-  the model port admits the VPC CIDR; the security group rule below narrows that at the
-  ENI level to the NLB's own security group. Metrics are admitted from the `monitoring`
-  namespace only. Residual: pods elsewhere in this cluster share the VPC CIDR; the cluster
-  runs only model workloads and the gateway's key still guards the /v1 routes.
+  preservation is off on the target group). The NLBs sit in subnets that hold nothing else
+  (components/network.py), so the model port admits those subnets' CIDRs and not the VPC,
+  where other pods and hosts could reach the runtime's unkeyed admin routes; the security
+  group rule below narrows it further at the ENI level to the NLB's own security group.
+  Metrics are admitted from the `monitoring` namespace only.
 - Autoscaling: KEDA ScaledObjects querying the in-cluster Prometheus (components/
   k8s_addons.py). vLLM scales on `vllm:num_requests_waiting`, TGI on `tgi_queue_size`
   (requests admitted but not yet in a batch), per replica. Ollama has no /metrics: it
