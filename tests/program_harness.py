@@ -59,6 +59,23 @@ def start(stack: str, change: Optional[Callable[[dict], None]] = None, *, previe
     return ProgramUnderTest(globals=program_globals, monitor=monitor)
 
 
+def check_program(stack: str, check: Callable[[ProgramUnderTest, list], None], *,
+                  change: Optional[Callable[[dict], None]] = None) -> None:
+    """Run __main__.py for `stack` through `@pulumi.runtime.test` and `check(program, registrations)`.
+
+    The test function returns the Output the check runs in, so a failing assertion fails
+    the test once every registration has settled.
+    """
+    fresh_event_loop()
+
+    @pulumi.runtime.test
+    def run_program():
+        program = start(stack, change)
+        return program.settled().apply(lambda registrations: check(program, registrations))
+
+    run_program()
+
+
 def record(program: Callable[[], Any], *, stack: str, config: Optional[dict[str, Any]] = None,
            secret_keys: Optional[list[str]] = None, preview: bool = True,
            region: str = "us-east-1") -> mock_engine.ProgramRun:

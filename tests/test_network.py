@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from components.network import INTERFACE_ENDPOINT_SERVICES, subnet_plan
-from tests.program_harness import fresh_event_loop, start
+from tests.program_harness import check_program, fresh_event_loop, start
 
 STACKS = {"dev": (2, 1), "staging": (2, 2), "prod": (3, 3)}  # stack -> (AZs, NAT gateways)
 
@@ -26,99 +26,69 @@ def _inputs(registrations, type_token):
 def test_no_subnet_maps_public_ips_and_private_subnets_span_the_configured_azs(stack):
     az_count, _ = STACKS[stack]
 
-    @pulumi.runtime.test
-    def check_stack():
-        program = start(stack)
+    def check(program, registrations):
+        subnets = _inputs(registrations, "aws:ec2/subnet:Subnet")
+        assert subnets and all(s["mapPublicIpOnLaunch"] is False for s in subnets)
+        private = [s for s in subnets if s["tags"]["tier"] == "private"]
+        assert len({s["availabilityZone"] for s in private}) == az_count
 
-        def check(registrations):
-            subnets = _inputs(registrations, "aws:ec2/subnet:Subnet")
-            assert subnets and all(s["mapPublicIpOnLaunch"] is False for s in subnets)
-            private = [s for s in subnets if s["tags"]["tier"] == "private"]
-            assert len({s["availabilityZone"] for s in private}) == az_count
-
-        return program.settled().apply(check)
-
-    check_stack()
+    check_program(stack, check)
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_nat_gateway_count_follows_the_inventory(stack):
     _, nat_count = STACKS[stack]
 
-    @pulumi.runtime.test
-    def check_stack():
-        program = start(stack)
+    def check(program, registrations):
+        assert len(_inputs(registrations, "aws:ec2/natGateway:NatGateway")) == nat_count
+        routes = [r for r in _inputs(registrations, "aws:ec2/route:Route") if "natGatewayId" in r]
+        assert len(routes) == STACKS[stack][0]
 
-        def check(registrations):
-            assert len(_inputs(registrations, "aws:ec2/natGateway:NatGateway")) == nat_count
-            routes = [r for r in _inputs(registrations, "aws:ec2/route:Route") if "natGatewayId" in r]
-            assert len(routes) == STACKS[stack][0]
-
-        return program.settled().apply(check)
-
-    check_stack()
+    check_program(stack, check)
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_vpc_endpoints_are_private_and_admit_only_the_vpc(stack):
-    @pulumi.runtime.test
-    def check_stack():
-        program = start(stack)
+    def check(program, registrations):
         network = program["network"]
+        region = program["inventory"].region
+        endpoints = {e["serviceName"]: e for e in _inputs(registrations, "aws:ec2/vpcEndpoint:VpcEndpoint")}
+        assert endpoints[f"com.amazonaws.{region}.s3"]["vpcEndpointType"] == "Gateway"
+        for service in INTERFACE_ENDPOINT_SERVICES:
+            endpoint = endpoints[f"com.amazonaws.{region}.{service}"]
+            assert endpoint["vpcEndpointType"] == "Interface"
+            assert endpoint["privateDnsEnabled"] is True
+        group = next(r for r in registrations if r.name == "net-endpoints").inputs
+        assert [rule["cidrBlocks"] for rule in group["ingress"]] == [[network.vpc_cidr]]
+        assert [rule["fromPort"] for rule in group["ingress"]] == [443]
 
-        def check(registrations):
-            region = program["inventory"].region
-            endpoints = {e["serviceName"]: e for e in _inputs(registrations, "aws:ec2/vpcEndpoint:VpcEndpoint")}
-            assert endpoints[f"com.amazonaws.{region}.s3"]["vpcEndpointType"] == "Gateway"
-            for service in INTERFACE_ENDPOINT_SERVICES:
-                endpoint = endpoints[f"com.amazonaws.{region}.{service}"]
-                assert endpoint["vpcEndpointType"] == "Interface"
-                assert endpoint["privateDnsEnabled"] is True
-            group = next(r for r in registrations if r.name == "net-endpoints").inputs
-            assert [rule["cidrBlocks"] for rule in group["ingress"]] == [[network.vpc_cidr]]
-            assert [rule["fromPort"] for rule in group["ingress"]] == [443]
-
-        return program.settled().apply(check)
-
-    check_stack()
+    check_program(stack, check)
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_flow_logs_go_to_an_encrypted_log_group_with_retention(stack):
-    @pulumi.runtime.test
-    def check_stack():
-        program = start(stack)
+    def check(program, registrations):
         inventory = program["inventory"]
+        group = next(r for r in registrations if r.name == "net-flow-logs"
+                     and r.type == "aws:cloudwatch/logGroup:LogGroup").inputs
+        assert group["kmsKeyId"].startswith("arn:aws:kms:")
+        assert group["retentionInDays"] == inventory.network.flow_log_retention_days
+        flow_log = _inputs(registrations, "aws:ec2/flowLog:FlowLog")[0]
+        assert flow_log["trafficType"] == "ALL"
+        # The mock provider names created ARNs after the resource: the destination is this group.
+        assert flow_log["logDestination"].startswith("arn:aws:logs:")
+        assert ":net-flow-logs/" in flow_log["logDestination"]
 
-        def check(registrations):
-            group = next(r for r in registrations if r.name == "net-flow-logs"
-                         and r.type == "aws:cloudwatch/logGroup:LogGroup").inputs
-            assert group["kmsKeyId"].startswith("arn:aws:kms:")
-            assert group["retentionInDays"] == inventory.network.flow_log_retention_days
-            flow_log = _inputs(registrations, "aws:ec2/flowLog:FlowLog")[0]
-            assert flow_log["trafficType"] == "ALL"
-            # The mock provider names created ARNs after the resource: the destination is this group.
-            assert flow_log["logDestination"].startswith("arn:aws:logs:")
-            assert ":net-flow-logs/" in flow_log["logDestination"]
-
-        return program.settled().apply(check)
-
-    check_stack()
+    check_program(stack, check)
 
 
 def test_default_security_group_is_stripped_of_rules():
-    @pulumi.runtime.test
-    def check_stack():
-        program = start("dev")
+    def check(program, registrations):
+        default = _inputs(registrations, "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
+        assert len(default) == 1
+        assert default[0]["ingress"] == [] and default[0]["egress"] == []
 
-        def check(registrations):
-            default = _inputs(registrations, "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
-            assert len(default) == 1
-            assert default[0]["ingress"] == [] and default[0]["egress"] == []
-
-        return program.settled().apply(check)
-
-    check_stack()
+    check_program("dev", check)
 
 
 def test_provider_tags_every_resource_with_stack_and_inventory_tags():
@@ -160,19 +130,13 @@ def test_the_smallest_vpc_still_gives_load_balancers_room_for_their_nodes():
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_load_balancers_sit_only_in_their_own_subnets(stack):
-    @pulumi.runtime.test
-    def check_stack():
-        program = start(stack)
+    def check(program, registrations):
         network = program["network"]
+        lb_subnets = [r for r in registrations if r.type == "aws:ec2/subnet:Subnet"
+                      and r.inputs["tags"]["tier"] == "internal-load-balancers"]
+        assert sorted(s.inputs["cidrBlock"] for s in lb_subnets) == sorted(network.load_balancer_cidrs)
+        balancers = _inputs(registrations, "aws:lb/loadBalancer:LoadBalancer")
+        assert balancers and all(lb["internal"] is True for lb in balancers)
+        assert all(len(lb["subnets"]) == len(lb_subnets) for lb in balancers)
 
-        def check(registrations):
-            lb_subnets = [r for r in registrations if r.type == "aws:ec2/subnet:Subnet"
-                          and r.inputs["tags"]["tier"] == "internal-load-balancers"]
-            assert sorted(s.inputs["cidrBlock"] for s in lb_subnets) == sorted(network.load_balancer_cidrs)
-            balancers = _inputs(registrations, "aws:lb/loadBalancer:LoadBalancer")
-            assert balancers and all(lb["internal"] is True for lb in balancers)
-            assert all(len(lb["subnets"]) == len(lb_subnets) for lb in balancers)
-
-        return program.settled().apply(check)
-
-    check_stack()
+    check_program(stack, check)
