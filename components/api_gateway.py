@@ -57,6 +57,7 @@ from components.config import Gateway as GatewaySettings
 from components.config import Inventory, Model, SecretRef, stack_file_for
 from components.gateway_responses import GatewayResponseSpec, render_gateway_responses
 from components.waf import GatewayWaf, GatewayWafArgs
+from components.iam import service_trust_policy_json
 
 # API Gateway's payload limit: nothing larger can arrive (PITFALLS.md).
 GATEWAY_PAYLOAD_LIMIT = 10 * 1024 * 1024
@@ -626,11 +627,7 @@ class ApiGateway(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-cloudwatch-role",
             description="API Gateway pushes access and execution logs to CloudWatch Logs",
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                               "Principal": {"Service": "apigateway.amazonaws.com"}}],
-            }),
+            assume_role_policy=service_trust_policy_json("apigateway.amazonaws.com"),
             opts=self._child,
         )
         attachment = aws.iam.RolePolicyAttachment(

@@ -38,6 +38,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.config import Eks, NodePool
+from components.iam import service_trust_policy_json
 
 # Label keys this project puts on nodes; pods select their pool with POOL_LABEL.
 LABEL_PREFIX = "deepseek-serving"
@@ -205,16 +206,8 @@ class GpuCluster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=parent)
         role = aws.iam.Role(
             f"{name}-role", description=description,
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Service": POD_IDENTITY_PRINCIPAL},
-                    # TagSession: Pod Identity tags sessions with cluster, namespace and
-                    # service account, which policies can then condition on.
-                    "Action": ["sts:AssumeRole", "sts:TagSession"],
-                }],
-            }),
+            # Pod Identity tags sessions with cluster, namespace and service account.
+            assume_role_policy=service_trust_policy_json(POD_IDENTITY_PRINCIPAL, tag_session=True),
             opts=child)
         aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy, opts=child)
         association = aws.eks.PodIdentityAssociation(
@@ -228,11 +221,7 @@ class GpuCluster(pulumi.ComponentResource):
         partition = self._args.partition
         role = aws.iam.Role(
             f"{self._name}-cluster-role",
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Principal": {"Service": "eks.amazonaws.com"},
-                               "Action": ["sts:AssumeRole", "sts:TagSession"]}],
-            }),
+            assume_role_policy=service_trust_policy_json("eks.amazonaws.com", tag_session=True),
             opts=self._child)
         self._cluster_policy = aws.iam.RolePolicyAttachment(
             f"{self._name}-cluster-policy", role=role.name,
@@ -317,11 +306,7 @@ class GpuCluster(pulumi.ComponentResource):
         partition = self._args.partition
         role = aws.iam.Role(
             f"{self._name}-node-role",
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                               "Action": "sts:AssumeRole"}],
-            }),
+            assume_role_policy=service_trust_policy_json("ec2.amazonaws.com"),
             opts=self._child)
         # Worker + CNI + ECR pulls, and SSM instead of SSH. Pods cannot borrow any of this:
         # the IMDS hop limit of 1 keeps the node role on the host network.

@@ -32,6 +32,7 @@ import pulumi_aws as aws
 from components import host_provisioning, runtimes
 from components.config import Inventory, Model
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
+from components.iam import service_trust_policy_json
 
 # AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), x86_64: NVIDIA
 # driver, Docker and the NVIDIA container toolkit preinstalled; supports G5/G6/G6e/P4/P5
@@ -225,7 +226,7 @@ class GpuFleet(pulumi.ComponentResource):
     def _create_role(self, args: GpuFleetArgs) -> aws.iam.Role:
         role = aws.iam.Role(
             f"{self._name}-role",
-            assume_role_policy=json.dumps(assume_role_policy()),
+            assume_role_policy=service_trust_policy_json("ec2.amazonaws.com"),
             description=f"GPU hosts serving {args.model.name}",
             opts=self._child)
         # Session Manager replaces SSH (no key pair, no port 22); the agent ships logs/metrics.
@@ -396,12 +397,6 @@ def _hf_token_secret_arn(model: Model) -> Optional[str]:
             f"model {model.name}: on platform ec2 the host fetches hf_token itself; give "
             f"hf_token as {{secrets_manager_arn: <arn>}} (a stack config secret cannot reach it)")
     return model.hf_token.secrets_manager_arn
-
-
-def assume_role_policy() -> dict:
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Action": "sts:AssumeRole",
-        "Principal": {"Service": "ec2.amazonaws.com"}}]}
 
 
 def secret_arn_pattern(partition: str, region: str, account: str, secret_name: str) -> str:

@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import Network as NetworkSettings
+from components.iam import service_trust_policy_json
 
 # Interface endpoints every private GPU host or pod needs: image pulls (ECR api + dkr),
 # role credentials (STS), Session Manager instead of SSH (ssm, ssmmessages, ec2messages),
@@ -204,11 +205,9 @@ class Network(pulumi.ComponentResource):
             f"{self._name}-flow-logs", retention_in_days=retention_days, kms_key_id=logs_key_arn,
             opts=self._child)
         role = aws.iam.Role(
-            f"{self._name}-flow-logs", assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                               "Principal": {"Service": "vpc-flow-logs.amazonaws.com"}}],
-            }), opts=self._child)
+            f"{self._name}-flow-logs",
+            assume_role_policy=service_trust_policy_json("vpc-flow-logs.amazonaws.com"),
+            opts=self._child)
         aws.iam.RolePolicy(
             f"{self._name}-flow-logs", role=role.id,
             policy=log_group.arn.apply(lambda arn: json.dumps({
