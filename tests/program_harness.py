@@ -30,16 +30,7 @@ class ProgramUnderTest:
         return self.globals[name]
 
     def settled(self) -> pulumi.Output[list[mock_engine.Registration]]:
-        """Every registration, once the program's outstanding RPCs have all finished."""
-
-        async def after_rpcs() -> list[mock_engine.Registration]:
-            from pulumi.runtime.stack import wait_for_rpcs
-
-            # Only the RPCs: awaiting all outstanding tasks would include this one.
-            await wait_for_rpcs(await_all_outstanding_tasks=False)
-            return list(self.monitor.registrations)
-
-        return pulumi.Output.from_input(asyncio.ensure_future(after_rpcs()))
+        return settled(self.monitor)
 
     def registrations(self, type_token: Optional[str] = None) -> list[mock_engine.Registration]:
         return [r for r in self.monitor.registrations if type_token is None or r.type == type_token]
@@ -57,6 +48,19 @@ def start(stack: str, change: Optional[Callable[[dict], None]] = None, *, previe
     set_all_config(mock_engine.config_for(config), stack_file.secret_keys)
     program_globals = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
     return ProgramUnderTest(globals=program_globals, monitor=monitor)
+
+
+def settled(monitor: mock_engine.RecordingMonitor) -> pulumi.Output[list[mock_engine.Registration]]:
+    """Every registration, once the program's outstanding RPCs have all finished."""
+
+    async def after_rpcs() -> list[mock_engine.Registration]:
+        from pulumi.runtime.stack import wait_for_rpcs
+
+        # Only the RPCs: awaiting all outstanding tasks would include this one.
+        await wait_for_rpcs(await_all_outstanding_tasks=False)
+        return list(monitor.registrations)
+
+    return pulumi.Output.from_input(asyncio.ensure_future(after_rpcs()))
 
 
 def check_program(stack: str, check: Callable[[ProgramUnderTest, list], None], *,
@@ -98,8 +102,7 @@ def record(program: Callable[[], Any], *, stack: str, config: Optional[dict[str,
         root = pulumi.runtime.get_root_resource()
         root._outputs_registered = False  # type: ignore[attr-defined]
         root._finish()  # type: ignore[attr-defined]
-        under_test = ProgramUnderTest(globals={}, monitor=monitor)
-        return under_test.settled().apply(lambda registrations: recorded.update(registrations=registrations))
+        return settled(monitor).apply(lambda registrations: recorded.update(registrations=registrations))
 
     run_program()
     return mock_engine.ProgramRun(stack=stack, registrations=recorded["registrations"],
