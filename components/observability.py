@@ -18,7 +18,7 @@ as AWS documents them):
   replica that loads is unhealthy on purpose; one that stays so is broken).
 - EC2 GPU hosts: the CloudWatch agent's NVIDIA metrics (`nvidia_smi_utilization_gpu`,
   `nvidia_smi_memory_used` / `nvidia_smi_memory_total`, "Collect NVIDIA GPU metrics"),
-  rolled up per Auto Scaling group into the fleet's namespace (components/host_provisioning.py
+  rolled up per Auto Scaling group into the fleet's namespace (components/ec2/host.py
   sets the agent's namespace and `aggregation_dimensions`); the runtime's own /metrics as
   published by each host's health gate every minute (Stack + Model): `RequestsWaiting` (vLLM
   `vllm:num_requests_waiting`, TGI `tgi_queue_size`), `RequestsRunning`, and KV-cache use
@@ -29,7 +29,7 @@ as AWS documents them):
 - EKS: GPU, queue, KV-cache, stuck-generation and capacity signals live in the cluster's
   Prometheus (DCGM exporter and the model pods' /metrics, the scrape jobs the autoscaler
   already uses); their alert rules and the Alertmanager that sends them to this stack's
-  topic are components/k8s_monitoring.py.
+  topic are components/eks/monitoring.py.
 
 Notifications: one SNS topic per stack, encrypted with a key of its own. Its policy lets
 CloudWatch alarms of this account use it: a topic under the AWS managed `aws/sns` key cannot
@@ -52,8 +52,9 @@ from typing import Any, Mapping, Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
+from components.alerting import RUNBOOK, STUCK_GPU_PERCENT
 from components.config import Inventory, Model, Thresholds, stack_file_for
-from components.runtimes import RuntimeLaunch, render_for_inventory
+from components.serving.runtimes import RuntimeLaunch, render_for_inventory
 
 SERVING_NAMESPACE = "DeepSeek/Serving"
 GATEWAY_NAMESPACE = "AWS/ApiGateway"
@@ -65,12 +66,9 @@ THROTTLED_METRIC = "Gateway429Responses"
 TTFB_METRIC = "GatewayTimeToFirstByte"
 THROTTLED_PATTERN = '{ $.status = "429" }'
 TTFB_PATTERN = '{ ($.responseTransferMode = "STREAMED") && ($.timeToFirstContent != "-") }'
-# A GPU busier than this is doing work; below it with requests admitted, nothing moves.
-STUCK_GPU_PERCENT = 5
-# Published by the EC2 health gate (components/host_provisioning.py GATE_SCRIPT).
+# Published by the EC2 health gate (components/ec2/host.py GATE_SCRIPT).
 GATE_METRICS = {"waiting": "RequestsWaiting", "running": "RequestsRunning",
                 "kv_percent": "KvCacheUsagePercent", "batch_tokens": "BatchTokens"}
-RUNBOOK = "docs/OPERATIONS.md"
 # A CloudWatch alarm takes at most five actions per state.
 MAX_ALARM_ACTIONS = 5
 # vLLM and TGI reserve GPU memory up front; the memory alarm must sit above that share.
@@ -145,6 +143,9 @@ class ModelTargets:
 
     load_balancer_arn_suffix: pulumi.Input[str]
     target_group_arn_suffix: pulumi.Input[str]
+    # How long a new replica is unhealthy on purpose (boot or weight staging, model load):
+    # the platform knows; no unhealthy-target alarm fires before it has passed.
+    startup_seconds: int
     # EC2 only: the model's Auto Scaling group (EKS capacity is watched in Prometheus).
     asg_name: Optional[pulumi.Input[str]] = None
 
@@ -307,17 +308,6 @@ def kv_cache_alarm(model: Model, launch: RuntimeLaunch, thresholds: Thresholds, 
             expression=f"100 * tokens / {budget}", **common)
     # Ollama exports no metrics; TGI without an explicit budget has nothing to compare with.
     return None
-
-
-def startup_seconds(inventory: Inventory, launch: RuntimeLaunch) -> int:
-    """How long a new replica is unhealthy on purpose: boot or weight staging plus model load."""
-    if inventory.platform == "ec2":
-        from components.gpu_fleet import health_check_grace_seconds
-
-        return health_check_grace_seconds(launch)
-    from components.model_service import staging_seconds
-
-    return staging_seconds(launch) + launch.startup_budget_seconds
 
 
 def check_alarm_thresholds(inventory: Inventory, stack: str) -> None:
@@ -528,7 +518,7 @@ def dashboard_body(*, stack: str, region: str, platform: str, api_name: str, sta
                 f"requests and replica counts are Prometheus series in the cluster (namespace "
                 f"`{model_name}`; scrape jobs `model-servers` and `dcgm-exporter`). Their alert rules "
                 f"({', '.join(prometheus_rules) or 'none'}) notify this stack's SNS topic through "
-                "Alertmanager (components/k8s_monitoring.py).", height=3))
+                "Alertmanager (components/eks/monitoring.py).", height=3))
 
     # 4. Alarms and the access log (request ids, statuses, latencies; never bodies).
     widgets += [
@@ -611,7 +601,7 @@ class Observability(pulumi.ComponentResource):
             self.alarm_specs += load_balancer_alarms(
                 model, load_balancer=targets.load_balancer_arn_suffix,
                 target_group=targets.target_group_arn_suffix,
-                startup_seconds=startup_seconds(inventory, launch))
+                startup_seconds=targets.startup_seconds)
             if inventory.platform == "ec2":
                 self.alarm_specs += ec2_fleet_alarms(
                     model, launch, settings.thresholds, stack=stack, asg_name=targets.asg_name,
@@ -655,6 +645,10 @@ class Observability(pulumi.ComponentResource):
             "dashboard_name": self.dashboard_name,
             "alarm_names": self.alarm_names,
         })
+
+    def stack_outputs(self) -> dict[str, Any]:
+        return {"observability": {"alert_topic_arn": self.topic_arn, "dashboard": self.dashboard_name,
+                                  "alarms": self.alarm_names}}
 
     def _create_topic(self, args: ObservabilityArgs) -> tuple[aws.kms.Key, aws.sns.Topic]:
         name, region, partition = self._name, args.inventory.region, args.partition

@@ -8,20 +8,30 @@ they have when built directly from the program.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import pulumi
 
 from components.config import Inventory
-from components.eks_cluster import GpuCluster, GpuClusterArgs
-from components.gpu_fleet import GpuFleet, GpuFleetArgs, ec2_load_balancer_args
-from components.k8s_addons import ClusterAddons, ClusterAddonsArgs
-from components.k8s_monitoring import ALERTMANAGER_TARGET, prometheus_alert_rules
+from components.ec2.fleet import GpuFleet, GpuFleetArgs, ec2_load_balancer_args, health_check_grace_seconds
+from components.eks.addons import ClusterAddons, ClusterAddonsArgs
+from components.eks.cluster import GpuCluster, GpuClusterArgs
+from components.eks.model_service import ModelService, ModelServiceArgs, eks_load_balancer_args, staging_seconds
+from components.eks.monitoring import (ALERTMANAGER_TARGET, ClusterMonitoring, ClusterMonitoringArgs,
+                                       prometheus_alert_rules, rule_names)
+from components.gateway.api import Backend
 from components.keys import StackKeys
 from components.load_balancer import LoadBalancer
-from components.model_service import ModelService, ModelServiceArgs, eks_load_balancer_args
 from components.network import Network
-from components.runtimes import render_for_inventory
+from components.observability import ModelTargets
+from components.serving.runtimes import RuntimeLaunch, render_for_inventory
+
+
+def startup_seconds(inventory: Inventory, launch: RuntimeLaunch) -> int:
+    """How long a new replica is unhealthy on purpose: boot or weight staging plus model load."""
+    if inventory.platform == "ec2":
+        return health_check_grace_seconds(launch)
+    return staging_seconds(launch) + launch.startup_budget_seconds
 
 
 @dataclass
@@ -39,6 +49,71 @@ class Platform:
     @property
     def model_services(self) -> dict[str, ModelService]:
         return {name: r for name, r in self.runtimes.items() if isinstance(r, ModelService)}
+
+    @property
+    def prometheus_rules(self) -> tuple[str, ...]:
+        """Names of the Prometheus alert rules on EKS (shown on the dashboard)."""
+        return tuple(rule_names(self.alert_rules)) if self.cluster is not None else ()
+
+    def gateway_backends(self, inventory: Inventory) -> list[Backend]:
+        """Each model's internal load balancer and runtime key, as the gateway reaches them."""
+        return [Backend(model_name=model.name, nlb_arn=self.load_balancers[model.name].arn,
+                        host=self.load_balancers[model.name].internal_domain,
+                        port=self.load_balancers[model.name].listener_port,
+                        skip_tls_verification=self.load_balancers[model.name].tls_skip_verification,
+                        backend_api_key=self.runtimes[model.name].backend_api_key,
+                        backend_api_key_version=self.runtimes[model.name].backend_api_key_version)
+                for model in inventory.models]
+
+    def observed_models(self, inventory: Inventory) -> dict[str, ModelTargets]:
+        """Where each model's load balancer and capacity metrics live, for the alarms."""
+        return {model.name: ModelTargets(
+                    load_balancer_arn_suffix=self.load_balancers[model.name].arn_suffix,
+                    target_group_arn_suffix=self.load_balancers[model.name].target_group_arn_suffix,
+                    startup_seconds=startup_seconds(inventory, render_for_inventory(inventory, model)),
+                    asg_name=self.fleets[model.name].asg_name if model.name in self.fleets else None)
+                for model in inventory.models}
+
+    def watch_cluster(self, inventory: Inventory, *, stack: str, topic_arn: pulumi.Input[str],
+                      topic_key_arn: pulumi.Input[str], opts: pulumi.ResourceOptions) -> None:
+        """On EKS the cluster's Prometheus alerts reach the stack's topic through Alertmanager."""
+        if self.cluster is None:
+            return
+        ClusterMonitoring(
+            "eks-monitoring",
+            ClusterMonitoringArgs(cluster=self.cluster, addons=self.addons,
+                                  topic_arns=[topic_arn, *inventory.observability.alarms.sns_topic_arns],
+                                  topic_key_arn=topic_key_arn, region=inventory.region, stack=stack),
+            opts=opts)
+
+    def stack_outputs(self) -> dict[str, Any]:
+        """Names, namespaces and metric dimensions of what serves each model; never keys
+        (the backend keys stay secret Outputs inside the program)."""
+        if self.fleets:
+            return {"gpu_fleets": {
+                name: {"asg_name": fleet.asg_name,
+                       "load_balancer_arn_suffix": self.load_balancers[name].arn_suffix,
+                       "target_group_arn_suffix": self.load_balancers[name].target_group_arn_suffix,
+                       "runtime_log_group": fleet.log_group_name,
+                       "internal_domain": self.load_balancers[name].internal_domain}
+                for name, fleet in self.fleets.items()}}
+        if self.cluster is None:
+            return {}
+        return {"eks": {
+            "cluster_name": self.cluster.cluster_name,
+            "monitoring_namespace": self.addons.monitoring_namespace,
+            "prometheus_url": self.addons.prometheus_url,
+            "models": {
+                name: {"namespace": service.namespace,
+                       "deployment": service.deployment_name,
+                       "service": service.service_name,
+                       "runtime": service.runtime,
+                       "load_balancer_arn_suffix": service.load_balancer_arn_suffix,
+                       "target_group_arn_suffix": service.target_group_arn_suffix,
+                       "internal_domain": service.internal_domain,
+                       "scaling_query": service.scaling_query}
+                for name, service in self.model_services.items()},
+        }}
 
 
 def build_platform(inventory: Inventory, *, stack: str, network: Network, keys: StackKeys,

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import pulumi
 import pytest
 
-from components.api_gateway import (
+from components.gateway.api import (
     ACCESS_LOG_FIELDS,
     GATEWAY_PAYLOAD_LIMIT,
     ApiGateway,
@@ -32,8 +32,8 @@ from components.api_gateway import (
     routes_for,
 )
 from components.config import Inventory, parse_inventory
-from components.gateway_responses import render_gateway_responses
-from components.runtimes import request_bytes_for
+from components.gateway.responses import render_gateway_responses
+from components.serving.runtimes import request_bytes_for
 from tools import mock_engine, stack_files
 from tests.program_harness import record
 

@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from components.api_gateway import gateway_throttles
+from components.gateway.api import gateway_throttles
 from components.config import parse_inventory
 from tools import bench, stack_files, synthetic_inventory
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from components.catalog import (
+from components.serving.catalog import (
     GPUS,
     MODELS,
     RUNTIME_IMAGES,
@@ -15,7 +15,7 @@ from components.catalog import (
     get_model,
     get_reference_model,
 )
-from components.sizing import (
+from components.serving.sizing import (
     GIB,
     SizingError,
     check_throttle,

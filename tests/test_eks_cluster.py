@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from components import eks_cluster, k8s_addons
+from components.eks import addons as k8s_addons, cluster as eks_cluster
 from tests import stack_runs
 from tools import mock_engine
 

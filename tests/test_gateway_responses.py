@@ -11,7 +11,7 @@ import json
 import pytest
 import requests
 
-from components.gateway_responses import (
+from components.gateway.responses import (
     GatewayResponseSpec,
     QUOTA_RETRY_AFTER_S,
     REQUEST_ID_SOURCE,

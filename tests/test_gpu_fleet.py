@@ -9,7 +9,8 @@ import pulumi
 import pytest
 import yaml
 
-from components import gpu_fleet, host_provisioning, runtimes
+from components.ec2 import fleet as gpu_fleet, host as host_provisioning
+from components.serving import runtimes
 from components.config import parse_inventory
 from tests import program_harness
 from tests.stack_runs import inventory_of, preview_run, run_with_inventory
@@ -261,7 +262,7 @@ def test_the_backend_key_is_generated_once_and_kept_across_runs(dev):
 def test_fleets_expose_typed_outputs_for_the_gateway_and_observability():
     program_harness.fresh_event_loop()
     program = program_harness.start("dev")
-    fleets = program["fleets"]
+    fleets = program["platform"].fleets
     assert set(fleets) == set(MODELS)
     vllm, ollama = fleets["r1-qwen-7b"], fleets["r1-qwen-1-5b-gguf"]
     assert ollama.backend_api_key is None and ollama.backend_api_key_secret_arn is None

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import gpu_fleet, host_provisioning as hp, runtimes
+from components.ec2 import fleet as gpu_fleet, host as hp
+from components.serving import runtimes
 from components.config import parse_inventory
 from policies.rules.runtime_hygiene import is_secret_name
 from policies.rules.workloads import env_assignments, runtimes_in_text

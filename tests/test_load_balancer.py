@@ -135,7 +135,7 @@ def test_load_balancers_belong_to_their_component(dev):
 def test_the_gateway_reads_what_it_needs_from_each_load_balancer():
     program_harness.fresh_event_loop()
     program = program_harness.start("dev")
-    balancers = program["load_balancers"]
+    balancers = program["platform"].load_balancers
     assert set(balancers) == set(DEV_MODELS)
 
     def check(values):

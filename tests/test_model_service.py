@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from components import model_service
-from components.catalog import get_instance
+from components.eks import model_service
+from components.serving.catalog import get_instance
 from components.config import parse_inventory
-from components.eks_cluster import GPU_TOLERATION, POOL_LABEL
+from components.eks.cluster import GPU_TOLERATION, POOL_LABEL
 from components.network import subnet_plan
-from components.runtimes import render_for_inventory
+from components.serving.runtimes import render_for_inventory
 from tests import stack_runs
 from tools import mock_engine
 from tests.program_harness import record_main

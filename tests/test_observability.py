@@ -15,9 +15,12 @@ import pulumi
 import pytest
 import yaml
 
-from components import host_provisioning, k8s_monitoring, observability as obs
+from components import observability as obs
+from components.ec2 import host as host_provisioning
+from components.eks import monitoring as k8s_monitoring
 from components.config import InventoryError, Thresholds, parse_inventory
-from components.runtimes import render_for_inventory
+from components.serving.runtimes import render_for_inventory
+from components.platforms import startup_seconds
 from tests.program_harness import fresh_event_loop, start
 from tools import k8s_objects, stack_files
 
@@ -92,7 +95,7 @@ def test_an_unhealthy_target_alarms_only_after_a_replica_had_its_whole_start_bud
     inventory = _inventory("dev")
     model = inventory.models[0]
     launch = render_for_inventory(inventory, model)
-    budget = obs.startup_seconds(inventory, launch)
+    budget = startup_seconds(inventory, launch)
     alarms = {a.key: a for a in obs.load_balancer_alarms(model, load_balancer="net/x/1",
                                                          target_group="targetgroup/x/2",
                                                          startup_seconds=budget)}
@@ -318,7 +321,7 @@ def test_ec2_alarms_notify_the_encrypted_topic_and_watch_every_model_and_its_hos
     def check_stack():
         program = start("dev")
         inventory = program["inventory"]
-        fleets, lbs, gateway = program["fleets"], program["load_balancers"], program["gateway"]
+        fleets, lbs, gateway = program["platform"].fleets, program["platform"].load_balancers, program["gateway"]
         observability = program["observability"]
 
         def check(args):

@@ -25,7 +25,7 @@ import yaml
 from moto.server import ThreadedMotoServer
 from moto.servicequotas.models import ServiceQuotasBackend
 
-from components.catalog import INSTANCES
+from components.serving.catalog import INSTANCES
 from tools import preflight
 from tools.preflight import InstanceNeed, load_needs_from_stack_file, run_preflight
 

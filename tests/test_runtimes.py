@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from components import runtimes, sizing
+from components.serving import runtimes, sizing
 from components.config import parse_inventory
 from tests.stack_runs import inventory_of
 from tools import stack_files
@@ -39,7 +39,7 @@ def test_vllm_flags_come_from_the_sizing_plan_for_the_models_gpu():
     inv = inventory("dev")
     model = next(m for m in inv.models if m.runtime == "vllm")
     launch = runtimes.render_for_inventory(inv, model)
-    from components import catalog
+    from components.serving import catalog
     plan = sizing.plan_runtime(runtimes._catalog_model(model), catalog.get_instance(model.instance_type),
                                runtime="vllm", max_context=model.max_context, stack="dev",
                                model_name=model.name)
@@ -198,7 +198,7 @@ def test_drain_time_is_the_load_balancers_deregistration_delay():
 
 def test_an_inventory_image_override_replaces_the_catalog_image_and_counts_as_pinned():
     from components.config import parse_inventory
-    from components.runtimes import render_for_inventory
+    from components.serving.runtimes import render_for_inventory
     from tests.stack_runs import inventory_of
 
     raw = inventory_of("staging")

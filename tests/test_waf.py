@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from components.config import Waf
-from components.waf import (
+from components.gateway.waf import (
     ALWAYS_COUNT,
     COMMON_RULE_SET,
     REDACTED_HEADERS,
@@ -181,7 +181,7 @@ def test_the_web_acl_is_associated_with_the_stage_with_size_and_rate_rules(stack
     assert {"rate-per-ip", "request-size", "aws-common"} <= names
     association = run.one("aws:wafv2/webAclAssociation:WebAclAssociation", "gateway-waf-association")
     stage = run.one(STAGE, "gateway-stage")
-    # Referencing stage.arn orders the association after the stage (PITFALLS.md).
+    # Referencing stage.arn orders the association after the stage, which must exist first.
     assert stage.urn in association.property_dependencies["resourceArn"]
     assert acl.urn in association.property_dependencies["webAclArn"]
 

@@ -8,7 +8,7 @@ seq len ... is larger than the maximum number of tokens that can be stored in KV
 cache"). Two kinds of point:
 
 - capacity: predict the KV tokens from first principles (device memory, utilization,
-  weights, overhead model) with ``components.sizing.gpu_memory_budget``. Target: never
+  weights, overhead model) with ``components.serving.sizing.gpu_memory_budget``. Target: never
   more than 5% above what vLLM allocated (a plan must not over-promise) and at most 20%
   below (a plan must not waste the GPU).
 - formula: the log states the KV memory vLLM had; predict the tokens from it with
@@ -29,8 +29,8 @@ if __package__ in (None, ""):
     # Run as a script (`python tools/bench_kv.py`): make the repository importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.catalog import ModelSpec, get_model, get_reference_model
-from components.sizing import GIB, KV_BLOCK_TOKENS, gpu_memory_budget, kv_bytes_per_token
+from components.serving.catalog import ModelSpec, get_model, get_reference_model
+from components.serving.sizing import GIB, KV_BLOCK_TOKENS, gpu_memory_budget, kv_bytes_per_token
 
 OVER_LIMIT = 0.05
 UNDER_LIMIT = 0.20

@@ -4,7 +4,7 @@ docs/CLIENTS.md tells API consumers the same rules in prose; the smoke test uses
 module so that what we check after a deploy is what we ask clients to do.
 
 Why these rules (the guide's "Retries" and "Timeouts" sections, and the gateway facts
-in shared/design/PITFALLS.md):
+in docs/GATEWAY.md and AWS's response streaming and throttling documentation):
 - Only 429, 502, 503 and 504 and timeouts are transient. 429 is the usage plan saying
   "later"; 502/503/504 are the gateway or the model server saying it could not take
   the request (no healthy target, overloaded queue, integration timeout). A 400 needs

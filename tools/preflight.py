@@ -41,7 +41,7 @@ import boto3
 import botocore.exceptions
 import yaml
 
-from components.catalog import INSTANCES, QUOTA_G_AND_VT, QUOTA_NAMES, QUOTA_P
+from components.serving.catalog import INSTANCES, QUOTA_G_AND_VT, QUOTA_NAMES, QUOTA_P
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BLOCKER, WARNING, OK = "blocker", "warning", "ok"
@@ -168,7 +168,7 @@ def _check_catalog_and_gpu(instance_type: str, described: dict[str, Any] | None,
     spec = INSTANCES.get(instance_type)
     if spec is None:
         findings.append(Finding(BLOCKER, "catalog", instance_type,
-                                "not in components/catalog.py, so no runtime can be sized for "
+                                "not in components/serving/catalog.py, so no runtime can be sized for "
                                 f"it; catalog types: {', '.join(sorted(INSTANCES))}"))
         return
     if described is None:
@@ -180,7 +180,7 @@ def _check_catalog_and_gpu(instance_type: str, described: dict[str, Any] | None,
         shown = ", ".join(f"{c} x {n} {m} MiB" for n, c, m in actual) or "no GPUs"
         findings.append(Finding(BLOCKER, "gpu", instance_type,
                                 f"AWS reports {shown}; the catalog assumes {expected[1]} x "
-                                f"{expected[0]} {expected[2]} MiB. Fix components/catalog.py "
+                                f"{expected[0]} {expected[2]} MiB. Fix components/serving/catalog.py "
                                 "before sizing runs on it"))
     else:
         findings.append(Finding(OK, "gpu", instance_type,

@@ -35,20 +35,14 @@ import dataclasses
 import json
 import os
 import secrets
-import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import boto3
 import requests
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
 
 from tools.client_policy import (
     BUFFERED_TIMEOUTS,
@@ -63,34 +57,23 @@ from tools.client_policy import (
     parse_retry_after,
     send,
 )
+from tools.smoke_key import MASK, Redactor, fetch_api_key
+from tools.smoke_target import (
+    CannotRun,
+    SmokeTarget,
+    read_stack_outputs,
+    target_from_outputs,
+)
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_CANNOT_RUN = 2
 
-# The stack outputs this tool reads. __main__.py must export exactly these names.
-OUTPUT_API_ENDPOINT = "api_endpoint"
-OUTPUT_SERVED_MODELS = "served_models"
-OUTPUT_REGION = "region"
-OUTPUT_TIER_LIMITS = "smoke_tier_limits"
-OUTPUT_MAX_REQUEST_BYTES = "max_request_bytes"
-OUTPUT_API_KEY_ID = "smoke_api_key_id"
-OUTPUT_API_KEY_SECRET_ARN = "smoke_api_key_secret_arn"
-# Optional: {served model: its OpenAI base URL} when the gateway routes each model under
-# its own path (one VPC link and NLB per model) instead of one shared <api_endpoint>/v1.
-OUTPUT_MODEL_BASE_URLS = "model_endpoints"
-
-# `pulumi stack output --show-secrets=false` prints secret outputs as this string.
-PULUMI_SECRET_PLACEHOLDER = "[secret]"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PULUMI_TIMEOUT_S = 120
-
 API_KEY_HEADER = "x-api-key"
 USER_AGENT = "deepseek-serving-smoke/1"
-MASK = "****"
 # Plain http is accepted only where no key can leak on the way: tests on this machine.
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 ERROR_FIELDS = ("message", "type", "code", "request_id")
+
 
 SMOKE_PROMPT = "Reply with the single word: ok"
 CHAT_MAX_TOKENS = 8
@@ -107,32 +90,6 @@ MAX_PACING_INTERVAL_S = 2.0
 SNIPPET_CHARS = 160
 
 
-class CannotRun(Exception):
-    """Bad input or setup: reported as one message and exit status 2, no traceback."""
-
-
-@dataclass(frozen=True)
-class SmokeTarget:
-    """What the stack says it deployed, validated."""
-
-    api_endpoint: str
-    served_models: tuple[str, ...]
-    # The OpenAI base URL (the part before /models, /chat/completions) of each model.
-    model_base_urls: dict[str, str]
-    region: str
-    tier_rate: float
-    tier_burst: int
-    max_request_bytes: int
-    api_key_id: Optional[str]
-    api_key_secret_arn: Optional[str]
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    value: str
-    source: str
-
-
 @dataclass(frozen=True)
 class CheckResult:
     name: str
@@ -140,285 +97,6 @@ class CheckResult:
     got: str
     ok: bool
     detail: str
-
-
-class Redactor:
-    """Replaces every known secret in text with a mask before it is printed.
-
-    Applied to all output, not only where the key is used on purpose: a gateway or
-    model server that echoes request headers in an error body would otherwise put
-    the key into CI logs through a check's detail column.
-    """
-
-    def __init__(self) -> None:
-        self._secrets: list[str] = []
-
-    def add(self, secret: str) -> None:
-        if secret:
-            self._secrets.append(secret)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-def read_stack_outputs(stack: Optional[str], outputs_path: Optional[str]) -> tuple[dict, str]:
-    """The stack outputs as a dict, and a phrase naming where they came from."""
-    if outputs_path:
-        path = Path(outputs_path)
-        source = f"outputs file {path}"
-        if not path.is_file():
-            raise CannotRun(
-                f"{source} does not exist; write it with "
-                f"`pulumi stack output --json --stack <name> > {path}`, "
-                "or leave out --outputs to read the stack directly"
-            )
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise CannotRun(f"cannot read {source}: {error}") from None
-    else:
-        source = f"stack {stack}"
-        command = ["pulumi", "stack", "output", "--json", "--show-secrets=false", "--stack", stack]
-        try:
-            completed = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=PULUMI_TIMEOUT_S,
-                cwd=PROJECT_ROOT,
-            )
-        except FileNotFoundError:
-            raise CannotRun(
-                "the pulumi CLI is not on PATH; install it, or save the outputs elsewhere "
-                "with `pulumi stack output --json` and pass them with --outputs FILE"
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise CannotRun(
-                f"`{' '.join(command)}` did not finish within {PULUMI_TIMEOUT_S} s"
-            ) from None
-        if completed.returncode != 0:
-            reason = completed.stderr.strip().splitlines()[-1:] or ["no error output"]
-            raise CannotRun(
-                f"`{' '.join(command)}` failed with exit status {completed.returncode}: {reason[0]}"
-            )
-        text = completed.stdout
-    try:
-        outputs = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CannotRun(
-            f"{source} is not JSON ({error.msg} at line {error.lineno} column {error.colno})"
-        ) from None
-    if not isinstance(outputs, dict):
-        raise CannotRun(f"{source} must be a JSON object of output names to values")
-    return outputs, source
-
-
-def _output(outputs: dict, name: str, source: str) -> Any:
-    if outputs.get(name) is None:
-        raise CannotRun(
-            f"{source} has no output '{name}'; the stack must export it "
-            f'(pulumi.export("{name}", ...)) for the smoke test'
-        )
-    value = outputs[name]
-    if value == PULUMI_SECRET_PLACEHOLDER:
-        raise CannotRun(
-            f"output '{name}' in {source} is a secret (shown as {PULUMI_SECRET_PLACEHOLDER}); "
-            "it is not sensitive, so export it as a plain value"
-        )
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _base_url(value: Any, name: str, source: str) -> str:
-    parts = urllib.parse.urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
-        raise CannotRun(
-            f"output '{name}' in {source} is {value!r}; expected the base URL of the API "
-            "including its stage, e.g. https://abc.execute-api.us-east-1.amazonaws.com/v1"
-        )
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-        raise CannotRun(
-            f"output '{name}' in {source} is plain http ({value}); the API key travels in a "
-            "header, so the endpoint must be https"
-        )
-    if parts.query or parts.fragment:
-        raise CannotRun(f"output '{name}' in {source} ({value}) has a query or fragment; expected a base URL")
-    return value.rstrip("/")
-
-
-def target_from_outputs(outputs: dict, source: str) -> SmokeTarget:
-    """Validate the outputs the smoke test needs; each error names the output and the fix."""
-    endpoint = _base_url(_output(outputs, OUTPUT_API_ENDPOINT, source), OUTPUT_API_ENDPOINT, source)
-
-    models = _output(outputs, OUTPUT_SERVED_MODELS, source)
-    if (
-        not isinstance(models, list)
-        or not models
-        or not all(isinstance(m, str) and m for m in models)
-    ):
-        raise CannotRun(
-            f"output '{OUTPUT_SERVED_MODELS}' in {source} is {models!r}; expected a non-empty "
-            "list of served model names"
-        )
-
-    region = _output(outputs, OUTPUT_REGION, source)
-    if not isinstance(region, str) or not region:
-        raise CannotRun(f"output '{OUTPUT_REGION}' in {source} is {region!r}; expected e.g. us-east-1")
-
-    limits = _output(outputs, OUTPUT_TIER_LIMITS, source)
-    rate = limits.get("rate") if isinstance(limits, dict) else None
-    burst = limits.get("burst") if isinstance(limits, dict) else None
-    if not (_is_number(rate) and rate > 0 and _is_number(burst) and burst >= 1 and burst == int(burst)):
-        raise CannotRun(
-            f"output '{OUTPUT_TIER_LIMITS}' in {source} is {limits!r}; expected "
-            '{"rate": <requests per second > 0>, "burst": <integer >= 1>} of the smoke key\'s tier'
-        )
-
-    max_bytes = _output(outputs, OUTPUT_MAX_REQUEST_BYTES, source)
-    if not (_is_number(max_bytes) and max_bytes == int(max_bytes) and max_bytes > 0):
-        raise CannotRun(
-            f"output '{OUTPUT_MAX_REQUEST_BYTES}' in {source} is {max_bytes!r}; expected a "
-            "positive integer (the body size limit the gateway enforces)"
-        )
-
-    base_urls = {model: f"{endpoint}/v1" for model in models}
-    if outputs.get(OUTPUT_MODEL_BASE_URLS) is not None:
-        per_model = _output(outputs, OUTPUT_MODEL_BASE_URLS, source)
-        if not isinstance(per_model, dict) or set(per_model) != set(models):
-            listed = sorted(per_model) if isinstance(per_model, dict) else per_model
-            raise CannotRun(
-                f"output '{OUTPUT_MODEL_BASE_URLS}' in {source} maps {listed!r}; expected one "
-                f"base URL for each served model: {', '.join(models)}"
-            )
-        base_urls = {
-            model: _base_url(url, f"{OUTPUT_MODEL_BASE_URLS}.{model}", source) for model, url in per_model.items()
-        }
-
-    key_id = outputs.get(OUTPUT_API_KEY_ID)
-    secret_arn = outputs.get(OUTPUT_API_KEY_SECRET_ARN)
-    if key_id is None and secret_arn is None:
-        raise CannotRun(
-            f"{source} has neither '{OUTPUT_API_KEY_ID}' (an API Gateway key id) nor "
-            f"'{OUTPUT_API_KEY_SECRET_ARN}' (a Secrets Manager secret holding the key); "
-            "export one of them for the smoke test"
-        )
-    # The key id is preferred: it needs no second copy of the key in Secrets Manager.
-    if key_id is not None:
-        key_id = _output(outputs, OUTPUT_API_KEY_ID, source)
-        if not isinstance(key_id, str) or not key_id:
-            raise CannotRun(f"output '{OUTPUT_API_KEY_ID}' in {source} is {key_id!r}; expected a key id")
-        secret_arn = None
-    else:
-        secret_arn = _output(outputs, OUTPUT_API_KEY_SECRET_ARN, source)
-        if not isinstance(secret_arn, str) or not secret_arn.startswith("arn:"):
-            raise CannotRun(
-                f"output '{OUTPUT_API_KEY_SECRET_ARN}' in {source} is {secret_arn!r}; "
-                "expected a Secrets Manager secret ARN"
-            )
-
-    return SmokeTarget(
-        api_endpoint=endpoint,
-        served_models=tuple(models),
-        model_base_urls=base_urls,
-        region=region,
-        tier_rate=float(rate),
-        tier_burst=int(burst),
-        max_request_bytes=int(max_bytes),
-        api_key_id=key_id,
-        api_key_secret_arn=secret_arn,
-    )
-
-
-# --------------------------------------------------------------------------- API key
-
-
-def _key_from_secret(reply: dict, arn: str) -> Optional[str]:
-    """A secret holds the key as plain text or as JSON {"api_key": "..."}."""
-    if reply.get("SecretString") is not None:
-        text = reply["SecretString"]
-    elif reply.get("SecretBinary") is not None:
-        try:
-            text = bytes(reply["SecretBinary"]).decode("utf-8")
-        except UnicodeDecodeError:
-            raise CannotRun(f"secret {arn} holds binary data that is not UTF-8 text; store the key as text") from None
-    else:
-        return None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError:
-        return text
-    if isinstance(document, dict):
-        if "api_key" not in document:
-            raise CannotRun(
-                f"secret {arn} is a JSON object without an 'api_key' field "
-                f"(fields: {', '.join(sorted(document)) or 'none'}); store the key as plain "
-                'text or as {"api_key": "..."}'
-            )
-        return document["api_key"] if isinstance(document["api_key"], str) else None
-    # A key that happens to parse as JSON (all digits, say) is still the key.
-    return text
-
-
-def fetch_api_key(target: SmokeTarget, *, region: str, aws_endpoint_url: Optional[str]) -> ApiKey:
-    config = BotoConfig(
-        connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"}
-    )
-    if target.api_key_id:
-        where = f"API Gateway key {target.api_key_id} in {region}"
-    else:
-        where = f"Secrets Manager secret {target.api_key_secret_arn}"
-    service = "apigateway" if target.api_key_id else "secretsmanager"
-    try:
-        session = boto3.session.Session(region_name=region)
-        try:
-            client = session.client(service, endpoint_url=aws_endpoint_url, config=config)
-        except ValueError as error:
-            # botocore raises a bare ValueError for a malformed endpoint URL.
-            if aws_endpoint_url:
-                raise CannotRun(
-                    f"--aws-endpoint-url {aws_endpoint_url!r} is not a valid URL ({error}); "
-                    "give e.g. http://127.0.0.1:5000, or leave it out to use AWS"
-                ) from None
-            raise CannotRun(f"cannot set up an AWS client to read {where}: {error}") from None
-        if target.api_key_id:
-            reply = client.get_api_key(apiKey=target.api_key_id, includeValue=True)
-            if reply.get("enabled") is False:
-                raise CannotRun(f"{where} is disabled; enable it or export another key")
-            value = reply.get("value")
-        else:
-            reply = client.get_secret_value(SecretId=target.api_key_secret_arn)
-            value = _key_from_secret(reply, target.api_key_secret_arn)
-    except ProfileNotFound as error:
-        raise CannotRun(
-            f"{error}; set AWS_PROFILE to a profile in your AWS config (aws configure list-profiles) "
-            "or unset it"
-        ) from None
-    except NoCredentialsError:
-        raise CannotRun(
-            f"no AWS credentials to read {where}; log in (aws sso login, or set AWS_PROFILE) "
-            "with a role that may read it"
-        ) from None
-    except ClientError as error:
-        details = error.response.get("Error", {})
-        raise CannotRun(
-            f"could not read {where}: {details.get('Code', 'error')}: {details.get('Message', '')}".rstrip(": ")
-        ) from None
-    except BotoCoreError as error:
-        raise CannotRun(f"could not reach AWS to read {where}: {error}") from None
-    # Keys pasted into secrets often carry a trailing newline, which is not part of the
-    # key and makes the header invalid.
-    value = value.strip() if isinstance(value, str) else ""
-    if not value:
-        raise CannotRun(f"{where} returned no key value")
-    return ApiKey(value=value, source=where)
 
 
 # --------------------------------------------------------------------------- checks

@@ -55,7 +55,7 @@ def inventory_with_models(count: int, template: Optional[dict[str, Any]] = None)
 
 def _fit_tiers(inventory: dict[str, Any], count: int) -> None:
     """Halve tier rate and burst until the gateway's throttle check accepts them."""
-    from components.api_gateway import ThrottleError, gateway_throttles
+    from components.gateway.api import ThrottleError, gateway_throttles
 
     stack = stack_name(count)
     for _ in range(32):

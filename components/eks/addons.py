@@ -35,7 +35,7 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.eks_cluster import (DEVICE_PLUGIN_LABEL, GPU_TOLERATION, POOL_LABEL, SYSTEM_POOL,
+from components.eks.cluster import (DEVICE_PLUGIN_LABEL, GPU_TOLERATION, POOL_LABEL, SYSTEM_POOL,
                                     GpuCluster)
 
 # Pinned charts: (repository, chart, version). Sources for the versions:
@@ -80,7 +80,7 @@ class ClusterAddonsArgs:
     target_group_tags: dict[str, str]
     partition: str = "aws"
     # Alert rules for the Prometheus server (a rule file's content) and the Alertmanager
-    # (host:port) it sends them to: components/k8s_monitoring.py. None: no alerting.
+    # (host:port) it sends them to: components/eks/monitoring.py. None: no alerting.
     alert_rules: Optional[dict] = None
     alertmanager_target: Optional[str] = None
 
@@ -277,7 +277,7 @@ class ClusterAddons(pulumi.ComponentResource):
         if alert_rules is not None and alertmanager_target is not None:
             # The same series the autoscaler reads, judged by the same server (no second
             # pipeline): rules from the inventory thresholds, alerts to the Alertmanager that
-            # publishes to the stack's SNS topic (components/k8s_monitoring.py). rule_files is
+            # publishes to the stack's SNS topic (components/eks/monitoring.py). rule_files is
             # explicit rather than inherited from the chart's defaults.
             values["server"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager_target]}]}]
             values["serverFiles"]["alerting_rules.yml"] = alert_rules

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
-from components.catalog import (
+from components.serving.catalog import (
     InstanceSpec,
     ModelSpec,
     get_runtime_image,

@@ -1,7 +1,7 @@
 """Facts the sizing and the fleet are built on: model architectures, GPU instance types, runtime images.
 
 Everything here is a fact with a source, not a tunable: the tunables live in the stack
-inventory and the derivations in `components.sizing`. Where a value could not be
+inventory and the derivations in `components.serving.sizing`. Where a value could not be
 confirmed against public material the entry says so (``verified=False`` or a comment),
 so a reviewer knows what to double-check before trusting it.
 

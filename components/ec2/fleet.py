@@ -15,23 +15,24 @@ a restart policy" (the serving guide's simplest production shape), done properly
   100% healthy (launch before terminate); target tracking on requests waiting per replica,
   a serving metric, never CPU. Scale-in waits for the target group's deregistration delay,
   so streams in flight finish before an instance terminates.
-Host configuration is rendered by components/host_provisioning.py.
+Host configuration is rendered by components/ec2/host.py.
 """
 from __future__ import annotations
 
 import base64
 import json
 import math
-import secrets
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
 
-from components import host_provisioning, runtimes
+from components.ec2 import host as host_provisioning
+from components.serving import runtimes
 from components.config import Inventory, Model
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
+from components.backend_key import BackendApiKey, backend_key_secret_name
 from components.iam import service_trust_policy_json
 
 # AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), x86_64: NVIDIA
@@ -79,11 +80,6 @@ def health_check_grace_seconds(launch: runtimes.RuntimeLaunch) -> int:
     return int(math.ceil(total / 60.0)) * 60
 
 
-def backend_key_secret_name(stack: str, model_name: str) -> str:
-    """Fixed so host user data can name the secret at preview (its ARN is unknown then)."""
-    return f"deepseek/{stack}/{model_name}/backend-api-key"
-
-
 def runtime_log_group_name(stack: str, model_name: str) -> str:
     return f"/deepseek/{stack}/{model_name}/runtime"
 
@@ -109,40 +105,6 @@ def ec2_load_balancer_args(inventory: Inventory, model: Model, *, vpc_id: pulumi
         cross_zone=settings.cross_zone,
         unhealthy_draining_seconds=settings.unhealthy_draining_seconds,
         deletion_protection=inventory.environment == "prod")
-
-
-class BackendApiKey(pulumi.ComponentResource):
-    """The shared secret between the gateway's integration and one model's runtime.
-
-    The value is generated once by the program and kept: later runs generate a new
-    candidate that `ignore_changes` discards, so the key only rotates when its version is
-    replaced on purpose (see components/NOTES_backend_auth.md).
-    """
-
-    secret_arn: pulumi.Output[str]
-    secret_name: str
-    value: pulumi.Output[str]
-
-    def __init__(self, name: str, *, secret_name: str, kms_key_arn: pulumi.Input[str],
-                 opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("deepseek:gpu_fleet:BackendApiKey", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        self.secret_name = secret_name
-        secret = aws.secretsmanager.Secret(
-            f"{name}-secret", name=secret_name, kms_key_id=kms_key_arn,
-            description="Backend API key the API gateway sends to this model's runtime",
-            recovery_window_in_days=7, opts=child)
-        version = aws.secretsmanager.SecretVersion(
-            f"{name}-value", secret_id=secret.id,
-            secret_string=pulumi.Output.secret(secrets.token_urlsafe(48)),
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["secretString"],
-                                        additional_secret_outputs=["secretString"]))
-        self.secret_arn = secret.arn
-        self.value = pulumi.Output.secret(version.secret_string)
-        # Changes exactly when the key is rotated (a new version), and is no secret: what
-        # pod templates and gateway redeploys key on. Unknown until the version exists.
-        self.version_id = version.version_id
-        self.register_outputs({"secret_arn": self.secret_arn, "secret_name": secret_name})
 
 
 class GpuFleet(pulumi.ComponentResource):

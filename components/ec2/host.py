@@ -33,8 +33,8 @@ from typing import Optional
 
 import yaml
 
-from components.runtimes import RuntimeLaunch
-from components.weights import VERIFY_WEIGHTS_SH
+from components.serving.runtimes import RuntimeLaunch
+from components.serving.weights import VERIFY_WEIGHTS_SH
 
 CONTAINER = "deepseek-runtime"
 STATE_DIR = "/run/deepseek"
@@ -522,5 +522,5 @@ def render_user_data(plan: HostPlan) -> str:
     if len(text.encode()) > USER_DATA_LIMIT:
         raise HostProvisioningError(
             f"model {plan.model_name}: rendered user data is {len(text.encode())} bytes, over "
-            f"EC2's {USER_DATA_LIMIT}; shorten the scripts in components/host_provisioning.py")
+            f"EC2's {USER_DATA_LIMIT}; shorten the scripts in components/ec2/host.py")
     return text

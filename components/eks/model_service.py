@@ -7,7 +7,7 @@ them without the mock engine, and the component only turns them into resources.
 
 Decisions (why, not what):
 - API key delivery: the backend key is the same per-model secret the EC2 path uses (see
-  components/NOTES_backend_auth.md): generated once in the program, a Pulumi secret in
+  docs/BACKEND_AUTH.md): generated once in the program, a Pulumi secret in
   state. Here it becomes a Kubernetes Secret (encrypted in etcd by the cluster's KMS
   envelope encryption) that the runtime reads through `valueFrom.secretKeyRef` into the
   variable the runtime documents (`VLLM_API_KEY`, TGI `API_KEY`). It is never an argument
@@ -50,15 +50,15 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.catalog import InstanceSpec, get_instance
+from components.serving.catalog import InstanceSpec, get_instance
+from components.backend_key import BackendApiKey, backend_key_secret_name
 from components.config import Inventory, Model
-from components.weights import VERIFY_WEIGHTS_SH
-from components.eks_cluster import GPU_TOLERATION, GpuCluster
-from components.gpu_fleet import BackendApiKey, backend_key_secret_name
-from components.k8s_addons import (MONITORING_NAMESPACE, PART_OF_LABEL, PART_OF_VALUE,
+from components.serving.weights import VERIFY_WEIGHTS_SH
+from components.eks.cluster import GPU_TOLERATION, GpuCluster
+from components.eks.addons import (MONITORING_NAMESPACE, PART_OF_LABEL, PART_OF_VALUE,
                                    ClusterAddons)
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
-from components.runtimes import RuntimeLaunch
+from components.serving.runtimes import RuntimeLaunch
 
 # aws-cli v2 (Pod Identity credentials need >= 2.15), pinned by the digest several
 # independent public deployments record for this tag (code search: "amazon/aws-cli:2.17.0@

@@ -1,7 +1,8 @@
 """The WAFv2 web ACL in front of the API stage: per-IP rate limit, body size, AWS common rules.
 
 API keys and usage plans meter known callers; AWS says usage-plan throttles are best
-effort and keys should not be the only control (PITFALLS.md). The web ACL is evaluated
+effort and keys should not be the only control ("Usage plans and API keys",
+https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-api-usage-plans.html). The web ACL is evaluated
 before API Gateway authenticates anything, so it also sheds unauthenticated floods.
 
 Rules, in evaluation order:
@@ -46,7 +47,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import Waf as WafSettings
-from components.gateway_responses import error_body
+from components.gateway.responses import error_body
 
 COMMON_RULE_SET = "AWSManagedRulesCommonRuleSet"
 # Blocks every body over 8 KB: always counted, never blocking (see the module docstring).

@@ -1,7 +1,7 @@
 """How each model server is launched: image, flags, environment, routes and budgets, as plain data.
 
 Both platforms consume the same `RuntimeLaunch`: the EC2 platform renders it into a systemd
-unit and cloud-init (components/host_provisioning.py), the EKS platform into a container
+unit and cloud-init (components/ec2/host.py), the EKS platform into a container
 spec and probes. Keeping the launch here means a flag is decided once, and the policy pack
 and the tests check the same values that run.
 
@@ -20,7 +20,7 @@ a Pulumi plan (root on the host can still read a container's environment, for ex
   network (the host or pod admits only the load balancer).
 
 Capacity flags (context length, batch token budgets, concurrency caps, queue limits) come
-from `_capacity_flags`, the single seam to components/sizing.py (`plan_runtime` for the
+from `_capacity_flags`, the single seam to components/serving/sizing.py (`plan_runtime` for the
 catalog architecture and instance type); explicit `model.runtime_overrides` are passed to
 sizing as flag overrides, win over derived values and are checked there. Entry points:
 `render_for_inventory(inventory, model)` (GPU facts from the catalog) and
@@ -311,12 +311,12 @@ def _image_for(runtime: str) -> str:
     image is still pinned by tag (never `latest`) and `image_pinned_by_digest` says so, so the
     policy pack and the prod checks can refuse it.
     """
-    from components import catalog  # local import: the catalog is a sibling concern
+    from components.serving import catalog  # local import: the catalog is a sibling concern
 
     image = catalog.get_runtime_image(runtime)
     if not image.tag or image.tag == "latest":
         raise LaunchError(f"runtime image for {runtime} must be pinned to a release tag, "
-                            f"not {image.tag or 'no tag'!r}; fix components/catalog.py")
+                            f"not {image.tag or 'no tag'!r}; fix components/serving/catalog.py")
     reference = image.reference
     if image.digest and not re.match(r"^[^\s@]+:[^\s@/]+@sha256:[0-9a-f]{64}$", reference):
         raise LaunchError(f"runtime image for {runtime} must read repository:tag@sha256:<64 hex>; "
@@ -325,14 +325,14 @@ def _image_for(runtime: str) -> str:
 
 
 def image_pinned_by_digest(runtime: str) -> bool:
-    from components import catalog
+    from components.serving import catalog
 
     return catalog.get_runtime_image(runtime).pinned_by_digest
 
 
 def _catalog_model(model: Model):
     """The catalog's architecture entry for the inventory model (matched by repository)."""
-    from components import catalog
+    from components.serving import catalog
 
     return next((spec for spec in catalog.MODELS.values() if spec.hf_repo == model.hf_repo), None)
 
@@ -344,7 +344,7 @@ def _weights_gib(model: Model) -> float:
     """Weight size on disk (GiB): sizing's weight bytes for the catalog architecture."""
     spec = _catalog_model(model)
     if spec is not None:
-        from components import sizing
+        from components.serving import sizing
 
         quantization = SIZING_QUANTIZATION[model.quantization] or sizing.default_quantization(spec, model.runtime)
         return round(sizing.weight_bytes(spec, quantization) / 2**30, 1)
@@ -356,7 +356,7 @@ def _weights_gib(model: Model) -> float:
 
 def gpu_facts(inventory: Inventory, model: Model) -> tuple[int, float]:
     """(GPU count, usable GiB per GPU) of the instance type the model runs on, from the catalog."""
-    from components import catalog
+    from components.serving import catalog
 
     instance = catalog.get_instance(inventory.gpu_instance_type(model))
     return instance.gpu_count, instance.gpu.usable_gib
@@ -379,7 +379,7 @@ def _capacity_flags(inventory: Inventory, model: Model, *, gpu_count: int,
     spec = _catalog_model(model)
     if spec is None:
         return _from_inventory(model, gpu_count)
-    from components import catalog, sizing
+    from components.serving import catalog, sizing
 
     instance = catalog.get_instance(inventory.gpu_instance_type(model))
     if instance.gpu_count != gpu_count or abs(instance.gpu.usable_gib - gpu_memory_gib) > 0.5:

@@ -1,6 +1,6 @@
 """EKS: alert rules on the cluster's Prometheus, and the Alertmanager that sends them to the stack's topic.
 
-The scrape path is the one the autoscaler already uses (components/k8s_addons.py): the
+The scrape path is the one the autoscaler already uses (components/eks/addons.py): the
 in-cluster Prometheus server scrapes the model pods' /metrics (job `model-servers`, pods that
 opt in with prometheus.io/* annotations, labelled `namespace` and `pod`) and the DCGM
 exporter (job `dcgm-exporter`, GPU series labelled with the consuming pod's namespace and
@@ -37,11 +37,11 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.alerting import RUNBOOK, STUCK_GPU_PERCENT
 from components.config import Inventory, Model, Thresholds
-from components.eks_cluster import POOL_LABEL, SYSTEM_POOL, GpuCluster
-from components.k8s_addons import MONITORING_NAMESPACE, ClusterAddons
-from components.observability import STUCK_GPU_PERCENT, RUNBOOK
-from components.runtimes import RuntimeLaunch, render_for_inventory
+from components.eks.cluster import POOL_LABEL, SYSTEM_POOL, GpuCluster
+from components.eks.addons import MONITORING_NAMESPACE, ClusterAddons
+from components.serving.runtimes import RuntimeLaunch, render_for_inventory
 
 ALERTMANAGER = "alertmanager"
 ALERTMANAGER_PORT = 9093

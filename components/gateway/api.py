@@ -12,10 +12,11 @@ plus the Cognito or Lambda authorizer when the inventory names one.
 Integrations. HTTP_PROXY over a VPC link (v1) to the model's internal NLB, HTTPS with the
 internal certificate's host name in the URI (it sets Host and the name verified; the
 link, not DNS, picks the NLB). `response_transfer_mode` is STREAM when the inventory
-streams (SSE tokens as generated, up to 15 minutes; PITFALLS.md) and BUFFERED otherwise:
+streams (SSE tokens as generated, up to 15 minutes, idle timeout 5 minutes on regional endpoints:
+https://docs.aws.amazon.com/apigateway/latest/developerguide/response-transfer-mode.html) and BUFFERED otherwise:
 once STREAM was set, going back needs an explicit BUFFERED (pulumi-aws v7
 `Integration.response_transfer_mode`). The integration replaces the client's
-`Authorization` header with the runtime's own key (components/NOTES_backend_auth.md), so
+`Authorization` header with the runtime's own key (docs/BACKEND_AUTH.md), so
 client credentials never reach a model server, and passes the gateway's request id as
 `X-Request-Id`.
 
@@ -38,7 +39,7 @@ role: it is one per account and region, so two stacks in one account and region 
 Throttles. Usage plans (one per tier) meter each key; stage method throttling caps what
 all keys together send to a model, because per-key limits add up across keys. API Gateway
 applies a method setting to each method on its own, so a model's capacity
-(`gateway_throttles`, from components/sizing.py) is split across the methods that can
+(`gateway_throttles`, from components/serving/sizing.py) is split across the methods that can
 generate (`route_throttles`): together they never exceed what the replicas serve.
 """
 from __future__ import annotations
@@ -55,11 +56,12 @@ import pulumi_aws as aws
 from components.config import PROJECT, Authorizer as AuthorizerSettings
 from components.config import Gateway as GatewaySettings
 from components.config import Inventory, Model, SecretRef, stack_file_for
-from components.gateway_responses import GatewayResponseSpec, render_gateway_responses
-from components.waf import GatewayWaf, GatewayWafArgs
+from components.gateway.responses import GatewayResponseSpec, render_gateway_responses
+from components.gateway.waf import GatewayWaf, GatewayWafArgs
 from components.iam import service_trust_policy_json
 
-# API Gateway's payload limit: nothing larger can arrive (PITFALLS.md).
+# API Gateway's payload limit: nothing larger can arrive (REST API quotas, "Payload size":
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html#api-gateway-execution-service-limits-table).
 GATEWAY_PAYLOAD_LIMIT = 10 * 1024 * 1024
 # Account-level burst ceiling for API Gateway method throttling.
 MAX_BURST = 5000
@@ -259,13 +261,13 @@ def api_definition(settings: GatewaySettings, backends: Sequence[Backend],
 def derive_max_request_bytes(settings: GatewaySettings, models: Sequence[Model]) -> int:
     """The body size limit: the inventory's, or what the longest context can need.
 
-    Derived with the runtimes' own rule (components/runtimes.py `request_bytes_for`: 8
+    Derived with the runtimes' own rule (components/serving/runtimes.py `request_bytes_for`: 8
     bytes per token, enough for JSON-escaped non-ASCII text, plus a 64 KiB envelope for
     the chat structure), over the largest `max_context`, capped at API Gateway's 10 MB.
     """
     if settings.max_request_bytes is not None:
         return settings.max_request_bytes
-    from components.runtimes import request_bytes_for
+    from components.serving.runtimes import request_bytes_for
 
     return min(GATEWAY_PAYLOAD_LIMIT, max(request_bytes_for(m.max_context) for m in models))
 
@@ -274,7 +276,7 @@ class ThrottleError(ValueError):
     """Gateway throttles the models cannot serve; the message names key, value and fix."""
 
 
-# Inventory runtime_overrides keys -> the flag names components/sizing.py plans with.
+# Inventory runtime_overrides keys -> the flag names components/serving/sizing.py plans with.
 _SIZING_FLAGS = {
     "max_model_len": "--max-model-len", "max_num_seqs": "--max-num-seqs",
     "max_num_batched_tokens": "--max-num-batched-tokens",
@@ -290,15 +292,15 @@ _SIZING_QUANTIZATION = {"none": None, "q4_k_m": "gguf_q4_k_m", "q8_0": "gguf_q8_
 
 
 def model_plan(inventory: Inventory, model: Model, stack: str):
-    """components/sizing.py's plan for one replica of an inventory model."""
-    from components import catalog, sizing
+    """components/serving/sizing.py's plan for one replica of an inventory model."""
+    from components.serving import catalog, sizing
 
     spec = next((s for s in catalog.MODELS.values() if s.hf_repo == model.hf_repo), None)
     if spec is None:
         raise ThrottleError(
             f"{stack_file_for(stack)}: model {model.name} ({model.hf_repo}) is not in the sizing "
             f"catalog, so its capacity (and the gateway throttle it allows) is unknown; add it to "
-            f"components/catalog.py")
+            f"components/serving/catalog.py")
     return sizing.plan_runtime(
         spec, catalog.get_instance(inventory.gpu_instance_type(model)), runtime=model.runtime,
         max_context=model.max_context,
@@ -316,12 +318,12 @@ def gateway_throttles(inventory: Inventory, stack: str, plans: Optional[Sequence
     """Check every tier against the models' capacity and derive the stage throttles.
 
     A tier's rate and burst apply to each key on its own; a single key must not be able
-    to ask for more than all replicas together serve (components/sizing.py
+    to ask for more than all replicas together serve (components/serving/sizing.py
     `check_throttle`: rate <= sum of capacity_rps x max_replicas, burst <= requests
     accepted at once). The stage throttle per model is that model's capacity, so the sum
     of many keys still cannot overrun one model. Raises ThrottleError naming the tier.
     """
-    from components import sizing
+    from components.serving import sizing
 
     plans = list(plans) if plans is not None else [model_plan(inventory, m, stack) for m in inventory.models]
     replicas = [m.max_replicas for m in inventory.models]
@@ -510,6 +512,25 @@ class ApiGateway(pulumi.ComponentResource):
             "max_request_bytes": self.max_request_bytes,
             "web_acl_arn": self.web_acl_arn,
         })
+
+    def stack_outputs(self) -> dict[str, Any]:
+        """The stack outputs clients and tools/smoke rely on (names documented in docs/CLIENTS.md).
+
+        Key values only ever as one secret output (`pulumi stack output --show-secrets`)."""
+        outputs = {
+            "api_endpoint": self.api_endpoint,
+            "model_endpoints": self.model_endpoints,
+            "served_models": self.served_models,
+            "rest_api_id": self.rest_api_id,
+            "stage_name": self.stage_name,
+            "tier_limits": self.tier_limits,
+            "max_request_bytes": self.max_request_bytes,
+            "api_key_ids": self.api_key_ids,
+            "api_key_values": self.api_key_values,
+        }
+        if self.smoke_api_key_id is not None:
+            outputs.update(smoke_api_key_id=self.smoke_api_key_id, smoke_tier_limits=self.smoke_tier_limits)
+        return outputs
 
     # ------------------------------------------------------------------ routes
 
