@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tools import diff
-from tools.diff import ABSENT, diff_plans, render_markdown
+from tools import diff_markdown, plan_diff
+from tools.diff_markdown import render_markdown
+from tools.plan_diff import ABSENT, diff_plans
 
 FIXTURES = ROOT / "tests" / "fixtures" / "diff"
 
@@ -52,7 +53,7 @@ def fixture_plans(tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def report(fixture_plans) -> diff.Report:
+def report(fixture_plans) -> plan_diff.Report:
     return diff_plans(fixture_plans["base"], fixture_plans["changed"])
 
 
@@ -61,11 +62,11 @@ def markdown(report) -> str:
     return render_markdown(report)
 
 
-def _changes(report: diff.Report, action: str) -> set[tuple[str, str]]:
+def _changes(report: plan_diff.Report, action: str) -> set[tuple[str, str]]:
     return {(r.type, r.name) for r in report.resources if r.action == action}
 
 
-def _resource(report: diff.Report, type_token: str, name: str) -> diff.ResourceChange:
+def _resource(report: plan_diff.Report, type_token: str, name: str) -> plan_diff.ResourceChange:
     matches = [r for r in report.resources if r.type == type_token and r.name == name]
     assert len(matches) == 1, f"{type_token} {name}: {matches}"
     return matches[0]
@@ -159,7 +160,7 @@ def test_the_report_never_shows_the_offline_secret_placeholder(markdown):
 # ---- pure cases -----------------------------------------------------------------------------
 
 def _plan(stack: str, resources: list[dict], diagnostics: list[dict] = (), outputs=None) -> dict:
-    plan = diff.empty_plan(stack)
+    plan = plan_diff.empty_plan(stack)
     for resource in resources:
         parent_type = resource.pop("parent_type", "pulumi:pulumi:Stack")
         resource.setdefault("urn", f"urn:pulumi:{stack}::deepseek-serving::{parent_type}"
@@ -181,7 +182,7 @@ def test_property_paths_read_like_json_paths():
               "tags": {"kubernetes.io/role": "x", "Name": "a"}}
     after = {"ingress": [{"cidrBlocks": ["0.0.0.0/0"], "fromPort": 443}],
              "tags": {"kubernetes.io/role": "y", "Name": "a"}}
-    paths = [(c.path, c.before, c.after) for c in diff.diff_values(before, after)]
+    paths = [(c.path, c.before, c.after) for c in plan_diff.diff_values(before, after)]
     assert paths == [("ingress[0].cidrBlocks[0]", "10.0.0.0/16", "0.0.0.0/0"),
                      ('tags["kubernetes.io/role"]', "x", "y")]
 
@@ -189,7 +190,7 @@ def test_property_paths_read_like_json_paths():
 def test_a_json_document_in_a_string_is_diffed_inside():
     before = json.dumps({"Statement": [{"Action": "s3:GetObject", "Effect": "Allow"}]})
     after = json.dumps({"Statement": [{"Action": "s3:*", "Effect": "Allow"}]})
-    [change] = diff.diff_values({"policy": before}, {"policy": after})
+    [change] = plan_diff.diff_values({"policy": before}, {"policy": after})
     assert (change.path, change.before, change.after) == (
         "policy<json>.Statement[0].Action", "s3:GetObject", "s3:*")
 
@@ -200,7 +201,7 @@ def test_base64_user_data_is_shown_as_a_line_diff():
     encode = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
     before = encode("#cloud-config\nruncmd:\n- serve --max-model-len 16384\n")
     after = encode("#cloud-config\nruncmd:\n- serve --max-model-len 32768\n")
-    [change] = diff.diff_values({"userData": before}, {"userData": after})
+    [change] = plan_diff.diff_values({"userData": before}, {"userData": after})
     assert change.path == "userData<base64>"
     assert "-- serve --max-model-len 16384" in change.text_diff
     assert "+- serve --max-model-len 32768" in change.text_diff
@@ -272,13 +273,13 @@ def test_no_changes_says_so():
 
 def test_a_long_report_is_cut_at_a_line_and_keeps_code_fences_closed():
     text = "intro\n```diff\n" + "+line\n" * 5000 + "```\n"
-    cut = diff.truncate(text, 2000)
+    cut = diff_markdown.truncate(text, 2000)
     assert len(cut) <= 2100 and cut.count("```") % 2 == 0 and "**Truncated**" in cut
-    assert diff.truncate("short\n", 2000) == "short\n"
+    assert diff_markdown.truncate("short\n", 2000) == "short\n"
 
 
 def test_absent_is_distinct_from_every_value():
-    assert ABSENT != None and ABSENT != "" and ABSENT == diff._Absent()  # noqa: E711
+    assert ABSENT != None and ABSENT != "" and ABSENT == plan_diff._Absent()  # noqa: E711
 
 
 # ---- the CLI, end to end in a throwaway git repository -----------------------------------

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import diff, manifests, preflight, preview, smoke
+from tools import diff, diff_markdown, manifests, plan_diff, preflight, preview, smoke
+from tools.plan import SCHEMA
 from tools.stack_files import StackFileError, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def assert_refused(code: int, err: str, *fragments: str) -> None:
 
 
 def _plan(resources=(), **extra) -> dict:
-    return {"schema": diff.SCHEMA, "stack": "dev", "resources": list(resources), **extra}
+    return {"schema": SCHEMA, "stack": "dev", "resources": list(resources), **extra}
 
 
 def _write(path: Path, value) -> Path:
@@ -100,8 +101,8 @@ def test_diff_refuses_a_malformed_plan_naming_file_and_field(tmp_path, capsys, c
 
 
 def test_diff_validate_plan_raises_its_own_error():
-    with pytest.raises(diff.DiffError, match=r"old\.json: `resources\[0\]\.urn` is missing"):
-        diff.validate_plan({"resources": [{"type": "t", "name": "n"}]}, "old.json")
+    with pytest.raises(plan_diff.DiffError, match=r"old\.json: `resources\[0\]\.urn` is missing"):
+        plan_diff.validate_plan({"resources": [{"type": "t", "name": "n"}]}, "old.json")
 
 
 def test_diff_malformed_plan_from_the_command_line_has_no_traceback(tmp_path):
@@ -154,7 +155,7 @@ def _report_with_fences(lines: int = 400) -> str:
 @pytest.mark.parametrize("max_chars", [1, 10, 150, 151, 152, 153, 160, 200, 333, 500, 1000, 4096, 9999])
 def test_truncate_never_exceeds_max_chars_and_closes_fences(max_chars):
     markdown = _report_with_fences()
-    result = diff.truncate(markdown, max_chars)
+    result = diff_markdown.truncate(markdown, max_chars)
     assert len(result) <= max_chars
     if max_chars >= 200:
         assert "Truncated" in result
@@ -164,7 +165,7 @@ def test_truncate_never_exceeds_max_chars_and_closes_fences(max_chars):
 def test_truncate_at_every_cut_point_stays_within_the_limit():
     markdown = _report_with_fences(120)
     for max_chars in range(140, len(markdown) + 5):
-        result = diff.truncate(markdown, max_chars)
+        result = diff_markdown.truncate(markdown, max_chars)
         assert len(result) <= max_chars, max_chars
         assert result.count("```") % 2 == 0, max_chars
 
