@@ -8,7 +8,7 @@ DEPS := $(VENV)/.deps-installed
 STACK ?= dev
 OUT ?= build/plan-$(STACK).json
 
-.PHONY: preview plan test policy-reference preflight smoke kv-bench diff diff-stacks manifests bench clean
+.PHONY: preview plan test policy-reference classify preflight smoke kv-bench diff diff-stacks manifests bench clean
 
 $(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(DEPS)
 
 ## Regenerate the policy reference from the pack.
 policy-reference: $(DEPS)
+	$(PY) -m tools.policy_reference
+
+## Regenerate the exposure classification of every resource type (after a provider upgrade or a rule change).
+classify: $(DEPS)
+	$(PY) -m tools.classify
 	$(PY) -m tools.policy_reference
 
 ## Before `pulumi up` (needs AWS credentials): GPU offerings, GPU facts, vCPU quotas.

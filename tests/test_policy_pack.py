@@ -78,12 +78,18 @@ def test_each_environment_config_names_every_policy_explicitly(env):
     assert set(_config(env)) == {p.name for p in POLICIES}
 
 
+# The closed-world check flags types nobody has reviewed yet: it informs in dev and blocks
+# where it matters (the issue asks for fail closed in staging and prod).
+DEV_ADVISORY_IN_FAMILY_ONE = {"entry-point-classified"}
+
+
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_family_one_is_mandatory_in_every_environment(env):
     config = _config(env)
     for policy in POLICIES:
         if policy.family == 1:
-            assert config[policy.name]["enforcementLevel"] == "mandatory", (env, policy.name)
+            expected = "advisory" if env == "dev" and policy.name in DEV_ADVISORY_IN_FAMILY_ONE else "mandatory"
+            assert config[policy.name]["enforcementLevel"] == expected, (env, policy.name)
 
 
 def test_prod_makes_every_policy_mandatory_and_dev_keeps_hygiene_advisory():
