@@ -79,7 +79,7 @@ AWS_ENTRY_POINTS = frozenset({
     "aws:ec2/instance:Instance", "aws:ec2/spotInstanceRequest:SpotInstanceRequest",
     "aws:ec2/launchTemplate:LaunchTemplate", "aws:ec2/launchConfiguration:LaunchConfiguration",
     "aws:ec2/fleet:Fleet", "aws:ec2/spotFleetRequest:SpotFleetRequest", "aws:autoscaling/group:Group",
-    "aws:ec2/subnet:Subnet", "aws:ec2/defaultSubnet:DefaultSubnet", "aws:ec2/defaultVpc:DefaultVpc",
+    "aws:ec2/subnet:Subnet", "aws:ec2/defaultSubnet:DefaultSubnet",
     "aws:ec2/eip:Eip", "aws:ec2/eipAssociation:EipAssociation",
     "aws:ec2/securityGroup:SecurityGroup", "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
     "aws:ec2/securityGroupRule:SecurityGroupRule", "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
