@@ -8,7 +8,7 @@ DEPS := $(VENV)/.deps-installed
 STACK ?= dev
 OUT ?= build/plan-$(STACK).json
 
-.PHONY: preview plan test policy-reference classify preflight smoke kv-bench diff diff-stacks manifests bench clean
+.PHONY: preview plan test policy-reference classify preflight smoke loadtest kv-bench diff diff-stacks manifests bench clean
 
 $(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ preflight: $(DEPS)
 ## After `pulumi up`: check the live endpoint as a client would.
 smoke: $(DEPS)
 	$(PY) -m tools.smoke --stack $(STACK) $(if $(OUTPUTS),--outputs $(OUTPUTS)) $(if $(AUTH_ENV),--authorization-env $(AUTH_ENV))
+
+## After `pulumi up`: a bounded streaming load test (TTFT, TPOT, throughput, errors) with a JSON report and a
+## PNG chart in build/loadtest/<stack>; CALIBRATE=1 compares the measured capacity with the sizing estimate.
+loadtest: $(DEPS)
+	$(PY) -m tools.loadtest $(if $(BASE_URL),--base-url $(BASE_URL),--stack $(STACK)) $(if $(BASE_URL),$(if $(filter command line environment,$(origin STACK)),--stack $(STACK))) \
+	  $(if $(MODEL),--model $(MODEL)) $(if $(OUTPUTS),--outputs $(OUTPUTS)) $(if $(AUTH_ENV),--authorization-env $(AUTH_ENV)) \
+	  $(if $(API_KEY_ENV),--api-key-env $(API_KEY_ENV)) --requests $(or $(REQUESTS),100) --concurrency $(or $(CONCURRENCY),8) \
+	  --duration $(or $(DURATION),300) --profile $(or $(PROFILE),realistic) $(if $(CALIBRATE),--calibrate --replicas $(or $(REPLICAS),1)) \
+	  $(if $(filter command line environment,$(origin OUT)),--out $(OUT))
 
 ## The sizing calculator against published vLLM KV-cache figures.
 kv-bench: $(DEPS)
