@@ -22,7 +22,8 @@ __all__ = ["pack"]
 FAMILY_1 = ("apigateway-method-auth", "http-api-route-auth", "function-url-auth",
             "load-balancer-not-internet-facing", "security-group-no-internet-ingress",
             "compute-no-public-ip", "eks-endpoint-private", "k8s-service-internal",
-            "k8s-ingress-internal", "k8s-no-host-network", "internet-reachability")
+            "k8s-ingress-internal", "k8s-no-host-network", "internet-reachability",
+            "k8s-entry-points", "helm-chart-values")
 
 STATEFULSET = "kubernetes:apps/v1:StatefulSet"
 DAEMONSET = "kubernetes:apps/v1:DaemonSet"
@@ -834,10 +835,10 @@ def instance_with_public_lt_and_default_subnet():
 
 
 VIOLATIONS_2 = [
-    ("config-group-yaml-lb-service", config_group_yaml_lb_service, "internet-reachability", CONFIG_GROUP, "manifests"),
-    ("config-group-objs-host-network", config_group_objs_host_network, "internet-reachability", CONFIG_GROUP, "objs"),
-    ("config-group-objs-ingress", config_group_objs_ingress, "internet-reachability", CONFIG_GROUP, "objs"),
-    ("config-group-yaml-unknown", config_group_yaml_unknown, "internet-reachability", CONFIG_GROUP, "computed"),
+    ("config-group-yaml-lb-service", config_group_yaml_lb_service, "k8s-entry-points", CONFIG_GROUP, "manifests"),
+    ("config-group-objs-host-network", config_group_objs_host_network, "k8s-entry-points", CONFIG_GROUP, "objs"),
+    ("config-group-objs-ingress", config_group_objs_ingress, "k8s-entry-points", CONFIG_GROUP, "objs"),
+    ("config-group-yaml-unknown", config_group_yaml_unknown, "k8s-entry-points", CONFIG_GROUP, "computed"),
     ("service-patch-to-lb", service_patch_to_lb, "k8s-service-internal", SERVICE_PATCH, "expose"),
     ("deployment-patch-host-network", deployment_patch_host_network, "k8s-no-host-network", DEPLOYMENT_PATCH,
      "hostnet"),

@@ -2,7 +2,8 @@
 
 Family 1 (no public unauthenticated endpoint) lives in public_endpoints.py (per resource)
 and reachability.py (across the stack), with one exposure_<concern>.py module per newer class
-of entry point; exposure_classified.py closes the world (every type classified, see
+of entry point (exposure_kubernetes.py and exposure_helm.py for Kubernetes objects,
+manifests and Helm charts); exposure_classified.py closes the world (every type classified, see
 type_classes.py); Family 2 (LLM-serving hygiene) in
 runtime_hygiene.py (model servers), aws_hygiene.py (infrastructure) and stack_hygiene.py
 (protections that sit on another resource). Each module lists its policies in POLICIES.
@@ -14,13 +15,16 @@ PACK_NAME = "deepseek-serving-guardrails"
 
 def all_policies() -> list:
     """Every policy of the pack, Family 1 first, in the order the reference lists them."""
-    from . import (aws_hygiene, exposure_classified, exposure_compute, public_endpoints, reachability,
+    from . import (aws_hygiene, exposure_classified, exposure_compute, exposure_helm, exposure_kubernetes,
+                   public_endpoints, reachability,
                    runtime_hygiene, stack_hygiene)
 
     return [
         *public_endpoints.POLICIES,
         *reachability.POLICIES,
         *exposure_compute.POLICIES,
+        *exposure_kubernetes.POLICIES,
+        *exposure_helm.POLICIES,
         *exposure_classified.POLICIES,
         *runtime_hygiene.POLICIES,
         *aws_hygiene.POLICIES,

@@ -19,11 +19,9 @@ from .public_endpoints import (
     LB_V2_TYPES,
     LISTENER_RULE_TYPES,
     LISTENER_TYPES,
-    MANIFEST_TYPES,
     SG_RULE_TYPES,
     SG_TYPES,
     lb_exposure,
-    manifest_findings,
     route_is_authenticated,
     route_is_deferred,
     world_443_candidates,
@@ -302,19 +300,12 @@ def _plan_covers(plan: StackResource, stage: StackResource, api: set) -> bool:
     return False
 
 
-def _inline_manifests(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
-    for res in stack.of_type(*MANIFEST_TYPES):
-        for finding in manifest_findings(res, config):
-            yield res.urn, finding
-
-
 def _check(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
     yield from _keyed_stages_metered(stack)
     yield from _alb_entry_points(stack)
     yield from _internet_443_only_on_authenticating_albs(stack, config)
     yield from _cors_preflights(stack)
     yield from _deferred_v2_routes(stack)
-    yield from _inline_manifests(stack, config)
 
 
 INTERNET_REACHABILITY = stack_policy(
@@ -323,10 +314,9 @@ INTERNET_REACHABILITY = stack_policy(
     description="Across the stack: keyed API stages are metered by a usage plan, internet-facing "
                 "ALB listeners and rules authenticate before forwarding, internet 443 ingress only "
                 "reaches authenticating ALBs, unauthenticated OPTIONS are MOCK preflights, and "
-                "HTTP $default / WebSocket routes sit behind an authorizer, and Kubernetes objects "
-                "declared inline in a yaml/v2 ConfigGroup pass the Kubernetes exposure rules.",
+                "HTTP $default / WebSocket routes sit behind an authorizer.",
     resource_types=(REST_STAGE, USAGE_PLAN, METHOD, INTEGRATION) + LISTENER_TYPES
-    + LISTENER_RULE_TYPES + LB_V2_TYPES + SG_TYPES + SG_RULE_TYPES + (V2_ROUTE, V2_API) + MANIFEST_TYPES,
+    + LISTENER_RULE_TYPES + LB_V2_TYPES + SG_TYPES + SG_RULE_TYPES + (V2_ROUTE, V2_API),
     check=_check,
     config_schema={"allowedIngressCidrs": {
         **CIDR_ALLOW_LIST_SCHEMA,
