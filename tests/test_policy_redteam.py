@@ -884,3 +884,189 @@ def test_compliant_look_alikes_raise_no_family_1_diagnostic(pack, program):
     verdict = judge(pack, program, "dev")
     flagged = [d for d in verdict.diagnostics if d.policy_name in FAMILY_1]
     assert not flagged, "\n".join(f"{d.policy_name} @ {d.urn.rsplit('::', 1)[-1]}: {d.message}" for d in flagged)
+
+
+# ---- round 3: Kubernetes written the way other teams write it -----------------------------------
+
+RAY_SERVICE = "kubernetes:ray.io/v1:RayService"
+ISVC = "kubernetes:serving.kserve.io/v1beta1:InferenceService"
+KSVC = "kubernetes:serving.knative.dev/v1:Service"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+HELM_CHART = "kubernetes:helm.sh/v4:Chart"
+GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
+LB_CONFIG = "kubernetes:gateway.k8s.aws/v1beta1:LoadBalancerConfiguration"
+_VLLM = {"name": "vllm", "image": "vllm/vllm-openai:v0.11.0", "args": ["--model", "deepseek-ai/DeepSeek-R1"]}
+_PRIVATE_KSERVE = {"networking.kserve.io/visibility": "cluster-local"}
+
+
+def kserve_default_visibility():
+    k8s.apiextensions.CustomResource("r1", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
+                                     metadata={"name": "deepseek-r1", "namespace": "kserve"},
+                                     spec={"predictor": {"model": {"modelFormat": {"name": "huggingface"},
+                                                                   "args": ["--model_name=r1"]}}})
+
+
+def kserve_predictor_host_network():
+    k8s.apiextensions.CustomResource("r1", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
+                                     metadata={"name": "deepseek-r1", "labels": _PRIVATE_KSERVE},
+                                     spec={"predictor": {"hostNetwork": True, "containers": [_VLLM]}})
+
+
+def lws_worker_host_port():
+    k8s.apiextensions.CustomResource("lws", api_version="leaderworkerset.x-k8s.io/v1", kind="LeaderWorkerSet",
+                                     spec={"replicas": 1, "leaderWorkerTemplate": {"size": 2, "workerTemplate": {
+                                         "spec": {"containers": [dict(_VLLM, ports=[
+                                             {"containerPort": 8000, "hostPort": 8000}])]}}}})
+
+
+def ray_head_node_port():
+    k8s.apiextensions.CustomResource("ray", api_version="ray.io/v1", kind="RayService", spec={
+        "serveConfigV2": "applications:\n- name: llm\n  import_path: serve:app\n",
+        "rayClusterConfig": {"rayVersion": "2.40.0", "headGroupSpec": {
+            "serviceType": "NodePort", "rayStartParams": {"dashboard-host": "0.0.0.0"},
+            "template": {"spec": {"containers": [{"name": "ray-head", "image": "rayproject/ray-ml:2.40.0"}]}}}}})
+
+
+def knative_public_service():
+    k8s.apiextensions.CustomResource("ksvc", api_version="serving.knative.dev/v1", kind="Service",
+                                     metadata={"name": "chat"},
+                                     spec={"template": {"spec": {"containers": [_VLLM]}}})
+
+
+def argo_rollout_host_network():
+    k8s.apiextensions.CustomResource("rollout", api_version="argoproj.io/v1alpha1", kind="Rollout", spec={
+        "replicas": 2, "strategy": {"canary": {"steps": [{"setWeight": 20}]}},
+        "selector": {"matchLabels": {"app": "m"}},
+        "template": {"metadata": {"labels": {"app": "m"}}, "spec": {"hostNetwork": True, "containers": [_VLLM]}}})
+
+
+def helm_ingress_nginx_lb():
+    k8s.helm.v3.Release("ingress-nginx", k8s.helm.v3.ReleaseArgs(
+        chart="ingress-nginx", version="4.12.1", namespace="ingress-nginx", create_namespace=True,
+        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo="https://kubernetes.github.io/ingress-nginx"),
+        values={"controller": {"replicaCount": 2, "service": {"type": "LoadBalancer", "annotations": {
+            "service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}}}}))
+
+
+def helm_bitnami_lb():
+    k8s.helm.v4.Chart("wordpress", chart="oci://registry-1.docker.io/bitnamicharts/wordpress",
+                      version="24.1.0", values={"service": {"type": "LoadBalancer"},
+                                                "wordpressUsername": "admin"})
+
+
+def gateway_internet_facing_lbc():
+    k8s.apiextensions.CustomResource("cfg", api_version="gateway.k8s.aws/v1beta1",
+                                     kind="LoadBalancerConfiguration",
+                                     metadata={"name": "public", "namespace": "edge"},
+                                     spec={"scheme": "internet-facing"})
+    k8s.apiextensions.CustomResource("gw", api_version="gateway.networking.k8s.io/v1", kind="Gateway",
+                                     metadata={"name": "edge", "namespace": "edge"},
+                                     spec={"gatewayClassName": "aws-alb", "infrastructure": {"parametersRef": {
+                                         "group": "gateway.k8s.aws", "kind": "LoadBalancerConfiguration",
+                                         "name": "public"}},
+                                         "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]})
+
+
+def gateway_envoy_public_annotation():
+    k8s.apiextensions.CustomResource("gw", api_version="gateway.networking.k8s.io/v1", kind="Gateway",
+                                     metadata={"name": "edge"},
+                                     spec={"gatewayClassName": "eg", "infrastructure": {"annotations": {
+                                         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"}},
+                                         "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]})
+
+
+def ingress_alb_auth_allow():
+    k8s.networking.v1.Ingress("web", metadata={"annotations": {
+        "alb.ingress.kubernetes.io/scheme": "internet-facing",
+        "alb.ingress.kubernetes.io/auth-type": "oidc",
+        "alb.ingress.kubernetes.io/auth-idp-oidc": '{"issuer":"https://idp.example"}',
+        "alb.ingress.kubernetes.io/auth-on-unauthenticated-request": "allow"}},
+        spec={"ingress_class_name": "alb", "rules": [{"http": {"paths": [{
+            "path": "/", "path_type": "Prefix", "backend": {"service": {"name": "m", "port": {"number": 80}}}}]}}]})
+
+
+def config_group_list_host_network():
+    k8s.yaml.v2.ConfigGroup("stack", yaml="""apiVersion: v1
+kind: List
+items:
+- apiVersion: apps/v1
+  kind: DaemonSet
+  metadata: {name: vllm}
+  spec:
+    selector: {matchLabels: {app: vllm}}
+    template:
+      metadata: {labels: {app: vllm}}
+      spec:
+        hostNetwork: true
+        containers: [{name: vllm, image: vllm/vllm-openai:v0.11.0}]
+""")
+
+
+VIOLATIONS_3 = [
+    ("kserve-default-visibility", kserve_default_visibility, "k8s-ingress-internal", ISVC, "r1"),
+    ("kserve-predictor-host-network", kserve_predictor_host_network, "k8s-no-host-network", ISVC, "r1"),
+    ("lws-worker-host-port", lws_worker_host_port, "k8s-no-host-network", LWS, "lws"),
+    ("ray-head-node-port", ray_head_node_port, "k8s-service-internal", RAY_SERVICE, "ray"),
+    ("knative-public-service", knative_public_service, "k8s-ingress-internal", KSVC, "ksvc"),
+    ("argo-rollout-host-network", argo_rollout_host_network, "k8s-no-host-network", ROLLOUT, "rollout"),
+    ("helm-ingress-nginx-lb", helm_ingress_nginx_lb, "helm-chart-values", HELM_RELEASE, "ingress-nginx"),
+    ("helm-bitnami-lb", helm_bitnami_lb, "helm-chart-values", HELM_CHART, "wordpress"),
+    ("gateway-internet-facing-lbc", gateway_internet_facing_lbc, "k8s-ingress-internal", LB_CONFIG, "cfg"),
+    ("gateway-envoy-public-annotation", gateway_envoy_public_annotation, "k8s-entry-points", GATEWAY, "gw"),
+    ("ingress-alb-auth-allow", ingress_alb_auth_allow, "k8s-ingress-internal", INGRESS, "web"),
+    ("config-group-list-host-network", config_group_list_host_network, "k8s-entry-points", CONFIG_GROUP, "stack"),
+]
+
+
+def ok_kubernetes_as_outsiders_write_it():
+    k8s.apiextensions.CustomResource("r1", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
+                                     metadata={"name": "deepseek-r1", "labels": _PRIVATE_KSERVE},
+                                     spec={"predictor": {"containers": [_VLLM]}})
+    k8s.apiextensions.CustomResource("lws", api_version="leaderworkerset.x-k8s.io/v1", kind="LeaderWorkerSet",
+                                     spec={"replicas": 1, "leaderWorkerTemplate": {"size": 2, "workerTemplate": {
+                                         "spec": {"containers": [dict(_VLLM, ports=[{"containerPort": 8000}])]}}}})
+    k8s.apiextensions.CustomResource("ray", api_version="ray.io/v1", kind="RayService", spec={
+        "rayClusterConfig": {"headGroupSpec": {"serviceType": "ClusterIP", "rayStartParams": {},
+                                               "template": {"spec": {"containers": [
+                                                   {"name": "ray-head", "image": "rayproject/ray-ml:2.40.0"}]}}}}})
+    k8s.apiextensions.CustomResource("ksvc", api_version="serving.knative.dev/v1", kind="Service",
+                                     metadata={"labels": {"networking.knative.dev/visibility": "cluster-local"}},
+                                     spec={"template": {"spec": {"containers": [_VLLM]}}})
+    k8s.helm.v3.Release("ingress-nginx", chart="ingress-nginx", version="4.12.1",
+                        repository_opts={"repo": "https://kubernetes.github.io/ingress-nginx"},
+                        values={"controller": {"service": {"type": "LoadBalancer", "annotations": {
+                            "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}}}})
+    k8s.helm.v4.Chart("wordpress", chart="oci://registry-1.docker.io/bitnamicharts/wordpress",
+                      values={"service": {"type": "ClusterIP"}})
+    k8s.apiextensions.CustomResource("cfg", api_version="gateway.k8s.aws/v1beta1",
+                                     kind="LoadBalancerConfiguration", metadata={"name": "private"},
+                                     spec={"scheme": "internal"})
+    k8s.apiextensions.CustomResource("gw", api_version="gateway.networking.k8s.io/v1", kind="Gateway",
+                                     metadata={"name": "edge"},
+                                     spec={"gatewayClassName": "aws-alb", "infrastructure": {"parametersRef": {
+                                         "group": "gateway.k8s.aws", "kind": "LoadBalancerConfiguration",
+                                         "name": "private"}},
+                                         "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]})
+    k8s.apiextensions.CustomResource("route", api_version="gateway.networking.k8s.io/v1", kind="HTTPRoute",
+                                     metadata={"name": "chat"}, spec={"parentRefs": [{"name": "edge"}]})
+    k8s.networking.v1.Ingress("web", metadata={"annotations": {
+        "alb.ingress.kubernetes.io/scheme": "internet-facing", "alb.ingress.kubernetes.io/auth-type": "oidc",
+        "alb.ingress.kubernetes.io/auth-on-unauthenticated-request": "authenticate"}},
+        spec={"ingress_class_name": "alb"})
+
+
+COMPLIANT_3 = [("kubernetes-as-outsiders-write-it", ok_kubernetes_as_outsiders_write_it)]
+
+
+@pytest.mark.parametrize("program,policy,type_token,name",
+                         [pytest.param(*case[1:], id=case[0]) for case in VIOLATIONS_3])
+def test_outsider_kubernetes_program_is_a_mandatory_violation_on_the_offender(pack, program, policy,
+                                                                              type_token, name):
+    expect_violation(judge(pack, program, "dev"), policy, type_token, name, level="mandatory")
+
+
+@pytest.mark.parametrize("program", [pytest.param(p, id=i) for i, p in COMPLIANT_3])
+def test_outsider_kubernetes_look_alikes_raise_no_family_1_diagnostic(pack, program):
+    verdict = judge(pack, program, "dev")
+    flagged = [d for d in verdict.diagnostics if d.policy_name in FAMILY_1]
+    assert not flagged, "\n".join(f"{d.policy_name} @ {d.urn.rsplit('::', 1)[-1]}: {d.message}" for d in flagged)

@@ -130,11 +130,10 @@ def _merged_values(props: dict) -> tuple[Any, list[Finding]]:
         problems.append(unknown("valueYamlFiles", fix))
     for index, asset in enumerate(as_list(files)):
         path = f"valueYamlFiles[{index}]"
-        if is_unknown(asset) or is_unknown(as_dict(asset).get("text")):
+        text = _asset_text(asset)
+        if is_unknown(asset) or is_unknown(text):
             problems.append(unknown(path, fix))
             continue
-        asset = as_dict(asset)
-        text = asset.get("text")
         if not isinstance(text, str):
             problems.append(violation(path, None, "it is a file or URL the pack does not read, so the "
                                       "values it sets cannot be judged", fix, rendered="not readable"))
@@ -149,6 +148,15 @@ def _merged_values(props: dict) -> tuple[Any, list[Finding]]:
     if is_unknown(values):
         return values, problems
     return _merge(merged, as_dict(values)), problems
+
+
+def _asset_text(asset: Any) -> Any:
+    """The text of a StringAsset, as the policy SDK hands it over (an asset object) or as the
+    wire has it (a mapping with `text`); None for file and remote assets."""
+    text = getattr(asset, "text", None)
+    if text is None and isinstance(asset, dict):
+        text = asset.get("text")
+    return text
 
 
 def _merge(base: Any, override: Any) -> Any:

@@ -235,9 +235,11 @@ def _judge_load_balancer(prefix: str, spec: dict, annotations: Any, ann_path: st
 def judge_service_type_field(path: str, value: Any, annotations: Any, annotations_path: str) -> Iterator[Finding]:
     """An operator's serviceType (KubeRay head service): the Service it creates."""
     parent, _, key = path.rpartition(".")
-    yield from judge_service(parent, {"type": value}, annotations,
-                             annotations_path or f"{parent + '.' if parent else ''}headService.metadata.annotations",
-                             type_key=key)
+    for finding in judge_service(parent, {"type": value}, annotations,
+                                 annotations_path or f"{parent + '.' if parent else ''}headService.metadata.annotations",
+                                 type_key=key):
+        yield dataclasses.replace(finding, why=f"{path} is {show(value)}, so the operator creates a Service "
+                                  f"of that type; {finding.why}")
 
 
 # ---- pods -------------------------------------------------------------------------------

@@ -1,0 +1,396 @@
+"""Family 1 on Kubernetes, through the analyzer protocol: every rule sees the exposure however
+it is spelled (dict args, typed Args classes, custom resources with nested specs, yaml/v2
+ConfigGroup objects, Patch resources, Helm values), and each has a compliant twin that must
+pass. Programs run as a first preview, so values computed from other resources are unknown.
+"""
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+
+from tests.policy_helpers import (DEPLOYMENT, INGRESS, SERVICE, expect_clean, expect_violation, judge, pack,
+                                  unknown_of)
+
+__all__ = ["pack"]
+
+SERVICE_PATCH = "kubernetes:core/v1:ServicePatch"
+INGRESS_PATCH = "kubernetes:networking.k8s.io/v1:IngressPatch"
+DEPLOYMENT_PATCH = "kubernetes:apps/v1:DeploymentPatch"
+CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+CHART = "kubernetes:helm.sh/v4:Chart"
+RAY_SERVICE = "kubernetes:ray.io/v1:RayService"
+ISVC = "kubernetes:serving.kserve.io/v1beta1:InferenceService"
+KSVC = "kubernetes:serving.knative.dev/v1:Service"
+SCALED_JOB = "kubernetes:keda.sh/v1alpha1:ScaledJob"
+GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
+HTTP_ROUTE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
+LB_CONFIG = "kubernetes:gateway.k8s.aws/v1beta1:LoadBalancerConfiguration"
+
+INTERNAL = {"service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}
+_IMAGE = "vllm/vllm-openai:v0.11.0"
+
+
+def _container(**extra):
+    return {"name": "vllm", "image": _IMAGE, **extra}
+
+
+# ---- Services, in every spelling ------------------------------------------------------
+
+def test_a_load_balancer_service_needs_an_explicit_internal_scheme_dicts_and_typed_args(pack):
+    def program():
+        k8s.core.v1.Service("dict", spec={"type": "LoadBalancer", "ports": [{"port": 80}]})
+        k8s.core.v1.Service("typed", metadata=k8s.meta.v1.ObjectMetaArgs(annotations={
+            "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"}),
+            spec=k8s.core.v1.ServiceSpecArgs(type="LoadBalancer", ports=[k8s.core.v1.ServicePortArgs(port=80)]))
+        k8s.core.v1.Service("nlb-class", spec=k8s.core.v1.ServiceSpecArgs(
+            type="LoadBalancer", load_balancer_class="service.k8s.aws/nlb", ports=[k8s.core.v1.ServicePortArgs(port=80)]))
+        k8s.core.v1.Service("world-ranges", spec={"type": "LoadBalancer", "ports": [{"port": 80}],
+                                                  "load_balancer_source_ranges": ["0.0.0.0/0"]})
+    verdict = judge(pack, program)
+    for name in ("dict", "typed", "nlb-class", "world-ranges"):
+        expect_violation(verdict, "k8s-service-internal", SERVICE, name, contains=["aws-load-balancer-scheme"])
+
+
+def test_internal_load_balancer_services_pass_in_both_spellings(pack):
+    def program():
+        k8s.core.v1.Service("dict", metadata={"annotations": INTERNAL},
+                            spec={"type": "LoadBalancer", "ports": [{"port": 80}]})
+        k8s.core.v1.Service("typed", metadata=k8s.meta.v1.ObjectMetaArgs(annotations=INTERNAL),
+                            spec=k8s.core.v1.ServiceSpecArgs(type="LoadBalancer",
+                                                             ports=[k8s.core.v1.ServicePortArgs(port=80)]))
+        k8s.core.v1.Service("private-ranges", spec={"type": "LoadBalancer", "ports": [{"port": 80}],
+                                                    "load_balancer_source_ranges": ["10.0.0.0/8"]})
+        k8s.core.v1.Service("cluster-ip", spec=k8s.core.v1.ServiceSpecArgs(ports=[k8s.core.v1.ServicePortArgs(port=80)]))
+    expect_clean(judge(pack, program), "k8s-service-internal")
+
+
+def test_service_specs_inside_custom_resources_are_judged_like_services(pack):
+    def program():
+        # KubeRay: the head group's serviceType makes the operator create that Service.
+        k8s.apiextensions.CustomResource("ray", api_version="ray.io/v1", kind="RayService", spec={
+            "serveConfigV2": "applications: []",
+            "rayClusterConfig": {"headGroupSpec": {"serviceType": "LoadBalancer", "rayStartParams": {},
+                                                   "template": {"spec": {"containers": [_container()]}}}}})
+        # An operator's Service template nested under any key, with its own metadata.
+        k8s.apiextensions.CustomResource("widget", api_version="example.com/v1", kind="ModelEndpoint", spec={
+            "exposure": {"serviceTemplate": {"metadata": {"labels": {"a": "b"}},
+                                             "spec": {"type": "NodePort", "ports": [{"port": 8000}]}}}})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-service-internal", RAY_SERVICE, "ray", contains=["serviceType"])
+    expect_violation(verdict, "k8s-service-internal", "kubernetes:example.com/v1:ModelEndpoint", "widget",
+                     contains=["NodePort"])
+
+
+def test_custom_resources_with_internal_or_cluster_ip_services_pass(pack):
+    def program():
+        k8s.apiextensions.CustomResource("ray", api_version="ray.io/v1", kind="RayService", spec={
+            "rayClusterConfig": {"headGroupSpec": {
+                "serviceType": "LoadBalancer", "headService": {"metadata": {"annotations": INTERNAL}},
+                "template": {"spec": {"containers": [_container()]}}}}})
+        k8s.apiextensions.CustomResource("widget", api_version="example.com/v1", kind="ModelEndpoint", spec={
+            "exposure": {"serviceTemplate": {"metadata": {"annotations": INTERNAL},
+                                             "spec": {"type": "LoadBalancer", "ports": [{"port": 8000}]}}}})
+    expect_clean(judge(pack, program), "k8s-service-internal")
+
+
+def test_a_custom_resource_whose_spec_is_unknown_fails_closed_but_a_builtin_kind_without_pods_does_not(pack):
+    def program():
+        k8s.apiextensions.CustomResource("computed", api_version="example.com/v1", kind="ModelEndpoint",
+                                         spec=unknown_of({"replicas": 1}))
+        k8s.networking.v1.NetworkPolicy("np", spec=unknown_of({"pod_selector": {}}))
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-no-host-network", "kubernetes:example.com/v1:ModelEndpoint", "computed",
+                     contains=["unknown during preview"])
+    assert not verdict.on("k8s-no-host-network", "kubernetes:networking.k8s.io/v1:NetworkPolicy", "np")
+    assert not verdict.on("k8s-service-internal", "kubernetes:networking.k8s.io/v1:NetworkPolicy", "np")
+
+
+# ---- pods, in every spelling ----------------------------------------------------------
+
+def test_host_networking_is_found_in_typed_workloads_and_custom_resources(pack):
+    def program():
+        k8s.apps.v1.Deployment("typed", spec=k8s.apps.v1.DeploymentSpecArgs(
+            selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": "m"}),
+            template=k8s.core.v1.PodTemplateSpecArgs(
+                metadata=k8s.meta.v1.ObjectMetaArgs(labels={"app": "m"}),
+                spec=k8s.core.v1.PodSpecArgs(host_network=True, containers=[
+                    k8s.core.v1.ContainerArgs(name="vllm", image=_IMAGE)]))))
+        k8s.core.v1.ReplicationController("rc", spec={"template": {"spec": {"containers": [
+            _container(ports=[{"container_port": 8000, "host_port": 8000}])]}}})
+        k8s.apiextensions.CustomResource("isvc", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
+                                         metadata={"labels": {"networking.kserve.io/visibility": "cluster-local"}},
+                                         spec={"predictor": {"hostNetwork": True, "containers": [_container()]}})
+        k8s.apiextensions.CustomResource("job", api_version="keda.sh/v1alpha1", kind="ScaledJob", spec={
+            "jobTargetRef": {"template": {"spec": {"containers": [
+                _container(ports=[{"containerPort": 8000, "hostPort": 8000}])]}}},
+            "triggers": [{"type": "prometheus", "metadata": {"threshold": "5"}}]})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-no-host-network", DEPLOYMENT, "typed", contains=["hostNetwork"])
+    expect_violation(verdict, "k8s-no-host-network", "kubernetes:core/v1:ReplicationController", "rc",
+                     contains=["hostPort"])
+    expect_violation(verdict, "k8s-no-host-network", ISVC, "isvc", contains=["spec.predictor.hostNetwork"])
+    expect_violation(verdict, "k8s-no-host-network", SCALED_JOB, "job", contains=["jobTargetRef"])
+
+
+def test_the_same_workloads_without_host_access_pass(pack):
+    def program():
+        k8s.apps.v1.Deployment("typed", spec=k8s.apps.v1.DeploymentSpecArgs(
+            selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": "m"}),
+            template=k8s.core.v1.PodTemplateSpecArgs(
+                metadata=k8s.meta.v1.ObjectMetaArgs(labels={"app": "m"}),
+                spec=k8s.core.v1.PodSpecArgs(containers=[k8s.core.v1.ContainerArgs(name="vllm", image=_IMAGE)]))))
+        k8s.apiextensions.CustomResource("isvc", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
+                                         metadata={"labels": {"networking.kserve.io/visibility": "cluster-local"}},
+                                         spec={"predictor": {"containers": [_container()]}})
+    verdict = judge(pack, program)
+    expect_clean(verdict, "k8s-no-host-network")
+    expect_clean(verdict, "k8s-ingress-internal")
+
+
+# ---- patches: only the fields they name -----------------------------------------------
+
+def test_patches_that_set_exposure_without_what_secures_it_fail_closed(pack):
+    def program():
+        k8s.core.v1.ServicePatch("to-lb", metadata={"name": "vllm"},
+                                 spec=k8s.core.v1.ServiceSpecPatchArgs(type="LoadBalancer"))
+        k8s.core.v1.ServicePatch("go-public", metadata=k8s.meta.v1.ObjectMetaPatchArgs(name="vllm", annotations={
+            "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"}))
+        k8s.networking.v1.IngressPatch("open", metadata={"name": "web", "annotations": {
+            "alb.ingress.kubernetes.io/scheme": "internet-facing", "alb.ingress.kubernetes.io/auth-type": "oidc"}})
+        k8s.networking.v1.IngressPatch("allow-anon", metadata={"name": "web", "annotations": {
+            "alb.ingress.kubernetes.io/auth-on-unauthenticated-request": "allow"}})
+        k8s.apps.v1.DeploymentPatch("hostnet", metadata={"name": "vllm"}, spec=k8s.apps.v1.DeploymentSpecPatchArgs(
+            template=k8s.core.v1.PodTemplateSpecPatchArgs(spec=k8s.core.v1.PodSpecPatchArgs(host_network=True))))
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-service-internal", SERVICE_PATCH, "to-lb", contains=["same patch"])
+    expect_violation(verdict, "k8s-service-internal", SERVICE_PATCH, "go-public", contains=["internet-facing"])
+    expect_violation(verdict, "k8s-ingress-internal", INGRESS_PATCH, "open",
+                     contains=["auth-on-unauthenticated-request"])
+    expect_violation(verdict, "k8s-ingress-internal", INGRESS_PATCH, "allow-anon", contains=["allow"])
+    expect_violation(verdict, "k8s-no-host-network", DEPLOYMENT_PATCH, "hostnet", contains=["hostNetwork"])
+
+
+def test_patches_that_leave_exposure_alone_or_secure_it_in_the_same_patch_pass(pack):
+    def program():
+        k8s.core.v1.ServicePatch("internal-lb", metadata={"name": "vllm", "annotations": INTERNAL},
+                                 spec={"type": "LoadBalancer"})
+        k8s.core.v1.ServicePatch("labels", metadata={"name": "vllm", "labels": {"team": "ml"}})
+        k8s.apps.v1.DeploymentPatch("scale", metadata={"name": "vllm"}, spec={"replicas": 3})
+        k8s.networking.v1.IngressPatch("oidc", metadata={"name": "web", "annotations": {
+            "alb.ingress.kubernetes.io/scheme": "internet-facing", "alb.ingress.kubernetes.io/auth-type": "oidc",
+            "alb.ingress.kubernetes.io/auth-on-unauthenticated-request": "authenticate"}})
+        k8s.networking.v1.IngressPatch("tls", metadata={"name": "web", "annotations": {
+            "alb.ingress.kubernetes.io/ssl-redirect": "443"}})
+    verdict = judge(pack, program)
+    for policy in ("k8s-service-internal", "k8s-no-host-network", "k8s-ingress-internal"):
+        expect_clean(verdict, policy)
+
+
+# ---- Ingress authentication semantics ------------------------------------------------
+
+_BACKEND = {"default_backend": {"service": {"name": "m", "port": {"number": 80}}}}
+
+
+def _ingress(name, annotations, cls=None, api=k8s.networking.v1):
+    spec = dict(_BACKEND, **({"ingress_class_name": cls} if cls else {}))
+    return api.Ingress(name, metadata={"annotations": annotations}, spec=spec)
+
+
+def test_auth_modes_that_let_anonymous_requests_through_are_not_authentication(pack):
+    def program():
+        _ingress("alb-allow", {"alb.ingress.kubernetes.io/scheme": "internet-facing",
+                               "alb.ingress.kubernetes.io/auth-type": "cognito",
+                               "alb.ingress.kubernetes.io/auth-on-unauthenticated-request": "allow"}, "alb")
+        _ingress("alb-none", {"alb.ingress.kubernetes.io/scheme": "internet-facing",
+                              "alb.ingress.kubernetes.io/auth-type": "none"}, "alb")
+        _ingress("nginx-basic-no-secret", {"nginx.ingress.kubernetes.io/auth-type": "basic"}, "nginx")
+        _ingress("nginx-satisfy-any-world", {"nginx.ingress.kubernetes.io/auth-url": "https://auth.example/check",
+                                             "nginx.ingress.kubernetes.io/satisfy": "any",
+                                             "nginx.ingress.kubernetes.io/whitelist-source-range": "0.0.0.0/0"},
+                 "nginx")
+        _ingress("traefik", {}, "traefik")
+        _ingress("no-class", {})
+    verdict = judge(pack, program)
+    for name, fragment in (("alb-allow", "anonymously"), ("alb-none", "auth-type"),
+                           ("nginx-basic-no-secret", "auth-secret"), ("nginx-satisfy-any-world", "satisfy"),
+                           ("traefik", "traefik"), ("no-class", "default class")):
+        expect_violation(verdict, "k8s-ingress-internal", INGRESS, name, contains=[fragment])
+
+
+def test_ingresses_that_authenticate_every_request_or_stay_private_pass(pack):
+    def program():
+        _ingress("alb-internal", {"alb.ingress.kubernetes.io/scheme": "internal"}, "alb")
+        _ingress("alb-oidc", {"alb.ingress.kubernetes.io/scheme": "internet-facing",
+                              "alb.ingress.kubernetes.io/auth-type": "oidc",
+                              "alb.ingress.kubernetes.io/auth-on-unauthenticated-request": "deny"})
+        _ingress("nginx-basic", {"nginx.ingress.kubernetes.io/auth-type": "basic",
+                                 "nginx.ingress.kubernetes.io/auth-secret": "basic-auth"}, "nginx")
+        _ingress("nginx-external-auth", {"nginx.ingress.kubernetes.io/auth-url": "https://auth.example/check"},
+                 "nginx")
+        _ingress("nginx-private-allowlist", {"nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8"},
+                 "nginx")
+        _ingress("traefik", {}, "traefik")
+    verdict = judge(pack, program, config={"k8s-ingress-internal": {"internalIngressClasses": ["traefik"]}})
+    expect_clean(verdict, "k8s-ingress-internal")
+
+
+def test_knative_and_kserve_services_are_public_unless_cluster_local(pack):
+    def program():
+        k8s.apiextensions.CustomResource("ksvc", api_version="serving.knative.dev/v1", kind="Service", spec={
+            "template": {"spec": {"containers": [_container()]}}})
+        k8s.apiextensions.CustomResource("isvc", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
+                                         spec={"predictor": {"model": {"modelFormat": {"name": "huggingface"}}}})
+        k8s.apiextensions.CustomResource("private", api_version="serving.knative.dev/v1", kind="Service",
+                                         metadata={"labels": {"networking.knative.dev/visibility": "cluster-local"}},
+                                         spec={"template": {"spec": {"containers": [_container()]}}})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-ingress-internal", KSVC, "ksvc", contains=["cluster-local"])
+    expect_violation(verdict, "k8s-ingress-internal", ISVC, "isvc", contains=["cluster-local"])
+    assert not verdict.on("k8s-ingress-internal", KSVC, "private")
+
+
+# ---- Gateway API ----------------------------------------------------------------------
+
+def _gateway(name, cls, **spec):
+    return k8s.apiextensions.CustomResource(name, api_version="gateway.networking.k8s.io/v1", kind="Gateway",
+                                            metadata={"name": name, "namespace": "edge"},
+                                            spec={"gatewayClassName": cls, "listeners": [
+                                                {"name": "http", "port": 80, "protocol": "HTTP"}], **spec})
+
+
+def test_gateways_are_internal_and_routes_attach_only_to_gateways_judged_here(pack):
+    def program():
+        _gateway("public", "eg")
+        k8s.apiextensions.CustomResource("route", api_version="gateway.networking.k8s.io/v1", kind="HTTPRoute",
+                                         metadata={"name": "chat", "namespace": "models"},
+                                         spec={"parentRefs": [{"name": "shared-edge", "namespace": "infra"}],
+                                               "rules": [{"backendRefs": [{"name": "vllm", "port": 8000}]}]})
+        k8s.apiextensions.CustomResource("lbc", api_version="gateway.k8s.aws/v1beta1",
+                                         kind="LoadBalancerConfiguration", spec={"scheme": "internet-facing"})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-entry-points", GATEWAY, "public", contains=["gatewayClassName"])
+    expect_violation(verdict, "k8s-entry-points", HTTP_ROUTE, "route", contains=["infra/shared-edge"])
+    expect_violation(verdict, "k8s-ingress-internal", LB_CONFIG, "lbc", contains=["internet-facing"])
+
+
+def test_internal_gateways_and_their_routes_pass(pack):
+    def program():
+        _gateway("annotated", "eg", infrastructure={"annotations": INTERNAL})
+        _gateway("lattice", "amazon-vpc-lattice")
+        k8s.apiextensions.CustomResource("alb-class", api_version="gateway.networking.k8s.io/v1",
+                                         kind="GatewayClass", metadata={"name": "aws-alb"},
+                                         spec={"controllerName": "gateway.k8s.aws/alb"})
+        _gateway("lbc", "aws-alb")
+        k8s.apiextensions.CustomResource("route", api_version="gateway.networking.k8s.io/v1", kind="HTTPRoute",
+                                         metadata={"name": "chat", "namespace": "edge"},
+                                         spec={"parentRefs": [{"name": "annotated"}],
+                                               "rules": [{"backendRefs": [{"name": "vllm", "port": 8000}]}]})
+        k8s.apiextensions.CustomResource("lbc-config", api_version="gateway.k8s.aws/v1beta1",
+                                         kind="LoadBalancerConfiguration", spec={"scheme": "internal"})
+    verdict = judge(pack, program)
+    expect_clean(verdict, "k8s-entry-points")
+    expect_clean(verdict, "k8s-ingress-internal")
+
+
+# ---- manifests: ConfigGroup objects and List kinds ------------------------------------
+
+_LIST_YAML = """apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: vllm}
+  spec: {type: NodePort, ports: [{port: 80}]}
+- apiVersion: serving.kserve.io/v1beta1
+  kind: InferenceService
+  metadata: {name: r1, labels: {networking.kserve.io/visibility: cluster-local}}
+  spec: {predictor: {hostNetwork: true, containers: [{name: k, image: vllm/vllm-openai:v0.11.0}]}}
+"""
+
+
+def test_objects_inside_config_groups_and_list_kinds_are_judged(pack):
+    def program():
+        k8s.yaml.v2.ConfigGroup("list", yaml=_LIST_YAML)
+        k8s.yaml.v2.ConfigGroup("objs", objs=[{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                                               "metadata": {"name": "i"},
+                                               "spec": {"ingressClassName": "nginx", **{"defaultBackend": {
+                                                   "service": {"name": "m", "port": {"number": 80}}}}}}])
+        k8s.yaml.v2.ConfigFile("file", file="manifests/serving.yaml")
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-entry-points", CONFIG_GROUP, "list", contains=["items[0]", "NodePort"])
+    expect_violation(verdict, "k8s-entry-points", CONFIG_GROUP, "list", contains=["items[1]", "hostNetwork"])
+    expect_violation(verdict, "k8s-entry-points", CONFIG_GROUP, "objs", contains=["auth-url"])
+    expect_violation(verdict, "k8s-entry-points", "kubernetes:yaml/v2:ConfigFile", "file",
+                     contains=["not read"])
+
+
+def test_config_groups_of_internal_objects_pass(pack):
+    def program():
+        k8s.yaml.v2.ConfigGroup("list", yaml=_LIST_YAML.replace("type: NodePort", "type: ClusterIP")
+                                .replace("hostNetwork: true, ", ""))
+    expect_clean(judge(pack, program), "k8s-entry-points")
+
+
+# ---- Helm -----------------------------------------------------------------------------
+
+def test_helm_values_that_expose_are_findings_in_releases_and_charts(pack):
+    def program():
+        k8s.helm.v3.Release("ingress", k8s.helm.v3.ReleaseArgs(
+            chart="ingress-nginx", version="4.11.3",
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo="https://kubernetes.github.io/ingress-nginx"),
+            values={"controller": {"service": {"type": "LoadBalancer"}}}))
+        k8s.helm.v4.Chart("web", chart="oci://registry-1.docker.io/bitnamicharts/nginx", version="18.2.4",
+                          value_yaml_files=[pulumi.StringAsset("service:\n  type: NodePort\n")])
+        k8s.helm.v3.Release("hostnet", chart="node-agent", repository_opts={"repo": "https://charts.example"},
+                            values={"daemonset": {"hostNetwork": True}})
+        k8s.helm.v3.Release("app", chart="webapp", repository_opts={"repo": "https://charts.example"},
+                            values={"ingress": {"enabled": True, "className": "alb", "annotations": {
+                                "alb.ingress.kubernetes.io/scheme": "internet-facing"}}})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "helm-chart-values", RELEASE, "ingress", contains=["controller.service"])
+    expect_violation(verdict, "helm-chart-values", CHART, "web", contains=["NodePort"])
+    expect_violation(verdict, "helm-chart-values", RELEASE, "hostnet", contains=["hostNetwork"])
+    expect_violation(verdict, "helm-chart-values", RELEASE, "app", contains=["values.ingress"])
+
+
+def test_helm_fails_closed_on_what_it_cannot_judge_and_chart_defaults_that_expose(pack):
+    def program():
+        k8s.helm.v3.Release("computed", chart="webapp", repository_opts={"repo": "https://charts.example"},
+                            values={"service": unknown_of({"type": "ClusterIP"})})
+        k8s.helm.v3.Release("defaults", chart="ingress-nginx",
+                            repository_opts={"repo": "https://kubernetes.github.io/ingress-nginx"})
+        k8s.helm.v3.Release("kafka", chart="kafka", repository_opts={"repo": "oci://registry-1.docker.io/bitnamicharts"},
+                            values={"externalAccess": {"enabled": True}})
+        k8s.helm.v4.Chart("file", chart="webapp", value_yaml_files=[pulumi.FileAsset("values-prod.yaml")])
+    verdict = judge(pack, program)
+    expect_violation(verdict, "helm-chart-values", RELEASE, "computed", contains=["unknown during preview"])
+    expect_violation(verdict, "helm-chart-values", RELEASE, "defaults", contains=["chart default LoadBalancer"])
+    expect_violation(verdict, "helm-chart-values", RELEASE, "kafka", contains=["chart-specific"])
+    expect_violation(verdict, "helm-chart-values", CHART, "file", contains=["valueYamlFiles[0]"])
+
+
+def test_internal_values_and_reviewed_charts_pass(pack):
+    reviewed = {"helm-chart-values": {"reviewedCharts": [
+        {"chart": "webapp", "repo": "https://charts.example", "reason": "reviewed: ClusterIP only"}]}}
+
+    def program():
+        k8s.helm.v3.Release("ingress", chart="ingress-nginx",
+                            repository_opts={"repo": "https://kubernetes.github.io/ingress-nginx"},
+                            values={"controller": {"service": {"annotations": INTERNAL}}})
+        k8s.helm.v4.Chart("web", chart="oci://registry-1.docker.io/bitnamicharts/nginx",
+                          values={"service": {"type": "ClusterIP"}})
+        k8s.helm.v3.Release("computed", chart="webapp", repository_opts={"repo": "https://charts.example"},
+                            values={"service": unknown_of({"type": "ClusterIP"})})
+    expect_clean(judge(pack, program, config=reviewed), "helm-chart-values")
+
+
+def test_a_reviewed_chart_still_cannot_spell_out_a_public_load_balancer(pack):
+    reviewed = {"helm-chart-values": {"reviewedCharts": [
+        {"chart": "webapp", "reason": "reviewed"}]}}
+
+    def program():
+        k8s.helm.v3.Release("app", chart="webapp", values={"service": {"type": "LoadBalancer"}})
+    expect_violation(judge(pack, program, config=reviewed), "helm-chart-values", RELEASE, "app",
+                     contains=["aws-load-balancer-scheme"])
