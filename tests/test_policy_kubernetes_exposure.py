@@ -394,3 +394,20 @@ def test_a_reviewed_chart_still_cannot_spell_out_a_public_load_balancer(pack):
         k8s.helm.v3.Release("app", chart="webapp", values={"service": {"type": "LoadBalancer"}})
     expect_violation(judge(pack, program, config=reviewed), "helm-chart-values", RELEASE, "app",
                      contains=["aws-load-balancer-scheme"])
+
+
+def test_list_resources_are_judged_item_by_item(pack):
+    def program():
+        k8s.core.v1.ServiceList("services", items=[
+            k8s.core.v1.ServiceArgs(metadata=k8s.meta.v1.ObjectMetaArgs(name="ok", annotations=INTERNAL),
+                                    spec=k8s.core.v1.ServiceSpecArgs(type="LoadBalancer")),
+            {"metadata": {"name": "open"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}}])
+        k8s.apps.v1.DeploymentList("deployments", items=[{"metadata": {"name": "d"}, "spec": {
+            "selector": {"match_labels": {"app": "d"}}, "template": {"spec": {
+                "host_network": True, "containers": [_container()]}}}}])
+    verdict = judge(pack, program)
+    found = expect_violation(verdict, "k8s-service-internal", "kubernetes:core/v1:ServiceList", "services",
+                             contains=["items[1].spec.type"])
+    assert "items[0]" not in found.message
+    expect_violation(verdict, "k8s-no-host-network", "kubernetes:apps/v1:DeploymentList", "deployments",
+                     contains=["items[0].spec.template.spec.hostNetwork"])

@@ -74,6 +74,33 @@ _POD_CARRIERS = frozenset({"Pod", "PodTemplate", "ReplicationController", "Deplo
                            "DaemonSet", "ReplicaSet", "Job", "CronJob"})
 
 
+# The provider's own kinds each rule judges, spelled out so the classification table
+# (tools/classify.py) names the rule; the rules also walk every other kubernetes:* kind.
+_FORMS = ("", "Patch", "List")
+SERVICE_TOKENS = tuple(f"kubernetes:core/v1:Service{form}" for form in _FORMS)
+INGRESS_TOKENS = tuple(f"kubernetes:{gv}:Ingress{form}" for gv in (
+    "networking.k8s.io/v1", "networking.k8s.io/v1beta1", "extensions/v1beta1") for form in _FORMS)
+_POD_KIND_VERSIONS = {
+    "core/v1": ("Pod", "PodTemplate", "ReplicationController"),
+    "apps/v1": ("DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"),
+    "apps/v1beta1": ("Deployment", "StatefulSet"),
+    "apps/v1beta2": ("DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"),
+    "extensions/v1beta1": ("DaemonSet", "Deployment", "ReplicaSet"),
+    "batch/v1": ("CronJob", "Job"),
+    "batch/v1beta1": ("CronJob",),
+    "batch/v2alpha1": ("CronJob",),
+}
+POD_TOKENS = tuple(f"kubernetes:{gv}:{kind}{form}" for gv, kinds in _POD_KIND_VERSIONS.items()
+                   for kind in kinds for form in _FORMS)
+GATEWAY_API_TOKENS = tuple(f"kubernetes:gateway.networking.k8s.io/{version}:{kind}"
+                           for version in ("v1", "v1beta1", "v1alpha2")
+                           for kind in ("Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute"))
+SERVING_TOKENS = ("kubernetes:serving.knative.dev/v1:Service", "kubernetes:serving.knative.dev/v1:Route",
+                  "kubernetes:serving.kserve.io/v1beta1:InferenceService",
+                  "kubernetes:serving.kserve.io/v1alpha1:InferenceGraph",
+                  "kubernetes:serving.kserve.io/v1alpha1:LLMInferenceService")
+
+
 def parse_type(token: str) -> tuple[str, str, str]:
     """(group, version, kind) of a kubernetes:<group>/<version>:<Kind> token."""
     _, _, rest = token.partition(":")
@@ -345,16 +372,45 @@ def host_findings(token: str, props: dict, found: Optional[ObjectShapes] = None)
             yield unknown(shape.path, HOST_FIX, why=_UNKNOWN_SPEC_WHY)
 
 
-def _check_service(res: Resource, config: dict) -> Iterator[Finding]:
+def each_object(token: str, props: dict, path: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(path, type token, object): the object itself, or each item of a List kind (a
+    ServiceList resource, or kind: List in YAML), whose items may be of any kind."""
+    kind = parse_type(token)[2]
+    if not kind.endswith("List") or "items" not in props:
+        yield path, token, props
+        return
+    items = props.get("items")
+    prefix = f"{path}." if path else ""
+    if is_unknown(items):
+        yield f"{prefix}items", token, items
+        return
+    item_token = token[:-len("List")]
+    for index, item in enumerate(as_list(items)):
+        if isinstance(item, dict) and isinstance(item.get("kind"), str) and item.get("apiVersion"):
+            yield f"{prefix}items[{index}]", object_type(item), item
+        else:
+            yield f"{prefix}items[{index}]", item_token, item
+
+
+def _per_object(res: Resource, judge) -> Iterator[Finding]:
     if not is_object(res.type):
         return
-    yield from service_findings(res.type, res.props)
+    for path, token, obj in each_object(res.type, res.props):
+        if is_unknown(obj):
+            yield unknown(path, MANIFEST_FIX, why=_UNKNOWN_SPEC_WHY)
+            continue
+        if not isinstance(obj, dict):
+            continue
+        for finding in judge(token, obj):
+            yield dataclasses.replace(finding, path=f"{path}.{finding.path}") if path else finding
+
+
+def _check_service(res: Resource, config: dict) -> Iterator[Finding]:
+    yield from _per_object(res, service_findings)
 
 
 def _check_host_network(res: Resource, config: dict) -> Iterator[Finding]:
-    if not is_object(res.type):
-        return
-    yield from host_findings(res.type, res.props)
+    yield from _per_object(res, host_findings)
 
 
 K8S_SERVICE_INTERNAL = resource_policy(
@@ -364,7 +420,7 @@ K8S_SERVICE_INTERNAL = resource_policy(
                 "or embeds one (Services, ServicePatches, custom resources with Service specs or "
                 "serviceType fields): LoadBalancer only with an explicit internal scheme "
                 "annotation, no NodePort, no externalIPs.",
-    resource_types=("kubernetes:*",),
+    resource_types=SERVICE_TOKENS + ("kubernetes:*",),
     check=_check_service,
     remediation="Use ClusterIP Services; if an LB is needed, annotate "
                 "service.beta.kubernetes.io/aws-load-balancer-scheme: internal.",
@@ -376,7 +432,7 @@ K8S_NO_HOST_NETWORK = resource_policy(
     description="No pod uses hostNetwork or hostPort, in any object that carries a pod spec "
                 "(workloads, their Patches, and custom resources such as KServe, LeaderWorkerSet, "
                 "Argo Rollouts, KEDA ScaledJob, KubeRay).",
-    resource_types=("kubernetes:*",),
+    resource_types=POD_TOKENS + ("kubernetes:*",),
     check=_check_host_network,
     remediation="Remove hostNetwork/hostPort; use a ClusterIP Service.",
 )
@@ -537,7 +593,7 @@ def _judge_nginx_ingress(annotations: dict, ann_path: str, cls: Any) -> Iterator
 
 
 def _check_ingress_like(res: Resource, config: dict) -> Iterator[Finding]:
-    yield from ingress_like_findings(res.type, res.props, config)
+    yield from _per_object(res, lambda token, obj: ingress_like_findings(token, obj, config))
 
 
 def ingress_like_findings(token: str, props: dict, config: dict) -> Iterator[Finding]:
@@ -584,16 +640,12 @@ def _judge_visibility(props: dict, group: str, kind: str, patch: bool) -> Iterat
                         "cluster-local, and that route authenticates nobody", fix)
 
 
-INGRESS_KINDS = ("kubernetes:networking.k8s.io/*:Ingress", "kubernetes:networking.k8s.io/*:IngressPatch",
-                 "kubernetes:extensions/*:Ingress", "kubernetes:extensions/*:IngressPatch",
-                 "kubernetes:elbv2.k8s.aws/*:IngressClassParams",
-                 "kubernetes:gateway.k8s.aws/*:LoadBalancerConfiguration",
-                 "kubernetes:serving.knative.dev/*:Service", "kubernetes:serving.knative.dev/*:Route",
-                 "kubernetes:serving.knative.dev/*:ServicePatch", "kubernetes:serving.knative.dev/*:RoutePatch",
-                 "kubernetes:serving.kserve.io/*:InferenceService",
-                 "kubernetes:serving.kserve.io/*:InferenceServicePatch",
-                 "kubernetes:serving.kserve.io/*:InferenceGraph",
-                 "kubernetes:serving.kserve.io/*:LLMInferenceService")
+INGRESS_KINDS = INGRESS_TOKENS + ("kubernetes:elbv2.k8s.aws/v1beta1:IngressClassParams",
+                                  "kubernetes:gateway.k8s.aws/v1beta1:LoadBalancerConfiguration") + SERVING_TOKENS + (
+    "kubernetes:networking.k8s.io/*:Ingress*", "kubernetes:extensions/*:Ingress*",
+    "kubernetes:elbv2.k8s.aws/*:IngressClassParams*", "kubernetes:gateway.k8s.aws/*:LoadBalancerConfiguration*",
+    "kubernetes:serving.knative.dev/*", "kubernetes:serving.kserve.io/*")
+
 
 K8S_INGRESS_INTERNAL = resource_policy(
     name="k8s-ingress-internal",
@@ -857,7 +909,7 @@ K8S_ENTRY_POINTS = stack_policy(
                 "exposure rule, manifests the pack cannot read fail closed unless the provider "
                 "registered their objects; Gateway API gateways are internal and routes attach only "
                 "to gateways judged here.",
-    resource_types=MANIFEST_TYPES + ("kubernetes:gateway.networking.k8s.io/*",),
+    resource_types=MANIFEST_TYPES + GATEWAY_API_TOKENS + ("kubernetes:gateway.networking.k8s.io/*",),
     check=_check_entry_points,
     config_schema={"internalIngressClasses": {
         **INGRESS_CLASSES_SCHEMA,
