@@ -167,6 +167,42 @@ class Weights(_Strict):
         return self.s3_uri[5:].split("/", 1)[1] if self.s3_uri else None
 
 
+class PromptTokens(_Strict):
+    # Tokens in the prompt of an ordinary request (throughput and queue estimates).
+    typical: int = Field(ge=1, le=163840)
+    # The long prompts that must still get their full output (KV reserved per sequence).
+    p95: int = Field(ge=1, le=163840)
+
+
+class OutputTokens(_Strict):
+    # Tokens an ordinary request generates (throughput and queue estimates).
+    typical: int = Field(ge=1, le=163840)
+    # Server-side cap on generated tokens (the runtime's max-new-tokens ceiling); sequences
+    # are counted at p95 prompt + this many tokens, so concurrency never over-promises.
+    max: int = Field(ge=16, le=163840)
+
+
+class Workload(_Strict):
+    """The request shape a model is sized for: concurrency, queues, KV per sequence and the gateway throttles follow from it."""
+
+    prompt_tokens: PromptTokens
+    output_tokens: OutputTokens
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Workload":
+        if self.prompt_tokens.typical > self.prompt_tokens.p95:
+            raise PydanticCustomError(
+                "workload_prompt", "prompt_tokens.typical {typical} is greater than "
+                "prompt_tokens.p95 {p95}; typical must be <= p95",
+                {"typical": self.prompt_tokens.typical, "p95": self.prompt_tokens.p95})
+        if self.output_tokens.typical > self.output_tokens.max:
+            raise PydanticCustomError(
+                "workload_output", "output_tokens.typical {typical} is greater than "
+                "output_tokens.max {max}; typical must be <= max",
+                {"typical": self.output_tokens.typical, "max": self.output_tokens.max})
+        return self
+
+
 class Model(_Strict):
     # Also the URL path (/<name>/v1) and the Kubernetes namespace, hence a DNS label.
     name: Name
@@ -190,8 +226,9 @@ class Model(_Strict):
     tensor_parallel: Optional[int] = Field(default=None, ge=1, le=8)
     # Share of GPU memory the runtime may take (vLLM's default); the rest is headroom.
     gpu_memory_utilization: float = Field(default=0.9, ge=0.5, le=0.95)
-    # Server-side cap on generated tokens: the watchdog for a runaway generation.
-    max_new_tokens: int = Field(default=4096, ge=16, le=32768)
+    # The traffic each replica is sized for; unset: the model family's default from the
+    # catalog (reasoning models write long traces), capped to fit max_context.
+    workload: Optional[Workload] = None
     weights: Weights
     # Another build of the runtime than the catalog's (for example a TGI image rebuilt to run
     # as non-root, which restricted pods require); same entrypoint, pinned by tag and digest.
@@ -202,6 +239,17 @@ class Model(_Strict):
     hf_token: Optional[SecretRef] = None
     # Explicit runtime limits (see RUNTIME_OVERRIDE_KEYS); sizing checks them like derived ones.
     runtime_overrides: dict[str, Union[int, float]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "max_new_tokens" in value:
+            raise PydanticCustomError(
+                "moved_key", "max_new_tokens moved into the workload shape: write workload: "
+                "{prompt_tokens: {typical: T, p95: P}, output_tokens: {typical: O, max: "
+                "{value}}} (or drop it to use the model family's default)",
+                {"value": value["max_new_tokens"]})
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "Model":
@@ -227,6 +275,15 @@ class Model(_Strict):
                 "serves; use none, awq, gptq or fp8 with {runtime}",
                 {"q": self.quantization, "runtime": self.runtime},
             )
+        if self.workload is not None:
+            longest = self.workload.prompt_tokens.p95 + self.workload.output_tokens.max
+            if longest > self.max_context:
+                raise _at(("workload",), longest,
+                          f"prompt_tokens.p95 {self.workload.prompt_tokens.p95} + "
+                          f"output_tokens.max {self.workload.output_tokens.max} = {longest} "
+                          f"tokens exceeds max_context {self.max_context}: a p95 prompt could "
+                          f"not get its full output; lower them or raise max_context to >= "
+                          f"{longest}")
         allowed = RUNTIME_OVERRIDE_KEYS[self.runtime]
         for key, value in self.runtime_overrides.items():
             if key not in allowed:

@@ -271,7 +271,7 @@ def test_redeploy_trigger_changes_when_a_route_changes():
 
 def test_redeploy_trigger_ignores_what_a_deployment_does_not_snapshot():
     base = _redeployment("dev")
-    assert _redeployment("dev", lambda inv: inv["gateway"]["tiers"][0].update(rate_per_second=1)) == base
+    assert _redeployment("dev", lambda inv: inv["gateway"]["tiers"][0].update(rate_per_second=0.2)) == base
     assert _redeployment("dev", lambda inv: inv["gateway"]["waf"].update(rate_limit_per_ip=900)) == base
 
 
@@ -538,8 +538,8 @@ def test_the_program_exports_what_the_smoke_test_and_clients_read():
     run = run_with_inventory("dev", lambda inv: None, preview=False)
     outputs = run.outputs
     assert outputs["served_models"] == ["r1-qwen-7b", "r1-qwen-1-5b-gguf"]
-    assert outputs["tier_limits"] == {"standard": {"rate": 2, "burst": 4}}
-    assert outputs["smoke_tier_limits"] == {"rate": 2, "burst": 4}
+    assert outputs["tier_limits"] == {"standard": {"rate": 0.35, "burst": 4}}
+    assert outputs["smoke_tier_limits"] == {"rate": 0.35, "burst": 4}
     assert outputs["max_request_bytes"] == 16384 * 8 + 64 * 1024
     assert outputs["stage_name"] == "v1"
     base = outputs["api_endpoint"]

@@ -192,11 +192,19 @@ def test_tgi_plan_respects_the_launcher_constraints():
     p = plan("deepseek-r1-distill-qwen-7b", "g5.xlarge", "tgi", max_context=8192)
     a = p.args
     assert a["--max-total-tokens"] == 8192
-    assert a["--max-input-tokens"] < a["--max-total-tokens"]
+    assert a["--max-input-tokens"] == 8192 - p.workload.output_max
     assert a["--max-batch-prefill-tokens"] >= a["--max-input-tokens"]
-    assert a["--max-total-tokens"] <= a["--max-batch-total-tokens"] == p.kv_capacity_tokens
-    assert a["--max-concurrent-requests"] == p.max_inflight_requests
-    assert a["--num-shard"] == 1 and a["--cuda-memory-fraction"] == 0.9
+    # The budget TGI infers is predicted, never passed: TGI 3 ignores the flag.
+    assert "--max-batch-total-tokens" not in a
+    assert a["--max-total-tokens"] <= p.kv_capacity_tokens
+    assert a["--max-batch-prefill-tokens"] <= p.kv_capacity_tokens
+    # Every running request reserves the whole --max-total-tokens (TGI's default
+    # max_new_tokens), so the batch runs budget // max_total requests.
+    assert p.running_slots == p.kv_capacity_tokens // 8192
+    assert a["--max-concurrent-requests"] == p.max_inflight_requests >= p.running_slots
+    # CUDA_MEMORY_FRACTION x TGI_WIGGLE_ROOM (0.9) = the planned 0.9 of the device.
+    assert a["--num-shard"] == 1 and a["--cuda-memory-fraction"] == 1.0
+    assert p.gpu_memory_utilization == 0.9
     assert p.image == "ghcr.io/huggingface/text-generation-inference:3.3.5"
 
 
@@ -309,22 +317,29 @@ def test_more_sequences_than_the_cache_holds_is_allowed_but_not_promised():
 
 
 def test_vllm_refuses_fewer_batched_tokens_than_sequences():
-    message = misfit("deepseek-r1-distill-qwen-7b", "g5.xlarge",
+    message = misfit("deepseek-r1-distill-qwen-7b", "g6e.xlarge",
                      overrides={"--max-num-seqs": 4096, "--max-num-batched-tokens": 2048})
     assert "--max-num-batched-tokens 2048 is below --max-num-seqs 4096" in message
 
 
-def test_tgi_batch_total_override_must_fit_the_cache_and_one_request():
+def test_tgi_flags_are_checked_against_the_budget_it_will_infer():
     p = plan("deepseek-r1-distill-qwen-7b", "g5.xlarge", "tgi")
-    message = misfit("deepseek-r1-distill-qwen-7b", "g5.xlarge", "tgi",
-                     overrides={"--max-batch-total-tokens": p.kv_capacity_tokens + 1000})
-    assert "exceeds the" in message
+    # TGI 3 ignores --max-batch-total-tokens for flash-attention models: refused, with
+    # the budget it would infer instead.
     message = misfit("deepseek-r1-distill-qwen-7b", "g5.xlarge", "tgi",
                      overrides={"--max-batch-total-tokens": 4096})
-    assert "one sequence of 8192 tokens" in message
+    assert "is ignored by TGI 3" in message and f"infers {p.kv_capacity_tokens} tokens" in message
     message = misfit("deepseek-r1-distill-qwen-7b", "g5.xlarge", "tgi",
                      overrides={"--max-input-tokens": 8192})
     assert "must be below --max-total-tokens 8192" in message
+    # More concurrent requests than the inferred budget runs plus the queue: refused.
+    message = misfit("deepseek-r1-distill-qwen-7b", "g5.xlarge", "tgi",
+                     overrides={"--max-concurrent-requests": p.max_inflight_requests + 1})
+    assert f"admits more than the {p.running_slots} requests" in message
+    # A total beyond the inferred budget: TGI's router refuses to start (NotEnoughMemory).
+    message = misfit("deepseek-r1-distill-qwen-7b", "g5.xlarge", "tgi", max_context=131072,
+                     overrides={"--max-input-tokens": 2048})
+    assert "one sequence of 131072 tokens" in message
 
 
 def test_ollama_parallel_override_beyond_the_cache_is_refused():
@@ -366,7 +381,7 @@ def test_rate_beyond_capacity_names_the_replicas_that_would_carry_it():
 def test_burst_beyond_what_replicas_accept_is_refused():
     p = plan("deepseek-r1-distill-qwen-7b", "g5.xlarge", "ollama")
     with pytest.raises(SizingError, match=r"burst 1000 exceeds the \d+ requests"):
-        check_throttle(p, replicas=1, rate=0.1, burst=1000)
+        check_throttle(p, replicas=1, rate=0.01, burst=1000)
 
 
 def test_throttles_sum_over_every_model_behind_the_gateway():

@@ -89,8 +89,8 @@ def test_a_changed_tier_rate_shows_the_usage_plan_throttle_before_and_after(repo
     plan = _resource(report, "aws:apigateway/usagePlan:UsagePlan", "gateway-plan-standard")
     assert plan.action == "change"
     rate = [p for p in plan.properties if p.path == "throttleSettings.rateLimit"]
-    assert [(p.before, p.after) for p in rate] == [(2, 3)]
-    assert "| `throttleSettings.rateLimit` | `2` | `3` |" in markdown
+    assert [(p.before, p.after) for p in rate] == [(0.3, 0.4)]
+    assert "| `throttleSettings.rateLimit` | `0.3` | `0.4` |" in markdown
 
 
 def test_a_changed_context_limit_names_the_runtime_flag_whose_value_changed(report, markdown):
@@ -310,8 +310,8 @@ def test_diff_against_a_base_revision_plans_it_in_a_worktree(tmp_path):
     _git(repo, "commit", "--quiet", "-m", "the project")
     stack = repo / "stacks" / "Pulumi.dev.yaml"
     text = stack.read_text()
-    assert "rate_per_second: 2\n" in text
-    stack.write_text(text.replace("rate_per_second: 2\n", "rate_per_second: 3\n"))
+    assert "rate_per_second: 0.35\n" in text
+    stack.write_text(text.replace("rate_per_second: 0.35\n", "rate_per_second: 0.3\n"))
     _git(repo, "commit", "--quiet", "-am", "raise the standard tier")
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -327,7 +327,7 @@ def test_diff_against_a_base_revision_plans_it_in_a_worktree(tmp_path):
     report = result.stdout
     assert report.startswith("## Plan diff: working tree, stack `dev`\n")
     assert "Base: `HEAD~1` (" in report
-    assert "| `throttleSettings.rateLimit` | `2` | `3` |" in report
+    assert "| `throttleSettings.rateLimit` | `0.35` | `0.3` |" in report
     assert "0 to add · 0 to remove" in report
     assert str(tmp_path) not in report and "deepseek-diff-" not in report
     # The worktree is gone again.

@@ -109,6 +109,25 @@ CASES = [
      [f"{KEY}.models[0].image", "'vllm/vllm-openai:latest'", "tag and digest"]),
     ("malformed weights checksum", "dev", _set(("models", 0, "weights", "manifest_sha256"), "abc"),
      [f"{KEY}.models[0].weights.manifest_sha256", "'abc'", "64-hex-digit sha256"]),
+    ("workload prompt typical above p95", "dev",
+     _set(("models", 0, "workload"), {"prompt_tokens": {"typical": 5000, "p95": 4000},
+                                      "output_tokens": {"typical": 500, "max": 2000}}),
+     [f"{KEY}.models[0].workload", "prompt_tokens.typical 5000 is greater than prompt_tokens.p95 4000"]),
+    ("workload output typical above max", "dev",
+     _set(("models", 0, "workload"), {"prompt_tokens": {"typical": 500, "p95": 4000},
+                                      "output_tokens": {"typical": 3000, "max": 2000}}),
+     [f"{KEY}.models[0].workload", "output_tokens.typical 3000 is greater than output_tokens.max 2000"]),
+    ("workload longer than the context", "dev",
+     _set(("models", 0, "workload"), {"prompt_tokens": {"typical": 500, "p95": 4096},
+                                      "output_tokens": {"typical": 3000, "max": 32768}}),
+     [f"{KEY}.models[0].workload", "36864", "exceeds max_context 16384",
+      "raise max_context to >= 36864"]),
+    ("workload with an unknown key", "dev",
+     _set(("models", 0, "workload"), {"prompt_tokens": {"typical": 500, "p95": 4096},
+                                      "output_tokens": {"typical": 300, "maximum": 2000}}),
+     [f"{KEY}.models[0].workload.output_tokens.maximum", "allowed keys here: typical, max"]),
+    ("max_new_tokens moved into the workload", "dev", _set(("models", 0, "max_new_tokens"), 1024),
+     [f"{KEY}.models[0]", "max_new_tokens moved into the workload shape", "max: 1024"]),
 ]
 
 
@@ -249,3 +268,27 @@ def test_a_reference_to_a_plain_config_value_is_refused_by_the_program():
     config["deepseek-serving:plainValue"] = "sk-not-actually-secret"
     with pytest.raises(pulumi.RunError, match=r"'plainValue' is not a secret of this stack"):
         record_main(stack="dev", config=config, secret_keys=stack_file.secret_keys, region=stack_file.region)
+
+
+def test_a_tier_the_workload_cannot_serve_stops_the_preview_naming_the_numbers(tmp_path):
+    # dev serves r1-qwen-7b (2 replicas) and the 1.5B on Ollama: about 0.4 req/s of
+    # reasoning requests. A tier of 2 req/s is refused with the numbers behind the verdict.
+    path = _write_stack(tmp_path, "dev", _set(("gateway", "tiers", 0, "rate_per_second"), 2))
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.preview", "--stack", "dev", "--stack-file", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    message = result.stderr
+    assert message.count(str(path)) == 1 and "stacks/Pulumi.dev.yaml" not in message
+    for fragment in (f"{KEY}.gateway.tiers[0]", "rate 2 req/s", "max_replicas 2 x g6e.xlarge",
+                     "sequences at once", "output tokens/s", "req/s", "KV reserved for 4096 + 12288",
+                     "lower the gateway rate to <="):
+        assert fragment in message, f"{fragment!r} missing from:\n{message}"
+    assert "Nothing was registered" in message
+
+
+def test_nothing_registers_for_a_tier_the_workload_cannot_serve(kept_monitors):
+    with pytest.raises(pulumi_run_error(), match=r"tiers\[0\]"):
+        run_with_inventory("dev", _set(("gateway", "tiers", 0, "rate_per_second"), 2))
+    assert [m.registrations for m in kept_monitors] == [[]]

@@ -61,9 +61,17 @@ def test_vllm_serves_the_verified_local_copy_under_the_inventory_name():
     assert launch.env["HF_HUB_OFFLINE"] == "1"
 
 
-def test_vllm_caps_generated_tokens_at_the_inventory_value():
-    launch = launch_of("dev", "r1-qwen-7b", lambda raw: raw["models"][0].update(max_new_tokens=1024))
+def test_vllm_caps_generated_tokens_at_the_workload_max_output():
+    shape = {"prompt_tokens": {"typical": 500, "p95": 2000}, "output_tokens": {"typical": 300, "max": 1024}}
+    launch = launch_of("dev", "r1-qwen-7b", lambda raw: raw["models"][0].update(workload=shape))
     assert json.loads(flag(launch.args, "--override-generation-config")) == {"max_new_tokens": 1024}
+
+
+def test_vllm_caps_a_reasoning_model_at_its_family_default_fitted_to_the_context():
+    # R1 distills default to DeepSeek's 32,768 generated tokens; a 16,384-token context
+    # keeps a 4,096-token p95 prompt and gives the rest to the output.
+    launch = launch_of("dev", "r1-qwen-7b")
+    assert json.loads(flag(launch.args, "--override-generation-config")) == {"max_new_tokens": 12288}
 
 
 def test_vllm_takes_its_api_key_from_a_secret_never_from_arguments():
@@ -125,7 +133,12 @@ def test_tgi_bounds_request_size_batches_and_concurrency():
     max_input, max_total = int(flag(args, "--max-input-tokens")), int(flag(args, "--max-total-tokens"))
     assert max_input < max_total == 16384
     assert int(flag(args, "--max-batch-prefill-tokens")) >= max_input
-    assert int(flag(args, "--max-batch-total-tokens")) >= max_total
+    # TGI 3 infers its batch budget at warm-up and ignores the flag: it is never rendered,
+    # and the predicted budget holds at least one full sequence.
+    assert "--max-batch-total-tokens" not in args
+    assert launch.capacity.max_batch_total_tokens >= max_total
+    # The max output is the part of the context a prompt cannot take.
+    assert max_total - max_input == launch.capacity.max_new_tokens
     assert int(flag(args, "--max-concurrent-requests")) >= 1
     assert int(flag(args, "--payload-limit")) == launch.max_request_bytes
     assert flag(args, "--max-client-batch-size") == "1"

@@ -51,7 +51,14 @@ def run_program(stack: str, stack_path: Optional[Path] = None, main: Optional[Pa
             secret_keys=stack_file.secret_keys, preview=True, region=stack_file.region)
     except Exception as error:  # noqa: BLE001 - shown to the user as the CLI would
         if _is_user_error(error):
-            raise PreviewError(f"{stack_file.display_path}: {error}") from None
+            # Most user errors already start with the stack file; name it once.
+            text = str(error)
+            default_path = f"stacks/Pulumi.{stack}.yaml:"
+            if text.startswith(default_path):
+                text = text[len(default_path):].lstrip()
+            if not text.startswith(f"{stack_file.display_path}:"):
+                text = f"{stack_file.display_path}: {text}"
+            raise PreviewError(text) from None
         raise
     return stack_file, run
 

@@ -65,7 +65,7 @@ def _fit_tiers(inventory: dict[str, Any], count: int) -> None:
             return
         except ThrottleError:
             for tier in inventory["gateway"]["tiers"]:
-                tier["rate_per_second"] = max(1, tier["rate_per_second"] // 2)
+                tier["rate_per_second"] = max(0.01, round(tier["rate_per_second"] / 2, 2))
                 tier["burst"] = max(1, tier["burst"] // 2)
     raise ValueError(f"no tier throttle fits {count} models")
 

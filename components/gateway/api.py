@@ -294,6 +294,7 @@ _SIZING_QUANTIZATION = {"none": None, "q4_k_m": "gguf_q4_k_m", "q8_0": "gguf_q8_
 def model_plan(inventory: Inventory, model: Model, stack: str):
     """components/serving/sizing.py's plan for one replica of an inventory model."""
     from components.serving import catalog, sizing
+    from components.serving.workload import resolve_workload
 
     spec = next((s for s in catalog.MODELS.values() if s.hf_repo == model.hf_repo), None)
     if spec is None:
@@ -307,7 +308,7 @@ def model_plan(inventory: Inventory, model: Model, stack: str):
         quantization=_SIZING_QUANTIZATION.get(model.quantization, model.quantization),
         tensor_parallel=model.tensor_parallel, gpu_memory_utilization=model.gpu_memory_utilization,
         overrides={_SIZING_FLAGS[k]: v for k, v in model.runtime_overrides.items()},
-        stack=stack, model_name=model.name)
+        stack=stack, model_name=model.name, workload=resolve_workload(model, spec))
 
 
 def _floor2(value: float) -> float:

@@ -77,6 +77,9 @@ class ModelSpec:
     # the short tags (e.g. deepseek-r1:8b) were re-pointed to newer R1-0528 distills with a
     # different architecture, which would silently invalidate the sizing.
     ollama_tags: tuple[tuple[str, str], ...] = ()
+    # "reasoning" (R1 and its distills write a thinking trace before the answer) or "chat";
+    # picks the default workload shape (FAMILY_WORKLOADS).
+    family: str = "chat"
     source: str = ""
     note: str = ""
 
@@ -120,7 +123,8 @@ def _qwen2_distill(size: str, repo_size: str, *, layers: int, hidden: int, inter
         num_layers=layers, hidden_size=hidden, intermediate_size=inter,
         num_attention_heads=heads, num_kv_heads=kv_heads, head_dim=hidden // heads,
         vocab_size=vocab, max_position_embeddings=131072, total_params=params,
-        native_dtype="bf16", ollama_tags=_distill_tags(size, "qwen"), source=_hf(repo),
+        native_dtype="bf16", ollama_tags=_distill_tags(size, "qwen"), family="reasoning",
+        source=_hf(repo),
     )
 
 
@@ -132,14 +136,15 @@ def _llama_distill(size: str, repo_size: str, *, layers: int, hidden: int, inter
         num_layers=layers, hidden_size=hidden, intermediate_size=inter,
         num_attention_heads=heads, num_kv_heads=8, head_dim=128, vocab_size=128256,
         max_position_embeddings=131072, total_params=params, native_dtype="bf16",
-        ollama_tags=_distill_tags(size, "llama"), source=_hf(repo),
+        ollama_tags=_distill_tags(size, "llama"), family="reasoning", source=_hf(repo),
     )
 
 
 def _deepseek_mla(name: str, repo: str, *, architecture: str, layers: int, hidden: int,
                   inter: int, heads: int, vocab: int, params: int, active: int,
                   dtype: str, moe_inter: int, top_k: int, shared: int,
-                  ollama_tags: tuple[tuple[str, str], ...], note: str) -> ModelSpec:
+                  ollama_tags: tuple[tuple[str, str], ...], note: str,
+                  family: str = "chat") -> ModelSpec:
     return ModelSpec(
         name=name, hf_repo=repo, architecture=architecture, num_layers=layers,
         hidden_size=hidden, intermediate_size=inter, num_attention_heads=heads,
@@ -149,7 +154,8 @@ def _deepseek_mla(name: str, repo: str, *, architecture: str, layers: int, hidde
         max_position_embeddings=163840, total_params=params, active_params=active,
         native_dtype=dtype, kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128,
         v_head_dim=128, moe_intermediate_size=moe_inter, num_experts_per_tok=top_k,
-        n_shared_experts=shared, ollama_tags=ollama_tags, source=_hf(repo), note=note,
+        n_shared_experts=shared, ollama_tags=ollama_tags, family=family, source=_hf(repo),
+        note=note,
     )
 
 
@@ -201,8 +207,41 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
         "deepseek-r1", "deepseek-ai/DeepSeek-R1", architecture="deepseek_v3", layers=61,
         hidden=7168, inter=18432, heads=128, vocab=129280, params=671_000_000_000,
         active=37_000_000_000, dtype="fp8", moe_inter=2048, top_k=8, shared=1,
-        ollama_tags=(("gguf_q4_k_m", "deepseek-r1:671b-q4_K_M"),), note=_V3_NOTE),
+        ollama_tags=(("gguf_q4_k_m", "deepseek-r1:671b-q4_K_M"),), note=_V3_NOTE,
+        family="reasoning"),
 )}
+
+
+
+@dataclass(frozen=True)
+class FamilyWorkload:
+    """The request shape a model family is sized for when the inventory names none."""
+
+    prompt_typical: int
+    prompt_p95: int
+    output_typical: int
+    output_max: int
+    source: str
+
+
+# Prompts: 1,024 typical / 4,096 p95 tokens is this project's assumption for chat and
+# retrieval traffic (a long system prompt plus history), not a published figure: set
+# models[].workload when the traffic is known.
+FAMILY_WORKLOADS: dict[str, FamilyWorkload] = {
+    # DeepSeek evaluates R1 and every distill with "the maximum generation length set to
+    # 32,768 tokens" (https://huggingface.co/deepseek-ai/DeepSeek-R1, Evaluation Results),
+    # and R1 "used an average of 12K tokens per question" on AIME
+    # (https://huggingface.co/deepseek-ai/DeepSeek-R1-0528). Everyday questions think far
+    # less than competition mathematics: 4,096 typical output tokens, a third of that.
+    "reasoning": FamilyWorkload(1024, 4096, 4096, 32768,
+                                "https://huggingface.co/deepseek-ai/DeepSeek-R1"),
+    # DeepSeek's API serves its chat model (V3) with "max output 8K" (default 4K)
+    # (https://api-docs.deepseek.com/quick_start/pricing); answers without a reasoning
+    # trace are usually a few hundred tokens: 512 typical.
+    "chat": FamilyWorkload(1024, 4096, 512, 8192,
+                           "https://api-docs.deepseek.com/quick_start/pricing"),
+}
+
 
 # Models that are not served here but have published vLLM start-up figures; the KV
 # benchmark (tools/bench_kv.py) checks the sizing formulas against them.

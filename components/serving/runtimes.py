@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from components.config import Inventory, Model
+from components.serving.workload import resolve_workload
 
 # Where weights sit inside the container; hosts and pods mount the verified copy here.
 MODEL_ROOT = "/models"
@@ -69,7 +70,9 @@ class CapacityFlags:
     max_concurrency: int
     # Tokens scheduled in one engine step (vLLM max-num-batched-tokens, TGI prefill budget).
     max_batch_tokens: int
-    # TGI max-batch-total-tokens: the KV budget; None where the runtime sizes it itself.
+    # The KV token budget a TGI replica infers at warm-up (predicted by sizing, never a
+    # flag: TGI 3 ignores --max-batch-total-tokens for flash-attention models); None for
+    # vLLM and Ollama, which report their own cache usage.
     max_batch_total_tokens: Optional[int]
     # Requests allowed to wait beyond max_concurrency before the runtime answers busy
     # (Ollama OLLAMA_MAX_QUEUE; the gateway throttle bounds it for vLLM and TGI).
@@ -389,7 +392,8 @@ def _capacity_flags(inventory: Inventory, model: Model, *, gpu_count: int,
         spec, instance, runtime=model.runtime, max_context=model.max_context,
         quantization=SIZING_QUANTIZATION[model.quantization], tensor_parallel=model.tensor_parallel,
         gpu_memory_utilization=model.gpu_memory_utilization,
-        overrides=sizing_overrides(model), stack=inventory.environment, model_name=model.name)
+        overrides=sizing_overrides(model), stack=inventory.environment, model_name=model.name,
+        workload=resolve_workload(model, spec))
     return _capacity_from_plan(model, plan)
 
 
@@ -416,7 +420,7 @@ def _capacity_from_plan(model: Model, plan: Any) -> CapacityFlags:
     if model.runtime == "vllm":
         ctx = int(args["--max-model-len"])
         return CapacityFlags(
-            max_context=ctx, max_input_tokens=ctx, max_new_tokens=min(model.max_new_tokens, ctx),
+            max_context=ctx, max_input_tokens=ctx, max_new_tokens=plan.max_output_tokens,
             max_concurrency=int(args["--max-num-seqs"]),
             max_batch_tokens=int(args["--max-num-batched-tokens"]), max_batch_total_tokens=None,
             max_queue=max(0, plan.max_inflight_requests - plan.running_slots),
@@ -426,19 +430,21 @@ def _capacity_from_plan(model: Model, plan: Any) -> CapacityFlags:
     if model.runtime == "tgi":
         total = int(args["--max-total-tokens"])
         max_input = int(args["--max-input-tokens"])
+        concurrent = int(args["--max-concurrent-requests"])
         return CapacityFlags(
             max_context=total, max_input_tokens=max_input,
-            max_new_tokens=min(model.max_new_tokens, total - max_input),
-            max_concurrency=int(args["--max-concurrent-requests"]),
+            max_new_tokens=min(plan.max_output_tokens, total - max_input),
+            max_concurrency=concurrent,
             max_batch_tokens=int(args["--max-batch-prefill-tokens"]),
-            max_batch_total_tokens=int(args["--max-batch-total-tokens"]), max_queue=0,
+            max_batch_total_tokens=plan.kv_capacity_tokens,
+            max_queue=max(0, concurrent - plan.running_slots),
             tensor_parallel_size=int(args["--num-shard"]),
-            gpu_memory_utilization=float(args["--cuda-memory-fraction"]),
+            gpu_memory_utilization=plan.gpu_memory_utilization,
             flags=tuple(plan.cli_args()), env={}, source="sizing")
     env = dict(plan.env)
     ctx = int(env["OLLAMA_CONTEXT_LENGTH"])
     return CapacityFlags(
-        max_context=ctx, max_input_tokens=ctx, max_new_tokens=min(model.max_new_tokens, ctx),
+        max_context=ctx, max_input_tokens=ctx, max_new_tokens=plan.max_output_tokens,
         max_concurrency=int(env["OLLAMA_NUM_PARALLEL"]), max_batch_tokens=plan.max_num_batched_tokens,
         max_batch_total_tokens=None, max_queue=int(env["OLLAMA_MAX_QUEUE"]),
         tensor_parallel_size=plan.tensor_parallel, gpu_memory_utilization=plan.gpu_memory_utilization,
@@ -469,7 +475,7 @@ def _from_inventory(model: Model, gpu_count: int) -> CapacityFlags:
         if model.quantization == "fp8":
             flags += ("--quantization", "fp8")
         return CapacityFlags(
-            max_context=ctx, max_input_tokens=ctx, max_new_tokens=min(model.max_new_tokens, ctx),
+            max_context=ctx, max_input_tokens=ctx, max_new_tokens=min(resolve_workload(model, None).output_max, ctx),
             max_concurrency=seqs, max_batch_tokens=batched, max_batch_total_tokens=None,
             max_queue=0, tensor_parallel_size=tp, gpu_memory_utilization=util, flags=flags)
     if model.runtime == "tgi":
@@ -491,7 +497,7 @@ def _from_inventory(model: Model, gpu_count: int) -> CapacityFlags:
             flags += ("--quantize", model.quantization)
         return CapacityFlags(
             max_context=total, max_input_tokens=max_input,
-            max_new_tokens=min(model.max_new_tokens, total - max_input), max_concurrency=concurrency,
+            max_new_tokens=min(resolve_workload(model, None).output_max, total - max_input), max_concurrency=concurrency,
             max_batch_tokens=prefill, max_batch_total_tokens=total_tokens, max_queue=0,
             tensor_parallel_size=tp, gpu_memory_utilization=util, flags=flags)
     ctx = int(o.get("context_length", model.max_context))
@@ -500,6 +506,6 @@ def _from_inventory(model: Model, gpu_count: int) -> CapacityFlags:
     env = {"OLLAMA_NUM_PARALLEL": str(parallel), "OLLAMA_CONTEXT_LENGTH": str(ctx),
            "OLLAMA_MAX_QUEUE": str(queue), "OLLAMA_MAX_LOADED_MODELS": "1"}
     return CapacityFlags(
-        max_context=ctx, max_input_tokens=ctx, max_new_tokens=min(model.max_new_tokens, ctx),
+        max_context=ctx, max_input_tokens=ctx, max_new_tokens=min(resolve_workload(model, None).output_max, ctx),
         max_concurrency=parallel, max_batch_tokens=ctx, max_batch_total_tokens=None,
         max_queue=queue, tensor_parallel_size=1, gpu_memory_utilization=util, env=env)

@@ -41,6 +41,7 @@ from components.serving.catalog import (
     get_runtime_image,
     instances_by_size,
 )
+from components.serving.workload import WorkloadShape, family_default
 
 GIB = 1024**3
 RUNTIMES = ("vllm", "tgi", "ollama")
@@ -220,11 +221,85 @@ def activation_bytes_per_token(model: ModelSpec, tensor_parallel: int = 1) -> in
     return math.ceil(elements * 2)
 
 
-def non_torch_gib(gpu_total_gib: float, tensor_parallel: int) -> float:
-    """Memory outside PyTorch's allocator: CUDA context, library workspaces, and with
-    tensor parallelism the NCCL and custom all-reduce buffers (see the constants)."""
-    per_rank = NON_TORCH_BASE_GIB + NON_TORCH_PER_DEVICE_GIB * gpu_total_gib
-    return per_rank * (2 if tensor_parallel > 1 else 1)
+@dataclass(frozen=True)
+class RuntimeProfile:
+    """How one runtime release measures its overhead at start-up (see ``PROFILES``).
+
+    ``non_torch_*``: memory outside PyTorch's allocator that the release counts against its
+    budget (per rank, GiB). ``logits_bytes``: bytes per (sequence x vocabulary) element at
+    the sampler's peak. ``sampler_after_forward``: the sampler's peak follows the forward
+    pass (the allocator's peak is the larger of the two) instead of adding to it.
+    ``cuda_graphs_in_budget``: graphs are captured inside the budget; otherwise they need
+    device memory outside ``gpu_memory_utilization`` (``CUDA_GRAPH_HEADROOM_GIB``).
+    ``reserve_fraction``: the share of ``CUDA_MEMORY_FRACTION`` TGI keeps free
+    (``1 - TGI_WIGGLE_ROOM``); the budget is ``fraction x (1 - reserve) x device``.
+    """
+
+    name: str
+    runtime: str
+    non_torch_base_gib: float
+    non_torch_per_device_gib: float
+    non_torch_tp_gib: float
+    logits_bytes: float
+    sampler_after_forward: bool
+    cuda_graphs_in_budget: bool
+    reserve_fraction: float
+    source: str
+
+    def non_torch_gib(self, gpu_total_gib: float, tensor_parallel: int) -> float:
+        per_rank = self.non_torch_base_gib + self.non_torch_per_device_gib * gpu_total_gib
+        return per_rank + (self.non_torch_tp_gib if tensor_parallel > 1 else 0.0)
+
+
+PROFILES: dict[str, RuntimeProfile] = {p.name: p for p in (
+    # v0.6.4/0.6.5 (V0): the first releases that print the terms (PR #10511). Their baseline
+    # still counted part of the CUDA context and cuBLAS workspaces as non-torch: 0.35 GiB on
+    # a 24 GiB RTX 3090 (issue #10517), 1.79 GiB on an 80 GB H100 and 3.58 GiB at TP=2
+    # (PR #10511). V0's profile samples one token per sequence (float32 logits).
+    RuntimeProfile("vllm-0.6", "vllm", 0.3, 0.018, 0.3 + 0.018 * 79.22, 4.0, False, False, 0.0,
+                   "https://github.com/vllm-project/vllm/pull/10511"),
+    # v0.7/0.8 (V0 with memory_profiling): the baseline is taken after the CUDA context, so
+    # non_torch is what profiling adds: 0.25 GiB on 2x RTX 4090 TP=2 (issue #13061), 0.20 GiB
+    # on RTX 3090s (PR #14447). Consumer GPUs have no custom all-reduce (no P2P).
+    RuntimeProfile("vllm-0.7", "vllm", 0.25, 0.0, 0.25, 4.0, True, False, 0.0,
+                   "https://github.com/vllm-project/vllm/issues/13061"),
+    # v0.11 (V1, the pinned image). gpu_worker.determine_available_memory: available =
+    # total x gpu_memory_utilization - (weights + torch peak increase + non-torch increase),
+    # measured against the snapshot taken after the CUDA context exists
+    # (vllm/v1/worker/gpu_worker.py, vllm/utils memory_profiling). profile_run runs the
+    # forward pass over max_num_batched_tokens, then _dummy_sampler_run over
+    # min(max_num_seqs, max_num_batched_tokens) sequences with top-k/top-p set, so the
+    # sampler sorts the logits: bf16 logits (2 bytes), their float32 copy (4), sorted
+    # values (4), int64 sort indices (8), softmax probabilities (4) = 22 bytes per element,
+    # rounded up to 24. CUDA graphs are captured after the KV cache is allocated, outside
+    # the budget (graph memory profiling became the default only later, in v0.21).
+    # With TP > 1 the NCCL communicators and custom all-reduce buffers add to non-torch.
+    RuntimeProfile("vllm-0.11", "vllm", 0.25, 0.0, 0.75, 24.0, True, False, 0.0,
+                   "https://github.com/vllm-project/vllm/blob/v0.11.0/vllm/v1/worker/gpu_worker.py"),
+    # TGI 3.3 (flash-attention models): warmup() runs one prefill of
+    # --max-batch-prefill-tokens, then gives the KV cache
+    # free - (1 - CUDA_MEMORY_FRACTION x TGI_WIGGLE_ROOM) x total, TGI_WIGGLE_ROOM = 0.90
+    # (server/text_generation_server/models/flash_causal_lm.py warmup,
+    # utils/import_utils.py get_cuda_free_memory, models/globals.py). The prefill computes
+    # logits only for each request's last token; CUDA graphs are captured afterwards from
+    # the reserve.
+    RuntimeProfile("tgi-3.3", "tgi", 0.3, 0.0, 0.75, 4.0, True, True, 0.10,
+                   "https://github.com/huggingface/text-generation-inference/blob/v3.3.5/"
+                   "server/text_generation_server/models/flash_causal_lm.py"),
+)}
+# The profile of each runtime image the catalog pins.
+PINNED_PROFILE = {"vllm": PROFILES["vllm-0.11"], "tgi": PROFILES["tgi-3.3"]}
+
+
+def non_torch_gib(gpu_total_gib: float, tensor_parallel: int,
+                  profile: RuntimeProfile | None = None) -> float:
+    """Memory outside PyTorch's allocator the runtime counts against its budget."""
+    return (profile or PINNED_PROFILE["vllm"]).non_torch_gib(gpu_total_gib, tensor_parallel)
+
+
+def sampler_peak_bytes(model: ModelSpec, max_num_seqs: int, profile: RuntimeProfile) -> int:
+    """The sampler's peak at start-up: ``sequences x vocabulary x logits_bytes``."""
+    return math.ceil(max_num_seqs * model.vocab_size * profile.logits_bytes)
 
 
 @dataclass(frozen=True)
@@ -241,10 +316,12 @@ class MemoryBudget:
     kv_pool_gib: float
     kv_bytes_per_token: int
     kv_capacity_tokens: int
+    # The allocator's peak during profiling: activation and logits, added or the larger.
+    peak_gib: float = 0.0
 
     @property
     def overhead_gib(self) -> float:
-        return self.non_torch_gib + self.activation_gib + self.logits_gib
+        return self.non_torch_gib + self.peak_gib
 
     @property
     def weights_fit(self) -> bool:
@@ -253,25 +330,32 @@ class MemoryBudget:
 
 def gpu_memory_budget(model: ModelSpec, *, gpu_total_gib: float, gpu_memory_utilization: float,
                       tensor_parallel: int, quantization: str, prefill_tokens: int,
-                      max_num_seqs: int, kv_dtype_bytes: float = 2.0) -> MemoryBudget:
-    """KV capacity of one vLLM / TGI replica (see the module docstring for the model).
+                      max_num_seqs: int, kv_dtype_bytes: float = 2.0,
+                      profile: RuntimeProfile | None = None) -> MemoryBudget:
+    """KV capacity of one vLLM / TGI replica under ``profile`` (default: the pinned vLLM).
 
+    ``prefill_tokens`` is the batched token budget the start-up profile runs (vLLM
+    ``--max-num-batched-tokens``, TGI ``--max-batch-prefill-tokens``); ``max_num_seqs``
+    the sequences the sampler profiles (TGI: the requests in its warm-up prefill).
     Capacity is what the most loaded rank can hold: ranks are symmetric here, and for
     MLA every rank holds every token's latent, so the per-rank pool is the replica's
     pool in tokens.
     """
+    profile = profile or PINNED_PROFILE["vllm"]
     budget = gpu_memory_utilization * gpu_total_gib
     weights = weight_bytes(model, quantization) / tensor_parallel / GIB
-    non_torch = non_torch_gib(gpu_total_gib, tensor_parallel)
+    non_torch = profile.non_torch_gib(gpu_total_gib, tensor_parallel)
     activation = prefill_tokens * activation_bytes_per_token(model, tensor_parallel) / GIB
-    logits = max_num_seqs * model.vocab_size * 4 / GIB
-    raw_pool = budget - weights - non_torch - activation - logits
+    sequences = max(1, min(max_num_seqs, prefill_tokens)) if prefill_tokens else max_num_seqs
+    logits = sampler_peak_bytes(model, sequences, profile) / GIB
+    peak = max(activation, logits) if profile.sampler_after_forward else activation + logits
+    raw_pool = budget - weights - non_torch - peak
     pool = raw_pool * (1 - KV_SAFETY_FRACTION) if raw_pool > 0 else raw_pool
     per_token = kv_bytes_per_token(model, kv_dtype_bytes=kv_dtype_bytes,
                                    tensor_parallel=tensor_parallel)
     tokens = _round_down_to_blocks(pool * GIB / per_token) if pool > 0 else 0
     return MemoryBudget(gpu_total_gib, gpu_memory_utilization, budget, weights, non_torch,
-                        activation, logits, pool, per_token, tokens)
+                        activation, logits, pool, per_token, tokens, peak)
 
 
 def ollama_memory_budget(model: ModelSpec, *, gpu_total_gib: float, gpu_count: int,
@@ -375,8 +459,20 @@ class RuntimePlan:
     capacity_rps: float
     args: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    workload: WorkloadShape | None = None
     assumptions: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+
+    @property
+    def max_output_tokens(self) -> int:
+        """The generation ceiling the runtime is given (the workload's max output)."""
+        return self.workload.output_max if self.workload else self.max_model_len
+
+    @property
+    def output_tokens_per_second(self) -> float:
+        """Generated tokens per second at ``capacity_rps`` with typical requests."""
+        typical = self.workload.output_typical if self.workload else 0
+        return self.capacity_rps * typical
 
     def cli_args(self) -> list[str]:
         """``args`` as a command line: ``--flag value``; boolean flags bare when true."""
@@ -420,8 +516,7 @@ class _Request:
     overrides: Mapping[str, Any]
     stack: str
     model_name: str
-    prompt_tokens: int
-    output_tokens: int
+    workload: WorkloadShape
     max_queue_wait_seconds: float
 
     def where(self) -> str:
@@ -442,17 +537,19 @@ class _Misfit(Exception):
 def plan_runtime(model: ModelSpec, instance: InstanceSpec, *, runtime: str, max_context: int,
                  quantization: str | None = None, tensor_parallel: int | None = None,
                  gpu_memory_utilization: float = 0.9, overrides: Mapping[str, Any] | None = None,
-                 stack: str, model_name: str, prompt_tokens: int = 1024,
-                 output_tokens: int = 512, max_queue_wait_seconds: float = 30.0) -> RuntimePlan:
+                 stack: str, model_name: str, workload: WorkloadShape | None = None,
+                 max_queue_wait_seconds: float = 30.0) -> RuntimePlan:
     """Size one replica of ``model`` on ``instance`` and derive the runtime's flags.
 
     ``max_context`` becomes ``--max-model-len`` (vLLM), ``--max-total-tokens`` (TGI) or
     ``OLLAMA_CONTEXT_LENGTH``. ``tensor_parallel`` defaults to the largest size the
     model's heads allow on the instance (one replica per instance uses all its GPUs).
     ``overrides`` maps runtime flags (see ``OVERRIDABLE``) to values that replace the
-    derived ones; they are checked like derived values. ``prompt_tokens`` and
-    ``output_tokens`` describe a typical request for the concurrency and throughput
-    estimates; ``max_queue_wait_seconds`` bounds how long an admitted request may wait.
+    derived ones; they are checked like derived values. ``workload`` is the request shape
+    (components/serving/workload.py; default: the model family's, fitted to the context):
+    each sequence is reserved KV for a p95 prompt plus the max output, throughput and
+    queues use the typical request; ``max_queue_wait_seconds`` bounds how long an
+    admitted request may wait.
 
     Raises ``SizingError`` when the runtime would refuse to start, the weights do not
     fit, or an override asks for more than the runtime would allocate; the message
@@ -478,8 +575,8 @@ def plan_runtime(model: ModelSpec, instance: InstanceSpec, *, runtime: str, max_
                           f"{', '.join(unknown)} are not sizing flags; overridable: "
                           f"{', '.join(OVERRIDABLE[runtime])}")
     request = _Request(model, instance, runtime, quantization, max_context, tensor_parallel,
-                       gpu_memory_utilization, overrides, stack, model_name, prompt_tokens,
-                       output_tokens, max_queue_wait_seconds)
+                       gpu_memory_utilization, overrides, stack, model_name,
+                       workload or family_default(model), max_queue_wait_seconds)
     try:
         return _plan(request)
     except _Misfit as misfit:
@@ -489,6 +586,9 @@ def plan_runtime(model: ModelSpec, instance: InstanceSpec, *, runtime: str, max_
 def _plan(request: _Request) -> RuntimePlan:
     request = _apply_common_overrides(request)
     _check_context(request)
+    # An explicit shape is checked against max_context by the inventory; a shorter context
+    # (an override, or a trial of the suggestions) keeps the output and shortens the prompt.
+    request = replace(request, workload=request.workload.fitted(request.max_model_len))
     if request.runtime == "ollama":
         return _plan_ollama(request)
     return _plan_paged(request)
@@ -507,7 +607,11 @@ def _apply_common_overrides(request: _Request) -> _Request:
     if tp_flag and tp_flag in o:
         changes["tensor_parallel"] = _as_int(request, tp_flag, o[tp_flag])
     if util_flag and util_flag in o:
-        changes["gpu_memory_utilization"] = _as_float(request, util_flag, o[util_flag])
+        util = _as_float(request, util_flag, o[util_flag])
+        if request.runtime == "tgi":
+            # TGI gives the KV cache CUDA_MEMORY_FRACTION x TGI_WIGGLE_ROOM of the device.
+            util *= 1 - PINNED_PROFILE["tgi"].reserve_fraction
+        changes["gpu_memory_utilization"] = util
     return replace(request, **changes)
 
 
@@ -564,153 +668,239 @@ def _resolve_tensor_parallel(request: _Request) -> int:
 
 def _plan_paged(request: _Request) -> RuntimePlan:
     """vLLM and TGI: paged KV cache sized by start-up profiling."""
-    model, instance, o = request.model, request.instance, request.overrides
-    tp = _resolve_tensor_parallel(request)
-    gpu = instance.gpu
-    util = request.gpu_memory_utilization
-    max_model_len = request.max_model_len
-    default_batched = 8192 if gpu.usable_gib >= LARGE_GPU_GIB else 2048
-    kv_dtype_bytes = 2.0
-    enforce_eager = False
-    max_input_tokens = max_total = 0
-    if request.runtime == "vllm":
-        batched = _as_int(request, "--max-num-batched-tokens",
-                          o.get("--max-num-batched-tokens", default_batched))
-        prefill_tokens = batched
-        if "--kv-cache-dtype" in o:
-            kv_dtype = str(o["--kv-cache-dtype"])
-            if kv_dtype not in _KV_DTYPE_BYTES:
-                raise _Misfit("config", f"--kv-cache-dtype {kv_dtype!r} is not one of "
-                              f"{', '.join(_KV_DTYPE_BYTES)}", request)
-            kv_dtype_bytes = _KV_DTYPE_BYTES[kv_dtype]
-        enforce_eager = bool(o.get("--enforce-eager", False))
-    else:
-        # TGI reserves a quarter of the context for the completion by default; its
-        # launcher refuses max_input_tokens >= max_total_tokens and a prefill budget
-        # smaller than one full prompt.
-        max_total = max_model_len
-        max_input_tokens = _as_int(request, "--max-input-tokens",
-                                   o.get("--max-input-tokens", max(1, max_total * 3 // 4)))
-        if max_input_tokens >= max_total:
-            raise _Misfit("config", f"--max-input-tokens {max_input_tokens} must be below "
-                          f"--max-total-tokens {max_total} (TGI refuses to start)", request)
-        batched = _as_int(request, "--max-batch-prefill-tokens",
-                          o.get("--max-batch-prefill-tokens", max(default_batched, max_input_tokens)))
-        if batched < max_input_tokens:
-            raise _Misfit("config", f"--max-batch-prefill-tokens {batched} is below "
-                          f"--max-input-tokens {max_input_tokens} (TGI refuses to start)", request)
-        prefill_tokens = batched
+    return _plan_vllm(request) if request.runtime == "vllm" else _plan_tgi(request)
 
-    memory = gpu_memory_budget(model, gpu_total_gib=gpu.usable_gib, gpu_memory_utilization=util,
-                               tensor_parallel=tp, quantization=request.quantization,
-                               prefill_tokens=prefill_tokens, max_num_seqs=DEFAULT_MAX_NUM_SEQS,
-                               kv_dtype_bytes=kv_dtype_bytes)
+
+def _check_graph_headroom(request: _Request, enforce_eager: bool) -> None:
+    """CUDA graphs captured outside the budget need the device memory the budget leaves."""
+    gpu, util = request.instance.gpu, request.gpu_memory_utilization
+    if enforce_eager or (1 - util) * gpu.usable_gib >= CUDA_GRAPH_HEADROOM_GIB:
+        return
+    highest = 1 - CUDA_GRAPH_HEADROOM_GIB / gpu.usable_gib
+    raise _Misfit(
+        "config",
+        f"gpu_memory_utilization {util:.2f} leaves {(1 - util) * gpu.usable_gib:.2f} GiB "
+        f"of {gpu.usable_gib:.1f} GiB for CUDA graphs, below {CUDA_GRAPH_HEADROOM_GIB} GiB; "
+        f"use gpu_memory_utilization <= {math.floor(highest * 100) / 100:.2f}"
+        + (" (or --enforce-eager, slower)" if request.runtime == "vllm" else ""), request)
+
+
+def _check_fit(request: _Request, memory: MemoryBudget, tp: int, need_tokens: int) -> None:
+    gpu, util = request.instance.gpu, request.gpu_memory_utilization
     if not memory.weights_fit:
         raise _Misfit(
             "weights",
             f"weights need {memory.weights_gib:.1f} GiB per GPU (TP={tp}) and start-up "
             f"overhead {memory.overhead_gib:.1f} GiB, but "
             f"{util:.2f} x {gpu.usable_gib:.1f} GiB gives {memory.budget_gib:.1f} GiB", request)
-    capacity = memory.kv_capacity_tokens
-    if request.runtime == "tgi" and "--max-batch-total-tokens" in o:
-        asked = _as_int(request, "--max-batch-total-tokens", o["--max-batch-total-tokens"])
-        if asked > capacity:
-            raise _Misfit("kv", f"--max-batch-total-tokens {asked} exceeds the "
-                          f"{capacity} tokens of KV cache that fit", request)
-        capacity = asked
-    if capacity < max_model_len:
+    if memory.kv_capacity_tokens < need_tokens:
         raise _Misfit(
             "kv",
-            f"one sequence of {max_model_len} tokens needs "
-            f"{max_model_len * memory.kv_bytes_per_token / GIB:.2f} GiB of KV cache per GPU "
-            f"but only {memory.kv_pool_gib:.2f} GiB ({capacity} tokens) remain after "
-            f"{memory.weights_gib:.1f} GiB weights and {memory.overhead_gib:.1f} GiB overhead; "
-            f"{request.runtime} refuses to start", request)
-    if not enforce_eager and (1 - util) * gpu.usable_gib < CUDA_GRAPH_HEADROOM_GIB:
-        highest = 1 - CUDA_GRAPH_HEADROOM_GIB / gpu.usable_gib
-        eager = " (or --enforce-eager, slower)" if request.runtime == "vllm" else ""
-        raise _Misfit(
-            "config",
-            f"gpu_memory_utilization {util:.2f} leaves {(1 - util) * gpu.usable_gib:.2f} GiB "
-            f"of {gpu.usable_gib:.1f} GiB for CUDA graphs, below {CUDA_GRAPH_HEADROOM_GIB} GiB; "
-            f"use gpu_memory_utilization <= {math.floor(highest * 100) / 100:.2f}{eager}", request)
+            f"one sequence of {need_tokens} tokens needs "
+            f"{need_tokens * memory.kv_bytes_per_token / GIB:.2f} GiB of KV cache per GPU "
+            f"but only {memory.kv_pool_gib:.2f} GiB ({memory.kv_capacity_tokens} tokens) remain "
+            f"after {memory.weights_gib:.1f} GiB weights and {memory.overhead_gib:.1f} GiB "
+            f"overhead; {request.runtime} refuses to start", request)
 
-    request_tokens = request.prompt_tokens + request.output_tokens
-    max_sequences = capacity // max_model_len
-    slots_from_kv = max(1, capacity // min(request_tokens, max_model_len))
-    if request.runtime == "vllm":
-        max_num_seqs = _as_int(request, "--max-num-seqs",
-                               o.get("--max-num-seqs", min(DEFAULT_MAX_NUM_SEQS, slots_from_kv)))
-        if max_num_seqs < 1:
-            raise _Misfit("config", f"--max-num-seqs {max_num_seqs} must be at least 1", request)
-        if batched < max_num_seqs:
-            raise _Misfit("config", f"--max-num-batched-tokens {batched} is below --max-num-seqs "
-                          f"{max_num_seqs} (vLLM refuses to start)", request)
-        # vLLM admits max_num_seqs but preempts when the KV cache runs out, so only the
-        # sequences the cache can hold count as running capacity.
-        running = max(1, min(max_num_seqs, slots_from_kv))
-    else:
-        running = max(1, min(DEFAULT_MAX_NUM_SEQS, slots_from_kv))
 
-    weight_per_gpu = memory.weights_gib * GIB
-    rps = estimate_capacity_rps(model, instance, runtime=request.runtime, gpus=tp,
-                                weight_bytes_per_gpu=weight_per_gpu,
-                                kv_bytes_per_token_per_gpu=memory.kv_bytes_per_token,
-                                concurrency=running, prompt_tokens=min(request.prompt_tokens, max_model_len),
-                                output_tokens=request.output_tokens)
-    queue = math.floor(rps * request.max_queue_wait_seconds)
-    inflight = running + queue
+def _throughput(request: _Request, memory: MemoryBudget, tp: int, running: int) -> float:
+    w = request.workload
+    return estimate_capacity_rps(request.model, request.instance, runtime=request.runtime, gpus=tp,
+                                 weight_bytes_per_gpu=memory.weights_gib * GIB,
+                                 kv_bytes_per_token_per_gpu=memory.kv_bytes_per_token,
+                                 concurrency=running, prompt_tokens=w.prompt_typical,
+                                 output_tokens=w.output_typical)
 
-    notes = [f"vLLM/TGI KV pool {memory.kv_pool_gib:.2f} GiB per GPU after a "
-             f"{KV_SAFETY_FRACTION:.0%} safety margin"]
+
+def _plan_vllm(request: _Request) -> RuntimePlan:
+    """vLLM: the profile sizes the KV cache; the workload sizes the scheduler around it.
+
+    ``--max-num-seqs`` is how many sequences of p95 prompt + max output the KV cache holds
+    (vLLM admits up to max_num_seqs and preempts when blocks run out, so more would be a
+    promise the cache cannot keep). The sampler's start-up peak grows with max_num_seqs,
+    so the budget is computed again with the derived value, which only frees memory.
+    """
+    model, instance, o = request.model, request.instance, request.overrides
+    tp = _resolve_tensor_parallel(request)
+    gpu = instance.gpu
+    util = request.gpu_memory_utilization
+    max_model_len = request.max_model_len
+    profile = PINNED_PROFILE["vllm"]
+    default_batched = 8192 if gpu.usable_gib >= LARGE_GPU_GIB else 2048
+    batched = _as_int(request, "--max-num-batched-tokens",
+                      o.get("--max-num-batched-tokens", default_batched))
+    kv_dtype_bytes = 2.0
+    if "--kv-cache-dtype" in o:
+        kv_dtype = str(o["--kv-cache-dtype"])
+        if kv_dtype not in _KV_DTYPE_BYTES:
+            raise _Misfit("config", f"--kv-cache-dtype {kv_dtype!r} is not one of "
+                          f"{', '.join(_KV_DTYPE_BYTES)}", request)
+        kv_dtype_bytes = _KV_DTYPE_BYTES[kv_dtype]
+    enforce_eager = bool(o.get("--enforce-eager", False))
+
+    def budget(seqs: int) -> MemoryBudget:
+        return gpu_memory_budget(model, gpu_total_gib=gpu.usable_gib, gpu_memory_utilization=util,
+                                 tensor_parallel=tp, quantization=request.quantization,
+                                 prefill_tokens=batched, max_num_seqs=seqs,
+                                 kv_dtype_bytes=kv_dtype_bytes, profile=profile)
+
+    sequence_tokens = request.workload.sequence_tokens
+    asked_seqs = (_as_int(request, "--max-num-seqs", o["--max-num-seqs"])
+                  if "--max-num-seqs" in o else None)
+    if asked_seqs is not None and asked_seqs < 1:
+        raise _Misfit("config", f"--max-num-seqs {asked_seqs} must be at least 1", request)
+    memory = budget(asked_seqs or DEFAULT_MAX_NUM_SEQS)
+    _check_fit(request, memory, tp, max_model_len)
+    max_num_seqs = asked_seqs or DEFAULT_MAX_NUM_SEQS
+    if asked_seqs is None:
+        # Fewer sequences shrink the sampler's peak and free KV: settle on the largest
+        # count whose own budget still holds that many sequences.
+        for _ in range(8):
+            fit = max(1, min(DEFAULT_MAX_NUM_SEQS, memory.kv_capacity_tokens // sequence_tokens))
+            if fit == max_num_seqs:
+                break
+            trial = budget(fit)
+            if fit > 1 and trial.kv_capacity_tokens // sequence_tokens < fit:
+                break
+            max_num_seqs, memory = fit, trial
+    _check_graph_headroom(request, enforce_eager)
+    capacity = memory.kv_capacity_tokens
+    if batched < max_num_seqs:
+        raise _Misfit("config", f"--max-num-batched-tokens {batched} is below --max-num-seqs "
+                      f"{max_num_seqs} (vLLM refuses to start)", request)
+    # An explicit --max-num-seqs above what the cache holds is admitted by vLLM and then
+    # preempted: only the sequences the cache holds at the max output count as capacity.
+    running = max(1, min(max_num_seqs, capacity // sequence_tokens))
+    rps = _throughput(request, memory, tp, running)
+    inflight = running + math.floor(rps * request.max_queue_wait_seconds)
+
+    notes = [f"KV pool {memory.kv_pool_gib:.2f} GiB per GPU ({capacity} tokens) after a "
+             f"{KV_SAFETY_FRACTION:.0%} safety margin; {running} sequences of "
+             f"{request.workload.prompt_p95} + {request.workload.output_max} tokens"]
     if tp < instance.gpu_count:
         notes.append(f"{instance.gpu_count - tp} of {instance.gpu_count} GPUs idle at TP={tp}")
-    if request.runtime == "vllm":
-        args: dict[str, Any] = {
-            "--max-model-len": max_model_len,
-            "--max-num-seqs": max_num_seqs,
-            "--max-num-batched-tokens": batched,
-            "--tensor-parallel-size": tp,
-            "--gpu-memory-utilization": util,
-        }
-        if kv_dtype_bytes != 2.0:
-            args["--kv-cache-dtype"] = o["--kv-cache-dtype"]
-        if enforce_eager:
-            args["--enforce-eager"] = True
-        if request.quantization == "fp8" and model.native_dtype != "fp8":
-            args["--quantization"] = "fp8"  # online FP8 of a 16-bit checkpoint
-        elif request.quantization in ("awq", "gptq", "int8"):
-            notes.append(f"serve a pre-quantized {request.quantization} checkpoint; vLLM reads "
-                         f"the method from its config (forcing --quantization disables Marlin)")
-    else:
-        concurrent = _as_int(request, "--max-concurrent-requests",
-                             o.get("--max-concurrent-requests", inflight))
-        if concurrent < 1:
-            raise _Misfit("config", f"--max-concurrent-requests {concurrent} must be at least 1",
-                          request)
-        inflight = concurrent
-        args = {
-            "--max-input-tokens": max_input_tokens,
-            "--max-total-tokens": max_total,
-            "--max-batch-prefill-tokens": batched,
-            "--max-batch-total-tokens": capacity,
-            "--max-concurrent-requests": concurrent,
-            "--num-shard": tp,
-            "--cuda-memory-fraction": util,
-        }
-        tgi_quantize = {"fp8": "fp8", "awq": "awq", "gptq": "gptq", "int8": "eetq"}
-        if request.quantization in tgi_quantize and model.native_dtype != request.quantization:
-            args["--quantize"] = tgi_quantize[request.quantization]
+    args: dict[str, Any] = {
+        "--max-model-len": max_model_len,
+        "--max-num-seqs": max_num_seqs,
+        "--max-num-batched-tokens": batched,
+        "--tensor-parallel-size": tp,
+        "--gpu-memory-utilization": util,
+    }
+    if kv_dtype_bytes != 2.0:
+        args["--kv-cache-dtype"] = o["--kv-cache-dtype"]
+    if enforce_eager:
+        args["--enforce-eager"] = True
+    if request.quantization == "fp8" and model.native_dtype != "fp8":
+        args["--quantization"] = "fp8"  # online FP8 of a 16-bit checkpoint
+    elif request.quantization in ("awq", "gptq", "int8"):
+        notes.append(f"serve a pre-quantized {request.quantization} checkpoint; vLLM reads "
+                     f"the method from its config (forcing --quantization disables Marlin)")
+    return _paged_plan(request, tp, max_model_len, batched, memory, capacity,
+                       capacity // max_model_len, running, inflight, rps, args, notes)
 
+
+def _plan_tgi(request: _Request) -> RuntimePlan:
+    """TGI v3: the batch token budget is what warm-up finds free, not a flag.
+
+    For flash-attention models (every catalog model) TGI ignores ``--max-batch-total-tokens``
+    ("deprecated for Flash Attention models", backends/v3/src/lib.rs) and takes the KV
+    blocks that fit after one prefill of ``--max-batch-prefill-tokens``, keeping
+    ``1 - CUDA_MEMORY_FRACTION x TGI_WIGGLE_ROOM`` of the device free; the router refuses
+    to start when ``--max-total-tokens`` exceeds that budget ("NotEnoughMemory"). So the
+    plan renders no ``--max-batch-total-tokens``, predicts the inferred budget instead,
+    and checks the flags TGI does honour against it. A request that does not set
+    ``max_new_tokens`` gets ``max_total_tokens - input`` (TGI's default), so the batch
+    reserves the whole ``--max-total-tokens`` per request: the running slots are
+    budget // max_total_tokens, and ``--max-concurrent-requests`` (past it TGI answers
+    429 "Model is overloaded") admits those plus a queue that drains within the wait.
+    """
+    model, instance, o = request.model, request.instance, request.overrides
+    tp = _resolve_tensor_parallel(request)
+    gpu = instance.gpu
+    util = request.gpu_memory_utilization
+    profile = PINNED_PROFILE["tgi"]
+    # TGI's budget is CUDA_MEMORY_FRACTION x 0.9 of the device and the fraction is at most
+    # 1: a gpu_memory_utilization above 0.9 cannot be had, so the plan uses what TGI takes.
+    util = min(util, 1 - profile.reserve_fraction)
+    request = replace(request, gpu_memory_utilization=util)
+    max_total = request.max_model_len
+    # The max output is the part of the context a prompt cannot take.
+    max_input_tokens = _as_int(request, "--max-input-tokens",
+                               o.get("--max-input-tokens",
+                                     max(1, max_total - request.workload.output_max)))
+    if max_input_tokens >= max_total:
+        raise _Misfit("config", f"--max-input-tokens {max_input_tokens} must be below "
+                      f"--max-total-tokens {max_total} (TGI refuses to start)", request)
+    default_prefill = 8192 if gpu.usable_gib >= LARGE_GPU_GIB else 4096
+    batched = _as_int(request, "--max-batch-prefill-tokens",
+                      o.get("--max-batch-prefill-tokens", max(default_prefill, max_input_tokens)))
+    if batched < max_input_tokens:
+        raise _Misfit("config", f"--max-batch-prefill-tokens {batched} is below "
+                      f"--max-input-tokens {max_input_tokens} (TGI refuses to start)", request)
+    # Warm-up prefills requests of max_input_tokens until the prefill budget is used.
+    warmup_requests = max(1, batched // max_input_tokens)
+    memory = gpu_memory_budget(model, gpu_total_gib=gpu.usable_gib, gpu_memory_utilization=util,
+                               tensor_parallel=tp, quantization=request.quantization,
+                               prefill_tokens=batched, max_num_seqs=warmup_requests,
+                               profile=profile)
+    _check_fit(request, memory, tp, max_total)
+    inferred = memory.kv_capacity_tokens
+    if "--max-batch-total-tokens" in o:
+        raise _Misfit("config", "--max-batch-total-tokens is ignored by TGI 3 for flash-attention "
+                      f"models (it infers {inferred} tokens from free memory at warm-up); "
+                      "remove the override", request)
+    if batched > inferred:
+        raise _Misfit("kv", f"--max-batch-prefill-tokens {batched} exceeds the {inferred} "
+                      f"tokens TGI will infer for its batch (TGI refuses to start)", request)
+    _check_graph_headroom(request, enforce_eager=False)
+    running = max(1, inferred // max_total)
+    rps = _throughput(request, memory, tp, running)
+    derived_concurrent = running + math.floor(rps * request.max_queue_wait_seconds)
+    concurrent = _as_int(request, "--max-concurrent-requests",
+                         o.get("--max-concurrent-requests", derived_concurrent))
+    if concurrent < 1:
+        raise _Misfit("config", f"--max-concurrent-requests {concurrent} must be at least 1",
+                      request)
+    if concurrent > derived_concurrent:
+        raise _Misfit("config", f"--max-concurrent-requests {concurrent} admits more than the "
+                      f"{running} requests of {max_total} tokens TGI's inferred budget of "
+                      f"{inferred} tokens runs plus a {request.max_queue_wait_seconds:g} s queue "
+                      f"({derived_concurrent} in all)", request)
+    # TGI reserves (1 - fraction x 0.9) of the device; this fraction reproduces the plan's
+    # gpu_memory_utilization (the default fraction 1.0 keeps 10%).
+    fraction = round(util / (1 - profile.reserve_fraction), 3)
+    notes = [f"TGI infers about {inferred} batch tokens at warm-up (not a flag); "
+             f"{running} requests of {max_total} tokens run at once"]
+    if tp < instance.gpu_count:
+        notes.append(f"{instance.gpu_count - tp} of {instance.gpu_count} GPUs idle at TP={tp}")
+    args: dict[str, Any] = {
+        "--max-input-tokens": max_input_tokens,
+        "--max-total-tokens": max_total,
+        "--max-batch-prefill-tokens": batched,
+        "--max-concurrent-requests": concurrent,
+        "--num-shard": tp,
+        "--cuda-memory-fraction": fraction,
+    }
+    tgi_quantize = {"fp8": "fp8", "awq": "awq", "gptq": "gptq", "int8": "eetq"}
+    if request.quantization in tgi_quantize and model.native_dtype != request.quantization:
+        args["--quantize"] = tgi_quantize[request.quantization]
+    return _paged_plan(request, tp, max_total, batched, memory, inferred,
+                       inferred // max_total, running, concurrent, rps, args, notes)
+
+
+def _paged_plan(request: _Request, tp: int, max_model_len: int, batched: int,
+                memory: MemoryBudget, capacity: int, max_sequences: int, running: int,
+                inflight: int, rps: float, args: dict[str, Any], notes: list[str]) -> RuntimePlan:
     return RuntimePlan(
-        stack=request.stack, model_name=request.model_name, model=model.name,
-        instance_type=instance.name, runtime=request.runtime,
+        stack=request.stack, model_name=request.model_name, model=request.model.name,
+        instance_type=request.instance.name, runtime=request.runtime,
         image=get_runtime_image(request.runtime).reference, quantization=request.quantization,
-        tensor_parallel=tp, gpus_per_replica=tp, gpu_memory_utilization=util,
+        tensor_parallel=tp, gpus_per_replica=tp,
+        gpu_memory_utilization=request.gpu_memory_utilization,
         max_model_len=max_model_len, max_num_batched_tokens=batched, memory=memory,
         kv_capacity_tokens=capacity, max_concurrent_sequences=max_sequences,
         running_slots=running, max_inflight_requests=inflight, capacity_rps=rps, args=args,
-        assumptions=_assumptions(request), notes=tuple(notes))
+        workload=request.workload, assumptions=_assumptions(request), notes=tuple(notes))
 
 
 def _plan_ollama(request: _Request) -> RuntimePlan:
@@ -758,8 +948,9 @@ def _plan_ollama(request: _Request) -> RuntimePlan:
     rps = estimate_capacity_rps(model, instance, runtime="ollama", gpus=gpus,
                                 weight_bytes_per_gpu=memory.weights_gib * GIB,
                                 kv_bytes_per_token_per_gpu=memory.kv_bytes_per_token,
-                                concurrency=parallel, prompt_tokens=min(request.prompt_tokens, context),
-                                output_tokens=request.output_tokens)
+                                concurrency=parallel,
+                                prompt_tokens=request.workload.prompt_typical,
+                                output_tokens=request.workload.output_typical)
     queue = _as_int(request, "OLLAMA_MAX_QUEUE",
                     o.get("OLLAMA_MAX_QUEUE", max(1, math.floor(rps * request.max_queue_wait_seconds))))
     if queue < 1:
@@ -792,11 +983,14 @@ def _plan_ollama(request: _Request) -> RuntimePlan:
         max_model_len=context, max_num_batched_tokens=OLLAMA_BATCH_TOKENS, memory=memory,
         kv_capacity_tokens=capacity, max_concurrent_sequences=parallel, running_slots=parallel,
         max_inflight_requests=parallel + queue, capacity_rps=rps, env=env,
-        assumptions=_assumptions(request), notes=tuple(notes))
+        workload=request.workload, assumptions=_assumptions(request), notes=tuple(notes))
 
 
 def _assumptions(request: _Request) -> dict[str, Any]:
-    return {"prompt_tokens": request.prompt_tokens, "output_tokens": request.output_tokens,
+    w = request.workload
+    return {"prompt_tokens": {"typical": w.prompt_typical, "p95": w.prompt_p95},
+            "output_tokens": {"typical": w.output_typical, "max": w.output_max},
+            "workload_source": w.source,
             "max_queue_wait_seconds": request.max_queue_wait_seconds}
 
 
@@ -914,6 +1108,17 @@ class ThrottleBudget:
     max_inflight_requests: int
 
 
+def _describe_backend(plan: RuntimePlan, replicas: int) -> str:
+    """The numbers behind a backend's capacity, as a throttle refusal states them."""
+    w = plan.workload
+    shape = (f"{w.prompt_typical} prompt + {w.output_typical} output tokens typical, "
+             f"KV reserved for {w.prompt_p95} + {w.output_max}" if w else "")
+    return (f"{plan.model_name} (max_replicas {replicas} x {plan.instance_type}, {plan.runtime}: "
+            f"{plan.running_slots} sequences at once, about {plan.output_tokens_per_second:.0f} "
+            f"output tokens/s = {plan.capacity_rps:.3f} req/s and {plan.max_inflight_requests} "
+            f"in flight per replica; {shape})")
+
+
 def check_throttle(plans: RuntimePlan | Sequence[RuntimePlan], *,
                    replicas: int | Sequence[int], rate: float, burst: int) -> ThrottleBudget:
     """Refuse gateway throttles the backends cannot honour.
@@ -940,17 +1145,17 @@ def check_throttle(plans: RuntimePlan | Sequence[RuntimePlan], *,
     capacity = sum(p.capacity_rps * n for p, n in zip(plan_list, replica_list))
     inflight = sum(p.max_inflight_requests * n for p, n in zip(plan_list, replica_list))
     budget = ThrottleBudget(capacity, inflight)
-    backends = ", ".join(f"{p.model_name} ({n} x {p.instance_type}, {p.runtime}: "
-                         f"{p.capacity_rps:.2f} req/s and {p.max_inflight_requests} in flight each)"
-                         for p, n in zip(plan_list, replica_list))
+    backends = ", ".join(_describe_backend(p, n) for p, n in zip(plan_list, replica_list))
     where = f"stack {plan_list[0].stack!r}"
     if rate > capacity:
         fix = f"lower the gateway rate to <= {math.floor(capacity * 100) / 100:.2f} req/s"
+        if capacity < 0.01:
+            fix = "add replicas or GPU capacity, or shorten the workload's outputs"
         if len(plan_list) == 1:
             needed = math.ceil(rate / plan_list[0].capacity_rps)
             fix += f" or raise max_replicas to >= {needed}"
-        raise SizingError(f"{where}: gateway rate {rate} req/s exceeds the estimated capacity "
-                          f"{capacity:.2f} req/s of {backends}; {fix}")
+        raise SizingError(f"{where}: the tier's rate {rate:g} req/s exceeds the {capacity:.2f} "
+                          f"req/s the workload shape allows at max_replicas: {backends}; {fix}")
     if burst > inflight:
         fix = f"lower the gateway burst to <= {inflight}"
         if len(plan_list) == 1:
