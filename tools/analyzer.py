@@ -28,7 +28,12 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import grpc
 import yaml
 from google.protobuf import empty_pb2, json_format, struct_pb2
-from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc, engine_pb2, engine_pb2_grpc
+from pulumi.runtime.proto import (
+    analyzer_pb2,
+    analyzer_pb2_grpc,
+    engine_pb2,
+    engine_pb2_grpc,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Analyze calls in flight at once; enough to keep the pack busy, few enough for its server.

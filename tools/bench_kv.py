@@ -30,7 +30,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from components.serving.catalog import ModelSpec, get_model, get_reference_model
-from components.serving.sizing import GIB, KV_BLOCK_TOKENS, gpu_memory_budget, kv_bytes_per_token
+from components.serving.sizing import (
+    GIB,
+    KV_BLOCK_TOKENS,
+    gpu_memory_budget,
+    kv_bytes_per_token,
+)
 
 OVER_LIMIT = 0.05
 UNDER_LIMIT = 0.20

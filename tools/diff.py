@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from tools.cli_names import option
 from tools.diff_markdown import render_markdown, truncate
 from tools.plan_diff import DiffError, Report, diff_plans, empty_plan, load_plan
 from tools.stack_files import PROJECT_DIR
@@ -49,7 +50,7 @@ def resolve_base(base: Optional[str], project_dir: Path = PROJECT_DIR) -> tuple[
         try:
             commit = _git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}", cwd=project_dir)
         except DiffError:
-            raise DiffError(f"--base {base}: no such commit in this repository (a shallow clone "
+            raise DiffError(f"{option('--base', base)}: no such commit in this repository (a shallow clone "
                             "may lack it: `git fetch --unshallow`, or fetch-depth: 0 in CI)") from None
         return commit, f"`{base}` ({commit[:12]})"
     head = _git("rev-parse", "HEAD", cwd=project_dir)
@@ -62,7 +63,8 @@ def resolve_base(base: Optional[str], project_dir: Path = PROJECT_DIR) -> tuple[
             return commit, (f"HEAD ({commit[:12]}; it is the merge base with {branch}, so this shows "
                             "uncommitted changes)")
         return commit, f"merge base with {branch} ({commit[:12]})"
-    raise DiffError("no `main` or `origin/main` branch to find the merge base with; pass --base <rev>")
+    raise DiffError("no `main` or `origin/main` branch to find the merge base with; pass "
+                    f"{option('--base', '<rev>')}")
 
 
 @dataclass
@@ -99,14 +101,24 @@ def _finish_preview(job: _PlanJob) -> dict:
     # 0: clean; 1: mandatory violations, and the plan is still written. Anything else, or
     # no plan file, is a preview that did not finish.
     if job.process.returncode not in (0, 1) or not job.out.is_file():
-        detail = "\n".join(stderr.strip().splitlines()[-25:]).replace(str(job.project_dir), "<tree>")
-        hint = ""
-        if "analyzer" in detail or "policy" in detail.lower():
-            hint = ("\nIf that revision's policy tooling is incomplete, compare without it: "
-                    "add --no-policies.")
-        raise DiffError(f"the preview of stack {job.stack} at {job.label} failed "
-                        f"(exit {job.process.returncode}):\n{detail}{hint}")
+        raise DiffError(preview_failure(job, stderr))
     return json.loads(job.out.read_text())
+
+
+def preview_failure(job: _PlanJob, stderr: str) -> str:
+    """Why a preview did not finish, in one line: the error that revision's tooling printed
+    last (not its traceback), and what to try instead."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:") or
+              (not line.startswith(("File ", "Traceback", "^", "~")) and ":" in line and line[0].isalpha())]
+    reason = (errors[-1] if errors else (lines[-1] if lines else "no output")).replace(str(job.project_dir), "<tree>")
+    if job.label.startswith("base"):
+        advice = (f"That revision's own tooling could not plan it. Pick a newer base ({option('--base', '<rev>')}), "
+                  f"or compare without policies ({option('--no-policies')}).")
+    else:
+        advice = f"Run `make preview STACK={job.stack}` to see the whole error."
+    return (f"the preview of stack {job.stack} at {job.label} failed (exit {job.process.returncode}): "
+            f"{reason}\n{advice}")
 
 
 def plan_in_parallel(jobs: list[_PlanJob], with_policies: bool) -> list[dict]:
@@ -132,7 +144,8 @@ def diff_revisions(stack: str, base: Optional[str], *, with_policies: bool = Tru
         if not (worktree / "tools" / "preview.py").is_file():
             raise DiffError(f"the base revision {base_label} has no tools/preview.py, so it cannot be "
                             "previewed offline; pick a base at or after the commit that added it "
-                            "(`git log --diff-filter=A --format=%h -- tools/preview.py`)")
+                            "(`git log --diff-filter=A --format=%h -- tools/preview.py`) as "
+                            f"{option('--base', '<rev>')}")
         jobs = [_PlanJob(f"base {base_label}", stack, worktree, scratch / "base.json"),
                 _PlanJob("the working tree", stack, project_dir, scratch / "head.json")]
         old_plan, new_plan = plan_in_parallel(jobs, with_policies)
@@ -154,7 +167,7 @@ def diff_revisions(stack: str, base: Optional[str], *, with_policies: bool = Tru
     if jobs[1].missing:
         notes.append(f"stack `{stack}` does not exist in the working tree: every resource is removed.")
     return diff_plans(old_plan, new_plan, match="urn", old_label=base_label,
-                      new_label=f"working tree, stack `{stack}`", notes=notes)
+                      new_label=f"working tree, stack `{stack}`", notes=notes, policies_default=with_policies)
 
 
 def diff_stacks(old_stack: str, new_stack: str, *, with_policies: bool = True,
@@ -171,7 +184,7 @@ def diff_stacks(old_stack: str, new_stack: str, *, with_policies: bool = True,
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return diff_plans(old_plan, new_plan, match="name", old_label=f"`{old_stack}`",
-                      new_label=f"`{new_stack}`")
+                      new_label=f"`{new_stack}`", policies_default=with_policies)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -29,6 +29,7 @@ from pulumi.runtime.sync_await import _sync_await
 from tools import fake_cloud
 
 PROJECT = "deepseek-serving"
+STACK_TYPE = "pulumi:pulumi:Stack"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
@@ -86,9 +87,25 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.registrations: list[Registration] = []
         self.stack_outputs: dict[str, Any] = {}
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """The engine's URN, which the SDK's mock monitor forms differently.
+
+        `urn:pulumi:<stack>::<project>::<type chain>::<name>`, where the type chain is the
+        parent's whole chain, `$`, then the resource's type, and the root stack's type is
+        part of no chain (https://www.pulumi.com/docs/iac/concepts/resources/names/#urns).
+        The mock monitor keeps only the parent's last type and puts the stack's type in
+        front of top-level resources: plans and policy findings would name URNs that no
+        real preview shows.
+        """
+        if parent:
+            chain = parent.split("::")[2]
+            if chain != STACK_TYPE:
+                type_ = f"{chain}${type_}"
+        return "urn:pulumi:" + "::".join([pulumi.get_stack(), pulumi.get_project(), type_, name])
+
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
         response = super().RegisterResource(request)
-        if request.type == "pulumi:pulumi:Stack":
+        if request.type == STACK_TYPE:
             return response
         inputs = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
         self.registrations.append(
@@ -118,7 +135,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
     def RegisterResourceOutputs(self, request):  # noqa: N802 - gRPC method name
-        if request.urn.split("::")[2] == "pulumi:pulumi:Stack":
+        if request.urn.split("::")[2] == STACK_TYPE:
             self.stack_outputs = json_format.MessageToDict(request.outputs)
         return super().RegisterResourceOutputs(request)
 

@@ -6,7 +6,8 @@ Schema (`deepseek-serving/plan@1`), also documented in README.md:
       inputs use wire (camelCase) names; a secret is the string "[secret]" and a value
       the engine does not know yet is "[unknown]" (or a string containing it when only
       part of the value is unknown).
-  diagnostics: [{policy, pack, level, urn, message}], sorted.
+  policies: {ran, config}: whether the pack judged this plan, and with which config file.
+  diagnostics: [{policy, pack, level, urn, message}], sorted (empty when policies did not run).
   summary: {resources, by_type: {type: count}, mandatory, advisory}
 """
 from __future__ import annotations
@@ -15,7 +16,13 @@ import json
 from collections import Counter
 from typing import Any, Iterable, Optional
 
-from tools.mock_engine import SECRET_SIG, SECRET_SIG_KEY, UNKNOWN, ProgramRun, Registration
+from tools.mock_engine import (
+    SECRET_SIG,
+    SECRET_SIG_KEY,
+    UNKNOWN,
+    ProgramRun,
+    Registration,
+)
 
 SCHEMA = "deepseek-serving/plan@1"
 SECRET_MARK = "[secret]"
@@ -30,6 +37,9 @@ def mask(value: Any) -> Any:
         return {key: mask(item) for key, item in sorted(value.items())}
     if isinstance(value, list):
         return [mask(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        # The wire carries every number as a double; the engine shows 300, not 300.0.
+        return int(value)
     if value == UNKNOWN:
         return UNKNOWN_MARK
     if isinstance(value, str) and UNKNOWN in value:
@@ -45,7 +55,8 @@ def component_of(registration: Registration, by_urn: dict[str, Registration]) ->
     return f"{parent.type} {parent.name}" if parent is not None else ""
 
 
-def build(run: ProgramRun, *, stack_file: str, diagnostics: Iterable[dict] = ()) -> dict[str, Any]:
+def build(run: ProgramRun, *, stack_file: str, diagnostics: Iterable[dict] = (),
+          policy_config: Optional[str] = None, policies_ran: bool = True) -> dict[str, Any]:
     by_urn = run.by_urn()
     resources = [
         {
@@ -69,6 +80,8 @@ def build(run: ProgramRun, *, stack_file: str, diagnostics: Iterable[dict] = ())
         "stack": run.stack,
         "stack_file": stack_file,
         "mode": "preview",
+        # A plan made without the pack says so: its empty diagnostics prove nothing.
+        "policies": {"ran": policies_ran, "config": policy_config if policies_ran else None},
         "resources": resources,
         "outputs": mask(run.outputs),
         "diagnostics": diagnostics,
@@ -124,5 +137,5 @@ def render_tree(plan: dict[str, Any], *, policies_ran: bool, width: Optional[int
         lines.append(f"Policies: {plan['summary']['mandatory']} mandatory violation(s), "
                      f"{plan['summary']['advisory']} advisory")
     else:
-        lines.append("Policies: not run (--no-policies)")
+        lines.append("Policies: not run (--no-policies): no finding here means nothing")
     return "\n".join(lines) + "\n"

@@ -111,7 +111,7 @@ def empty_plan(stack: str) -> dict[str, Any]:
 
 def diff_plans(old_plan: dict, new_plan: dict, *, match: str = "urn",
                old_label: Optional[str] = None, new_label: Optional[str] = None,
-               notes: Iterable[str] = ()) -> Report:
+               notes: Iterable[str] = (), policies_default: bool = True) -> Report:
     """Compare two plans (schema deepseek-serving/plan@1).
 
     match="urn": resources are the same when their URNs are (two revisions of one stack);
@@ -126,6 +126,13 @@ def diff_plans(old_plan: dict, new_plan: dict, *, match: str = "urn",
         if schema != SCHEMA:
             raise DiffError(f"plan of stack {plan.get('stack')!r} has schema {schema!r}; "
                             f"this tool reads {SCHEMA}")
+    old_plan, new_plan = with_engine_urns(old_plan), with_engine_urns(new_plan)
+    notes = list(notes)
+    judged = [policies_ran(old_plan, policies_default), policies_ran(new_plan, policies_default)]
+    if not all(judged):
+        which = "either plan" if not any(judged) else ("the base plan" if not judged[0] else "the new plan")
+        notes.append(f"Policies did not run for {which} (made with NO_POLICIES=1, or --no-policies): "
+                     "policy diagnostics are not compared, and no finding here means nothing.")
     old_resources = _keyed(old_plan["resources"], match)
     new_resources = _keyed(new_plan["resources"], match)
     changes: list[ResourceChange] = []
@@ -166,13 +173,61 @@ def diff_plans(old_plan: dict, new_plan: dict, *, match: str = "urn",
         old_label=old_label or f"stack {old_plan.get('stack', '?')}",
         new_label=new_label or f"stack {new_plan.get('stack', '?')}",
         resources=tuple(sorted(changes, key=_resource_order)),
-        diagnostics=tuple(_diagnostic_changes(old_plan, new_plan)),
+        diagnostics=tuple(_diagnostic_changes(old_plan, new_plan)) if all(judged) else (),
         outputs=tuple(diff_values(old_plan.get("outputs", {}), new_plan.get("outputs", {}))),
         unchanged=unchanged,
         old_counts=_counts(old_plan),
         new_counts=_counts(new_plan),
         notes=tuple(notes),
     )
+
+
+STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+def engine_urns(resources: list[dict]) -> dict[str, str]:
+    """Each resource's URN as the engine forms it, derived from its parent links.
+
+    The type chain is the parent's whole chain, `$`, then the type; the root stack is part
+    of no chain. Plans written before the offline tooling formed URNs this way (it used the
+    SDK mock monitor's shape) still pair resource by resource with newer ones.
+    """
+    by_urn = {r["urn"]: r for r in resources}
+    chains: dict[str, str] = {}
+
+    def chain(urn: str) -> str:
+        if urn not in chains:
+            resource = by_urn[urn]
+            parent = resource.get("parent") or ""
+            if parent in by_urn and parent != urn:
+                chains[urn] = f"{chain(parent)}${resource['type']}"
+            else:
+                # No parent in the plan: the URN's own chain, less the stack type the mock put first.
+                chains[urn] = urn.split("::")[2].removeprefix(f"{STACK_TYPE}$")
+        return chains[urn]
+
+    return {urn: "::".join([*urn.split("::")[:2], chain(urn), by_urn[urn]["name"]]) for urn in by_urn}
+
+
+def with_engine_urns(plan: dict) -> dict:
+    """The plan with every URN (resources, parents, providers, diagnostics) in the engine's form."""
+    mapping = engine_urns(plan.get("resources", []))
+    if all(old == new for old, new in mapping.items()):
+        return plan
+
+    def urn(value: str) -> str:
+        return mapping.get(value, value)
+
+    resources = [{**r, "urn": urn(r["urn"]), "parent": urn(r.get("parent", "")),
+                  "provider": urn(r.get("provider", ""))} for r in plan["resources"]]
+    diagnostics = [{**d, "urn": urn(d.get("urn", ""))} for d in plan.get("diagnostics", [])]
+    return {**plan, "resources": resources, "diagnostics": diagnostics}
+
+
+def policies_ran(plan: dict, default: bool) -> bool:
+    """Whether the pack judged this plan; plans older than the `policies` field do not say."""
+    recorded = plan.get("policies")
+    return bool(recorded.get("ran")) if isinstance(recorded, dict) else default
 
 
 def validate_plan(plan: Any, source: str) -> dict:

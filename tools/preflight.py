@@ -323,7 +323,7 @@ def load_needs_from_stack_file(path: str | Path, stack: str | None = None) -> St
     on a node pool, which needs its ``max_size`` nodes whatever number of models share it.
     Raises ValueError with the inventory's own message when the stack file is invalid.
     """
-    from components.config import InventoryError, PROJECT, parse_inventory
+    from components.config import PROJECT, InventoryError, parse_inventory
     from tools.stack_files import StackFileError, load
 
     path = Path(path)

@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from components.config import InventoryError, PROJECT, parse_inventory
-from tools import mock_engine, plan as plan_module
+from components.config import PROJECT, InventoryError, parse_inventory
+from tools import mock_engine
+from tools import plan as plan_module
 from tools.stack_files import PROJECT_DIR, StackFileError, load
 
 POLICY_PACK_DIR = PROJECT_DIR / "policies"
@@ -72,12 +73,16 @@ def _is_user_error(error: BaseException) -> bool:
     return type(error).__name__ in {"SizingError"}
 
 
+def policy_config_path(stack_file) -> Optional[Path]:
+    """The pack config of the stack's environment, as `make up` passes it to the CLI."""
+    path = POLICY_PACK_DIR / "config" / f"{_environment(stack_file)}.json"
+    return path if path.is_file() else None
+
+
 def diagnostics_for(stack_file, run) -> list[dict]:
     from tools import analyzer
 
-    config_path = POLICY_PACK_DIR / "config" / f"{_environment(stack_file)}.json"
-    found = analyzer.analyze(run.registrations, POLICY_PACK_DIR,
-                             config_path if config_path.is_file() else None)
+    found = analyzer.analyze(run.registrations, POLICY_PACK_DIR, policy_config_path(stack_file))
     return [
         {"policy": d.policy_name, "pack": d.policy_pack_name, "level": d.enforcement_level,
          "urn": d.urn or "", "message": d.message}
@@ -94,7 +99,10 @@ def preview(stack: str, *, with_policies: bool = True, stack_path: Optional[Path
             main: Optional[Path] = None) -> dict:
     stack_file, run = run_program(stack, stack_path, main)
     diagnostics = diagnostics_for(stack_file, run) if with_policies else []
-    return plan_module.build(run, stack_file=stack_file.display_path, diagnostics=diagnostics)
+    config = policy_config_path(stack_file)
+    return plan_module.build(run, stack_file=stack_file.display_path, diagnostics=diagnostics,
+                             policies_ran=with_policies,
+                             policy_config=str(config.relative_to(PROJECT_DIR)) if config else None)
 
 
 def check_output_path(path: Path, *, directory: bool = False) -> Optional[str]:

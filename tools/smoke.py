@@ -44,6 +44,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import requests
 
+from tools.cli_names import option
 from tools.client_policy import (
     BUFFERED_TIMEOUTS,
     DEFAULT_RETRY_POLICY,
@@ -572,7 +573,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.stack and not args.outputs:
-        parser.error("give --stack NAME (and optionally --outputs FILE)")
+        parser.error(f"give {option('--stack', 'NAME')} (and optionally {option('--outputs', 'FILE')})")
 
     redact = Redactor()
     try:
@@ -592,7 +593,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.authorization_env:
         authorization = os.environ.get(args.authorization_env)
         if not authorization:
-            print(f"smoke: --authorization-env {args.authorization_env}: that environment variable "
+            print(f"smoke: {option('--authorization-env', args.authorization_env)}: that environment variable "
                   "is empty or unset", file=sys.stderr)
             return EXIT_CANNOT_RUN
         redact.add(authorization)

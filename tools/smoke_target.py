@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from tools.cli_names import option
 
 # The stack outputs this tool reads; the program must export exactly these names.
 OUTPUT_API_ENDPOINT = "api_endpoint"
@@ -66,7 +67,7 @@ def read_stack_outputs(stack: Optional[str], outputs_path: Optional[str]) -> tup
             raise CannotRun(
                 f"{source} does not exist; write it with "
                 f"`pulumi stack output --json --stack <name> > {path}`, "
-                "or leave out --outputs to read the stack directly"
+                f"or leave out {option('--outputs')} to read the stack directly"
             )
         try:
             text = path.read_text(encoding="utf-8")
@@ -86,7 +87,7 @@ def read_stack_outputs(stack: Optional[str], outputs_path: Optional[str]) -> tup
         except FileNotFoundError:
             raise CannotRun(
                 "the pulumi CLI is not on PATH; install it, or save the outputs elsewhere "
-                "with `pulumi stack output --json` and pass them with --outputs FILE"
+                f"with `pulumi stack output --json` and pass them with {option('--outputs', 'FILE')}"
             ) from None
         except subprocess.TimeoutExpired:
             raise CannotRun(
