@@ -364,7 +364,16 @@ def test_helm_fails_closed_on_what_it_cannot_judge_and_chart_defaults_that_expos
         k8s.helm.v3.Release("kafka", chart="kafka", repository_opts={"repo": "oci://registry-1.docker.io/bitnamicharts"},
                             values={"externalAccess": {"enabled": True}})
         k8s.helm.v4.Chart("file", chart="webapp", value_yaml_files=[pulumi.FileAsset("values-prod.yaml")])
+        # helm.v3.Chart renders inside the program: under a preview that registered none of
+        # its objects, nothing it deploys is visible.
+        k8s.helm.v3.Chart("legacy", k8s.helm.v3.ChartOpts(
+            chart="nginx", fetch_opts=k8s.helm.v3.FetchOpts(repo="https://charts.bitnami.com/bitnami")))
+        k8s.kustomize.v2.Directory("overlay", directory="./overlays/prod")
     verdict = judge(pack, program)
+    expect_violation(verdict, "helm-chart-values", "kubernetes:helm.sh/v3:Chart", "legacy",
+                     contains=["none of its objects were registered"])
+    expect_violation(verdict, "k8s-entry-points", "kubernetes:kustomize/v2:Directory", "overlay",
+                     contains=["kustomization"])
     expect_violation(verdict, "helm-chart-values", RELEASE, "computed", contains=["unknown during preview"])
     expect_violation(verdict, "helm-chart-values", RELEASE, "defaults", contains=["chart default LoadBalancer"])
     expect_violation(verdict, "helm-chart-values", RELEASE, "kafka", contains=["chart-specific"])
@@ -411,3 +420,33 @@ def test_list_resources_are_judged_item_by_item(pack):
     assert "items[0]" not in found.message
     expect_violation(verdict, "k8s-no-host-network", "kubernetes:apps/v1:DeploymentList", "deployments",
                      contains=["items[0].spec.template.spec.hostNetwork"])
+
+
+def test_chart_values_are_walked_past_a_hostnetwork_key_and_into_chart_specific_service_paths(pack):
+    def program():
+        k8s.helm.v3.Release("nginx", chart="ingress-nginx", repository_opts={
+            "repo": "https://kubernetes.github.io/ingress-nginx"},
+            values={"controller": {"hostNetwork": False, "service": {"type": "LoadBalancer"}}})
+        k8s.helm.v3.Release("kong", chart="kong", repository_opts={"repo": "https://charts.konghq.com"},
+                            values={"proxy": {"type": "LoadBalancer"}})
+        k8s.helm.v3.Release("app", chart="webapp", repository_opts={"repo": "https://charts.example"},
+                            values={"networkPolicy": {"enabled": True, "ingress": {"fromNamespaces": ["edge"]}}})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "helm-chart-values", RELEASE, "nginx", contains=["values.controller.service"])
+    expect_violation(verdict, "helm-chart-values", RELEASE, "kong", contains=["values.proxy.annotations"])
+    assert not verdict.on("helm-chart-values", RELEASE, "app"), verdict.describe("helm-chart-values")
+
+
+def test_the_walk_is_bounded_and_fails_closed_past_its_budget():
+    from policies.rules._framework import Resource
+    from policies.rules.exposure_kubernetes import K8S_SERVICE_INTERNAL
+
+    nested: dict = {"type": "ClusterIP"}
+    for _ in range(300):
+        nested = {"next": nested}
+    findings = list(K8S_SERVICE_INTERNAL.check(
+        Resource("kubernetes:example.com/v1:Deep", "deep", "urn:deep", {"spec": nested}), {}))
+    assert findings and "walk budget" in findings[0].why
+    wide = {"spec": {f"k{i}": {"v": i} for i in range(60_000)}}
+    findings = list(K8S_SERVICE_INTERNAL.check(Resource("kubernetes:example.com/v1:Wide", "w", "urn:w", wide), {}))
+    assert findings and "walk budget" in findings[0].why

@@ -244,7 +244,7 @@ def judge_values(values: Any, name: Any, reviewed: bool, config: dict) -> Iterat
         elif lowered == "hostport" and _host_port_on(value):
             yield violation(path, value, "the chart publishes a container port on every node's address, "
                             "bypassing Services and NetworkPolicy", fix)
-        elif lowered.endswith("ingress") and isinstance(value, dict):
+        elif lowered.endswith("ingress") and isinstance(value, dict) and "networkpolic" not in path.lower():
             yield from _judge_ingress_values(path, value, config, waive)
         elif _CHART_SPECIFIC.match(key) and not _disabled(value) and not waive:
             yield violation(path, None, "its meaning is chart-specific and its purpose is exposure, so "
@@ -284,10 +284,15 @@ def judge_defaults(values: Any, name: Any) -> Iterator[Finding]:
             present, enabled = _at(values, switch)
             if present and not is_unknown(enabled) and as_bool(enabled) is False:
                 continue
-        present, _ = _at(values, type_path)
-        if present:
-            continue  # judged as the values spell it (find_shapes)
+        present, explicit = _at(values, type_path)
         _, annotations = _at(values, annotations_path)
+        if present:
+            # As the values spell it, where the chart keeps it (kong's proxy.type has no
+            # `service` in its path for the generic walk to recognise).
+            parent, _, key = type_path.rpartition(".")
+            yield from judge_service(f"values.{parent}", {"type": explicit}, annotations,
+                                     f"values.{annotations_path}", type_key=key)
+            continue
         for finding in judge_service("", {"type": default}, annotations, f"values.{annotations_path}"):
             yield Finding(f"values.{type_path}", f"not set (chart default {default})",
                           f"the {name} chart defaults it to {default}; " + finding.why,

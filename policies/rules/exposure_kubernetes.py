@@ -732,10 +732,11 @@ def _unreadable_source(res: StackResource) -> Optional[str]:
     return None
 
 
-def manifest_component_findings(stack: Stack, res: StackResource, config: dict) -> Iterator[Finding]:
+def manifest_component_findings(stack: Stack, res: StackResource, config: dict,
+                                expanded: frozenset = frozenset()) -> Iterator[Finding]:
     """Objects of a manifest component: judged as registered (when the provider expanded the
     component, its objects are resources of their own), else from its inline inputs."""
-    if _children(stack, res):
+    if res.urn in expanded:
         return
     reason = _unreadable_source(res)
     if reason is not None:
@@ -763,10 +764,6 @@ def manifest_component_findings(stack: Stack, res: StackResource, config: dict) 
             yield dataclasses.replace(finding, path=f"{path}.{finding.path}")
 
 
-def _children(stack: Stack, res: StackResource) -> list[StackResource]:
-    return [r for r in stack.resources if r.parent == res.urn]
-
-
 @dataclasses.dataclass
 class _K8sObject:
     urn: str
@@ -786,10 +783,11 @@ class _K8sObject:
 def kubernetes_objects(stack: Stack) -> list[_K8sObject]:
     """Every Kubernetes object of the stack: registered ones and those declared inline."""
     found = []
+    expanded = {r.parent for r in stack.resources if r.parent}
     for res in stack.resources:
         if is_object(res.type):
             found.append(_K8sObject(res.urn, res.type, res.props, ""))
-        elif res.type in MANIFEST_TYPES:
+        elif res.type in MANIFEST_TYPES and res.urn not in expanded:  # else its objects are registered
             for path, obj in manifest_objects(res):
                 if isinstance(obj, dict) and not is_unknown(obj.get("kind")):
                     found.append(_K8sObject(res.urn, object_type(obj), obj, path))
@@ -895,8 +893,9 @@ def judge_route(obj: _K8sObject, gateways: dict, config: dict) -> Iterator[Findi
 
 
 def _check_entry_points(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
+    expanded = frozenset(r.parent for r in stack.resources if r.parent)
     for res in stack.of_type(*MANIFEST_TYPES):
-        for finding in manifest_component_findings(stack, res, config):
+        for finding in manifest_component_findings(stack, res, config, expanded):
             yield res.urn, finding
     yield from gateway_findings(kubernetes_objects(stack), config)
 

@@ -37,6 +37,9 @@ _SERVICE_FIELDS = frozenset({
     "ipFamilyPolicy", "ipFamilies", "healthCheckNodePort", "publishNotReadyAddresses",
     "allocateLoadBalancerNodePorts", "externalName", "trafficDistribution",
 })
+# Parts of a pod spec the pod judgement reads itself.
+_POD_OWN = frozenset({"containers", "initContainers", "ephemeralContainers", "volumes", "affinity",
+                      "tolerations", "securityContext", "metadata"})
 # Keys under which an unknown value may hide a pod or Service spec.
 _SPEC_SUFFIXES = ("spec", "template", "containers", "service", "services", "pod", "pods")
 
@@ -82,14 +85,16 @@ def _is_service_type(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in SERVICE_TYPES
 
 
-def _looks_like_pod_spec(node: dict) -> bool:
+def _looks_like_pod_spec(node: dict, values_mode: bool) -> bool:
     containers = node.get("containers")
     if is_unknown(containers):
         return True
     if isinstance(containers, list) and containers and all(
             is_unknown(c) or (isinstance(c, dict) and ("image" in c or "name" in c)) for c in containers):
         return True
-    return "hostNetwork" in node and not isinstance(node.get("hostNetwork"), dict)
+    # In Helm values hostNetwork sits beside unrelated settings (a controller's service):
+    # there it is a key of its own, judged by the values rule.
+    return not values_mode and "hostNetwork" in node and not isinstance(node.get("hostNetwork"), dict)
 
 
 def _looks_like_service_spec(node: dict, key: str) -> bool:
@@ -144,8 +149,13 @@ def find_shapes(root: Any, root_path: str = "", *, values_mode: bool = False,
             continue
         if not isinstance(node, dict):
             continue
-        if _looks_like_pod_spec(node):
+        if _looks_like_pod_spec(node, values_mode):
             shapes.pods.append(PodShape(path, node))
+            # Containers are judged with the pod; anything else beside them (a CRD's own
+            # service settings next to a pod spec) is walked on.
+            for child_key, child in node.items():
+                if isinstance(child_key, str) and child_key not in _POD_OWN and isinstance(child, (dict, list)):
+                    pending.append((child, f"{path}.{child_key}" if path else child_key, child_key, None, ""))
             continue
         if _looks_like_service_spec(node, key):
             own, own_path = node.get("annotations"), f"{path}.annotations"
