@@ -450,3 +450,38 @@ def test_the_walk_is_bounded_and_fails_closed_past_its_budget():
     wide = {"spec": {f"k{i}": {"v": i} for i in range(60_000)}}
     findings = list(K8S_SERVICE_INTERNAL.check(Resource("kubernetes:example.com/v1:Wide", "w", "urn:w", wide), {}))
     assert findings and "walk budget" in findings[0].why
+
+
+def test_typed_and_older_ingress_apis_are_judged_alike(pack):
+    def program():
+        k8s.networking.v1.Ingress("typed", metadata=k8s.meta.v1.ObjectMetaArgs(annotations={
+            "alb.ingress.kubernetes.io/scheme": "internet-facing"}),
+            spec=k8s.networking.v1.IngressSpecArgs(ingress_class_name="alb", default_backend=k8s.networking.v1.IngressBackendArgs(
+                service=k8s.networking.v1.IngressServiceBackendArgs(
+                    name="m", port=k8s.networking.v1.ServiceBackendPortArgs(number=80)))))
+        k8s.extensions.v1beta1.Ingress("legacy", metadata={"annotations": {
+            "kubernetes.io/ingress.class": "nginx"}}, spec={"backend": {"service_name": "m", "service_port": 80}})
+        k8s.extensions.v1beta1.Ingress("legacy-auth", metadata={"annotations": {
+            "kubernetes.io/ingress.class": "nginx",
+            "nginx.ingress.kubernetes.io/auth-url": "https://auth.example/check"}},
+            spec={"backend": {"service_name": "m", "service_port": 80}})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-ingress-internal", INGRESS, "typed", contains=["auth-type"])
+    legacy = "kubernetes:extensions/v1beta1:Ingress"
+    expect_violation(verdict, "k8s-ingress-internal", legacy, "legacy", contains=["auth-url"])
+    assert not verdict.on("k8s-ingress-internal", legacy, "legacy-auth")
+
+
+def test_whole_service_objects_inside_chart_values_are_judged(pack):
+    def program():
+        k8s.helm.v3.Release("extra", chart="webapp", repository_opts={"repo": "https://charts.example"},
+                            values={"extraObjects": [{"apiVersion": "v1", "kind": "Service",
+                                                      "metadata": {"name": "debug"},
+                                                      "spec": {"type": "LoadBalancer"}}]})
+        k8s.helm.v3.Release("extra-internal", chart="webapp", repository_opts={"repo": "https://charts.example"},
+                            values={"extraObjects": [{"apiVersion": "v1", "kind": "Service",
+                                                      "metadata": {"name": "debug", "annotations": INTERNAL},
+                                                      "spec": {"type": "LoadBalancer"}}]})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "helm-chart-values", RELEASE, "extra", contains=["extraObjects[0]"])
+    assert not verdict.on("helm-chart-values", RELEASE, "extra-internal"), verdict.describe("helm-chart-values")

@@ -164,6 +164,14 @@ def find_shapes(root: Any, root_path: str = "", *, values_mode: bool = False,
             shapes.services.append(ServiceShape(path, node, annotations, annotations_path))
             continue
         child_annotations, child_annotations_path = _annotations_of(node, path)
+        if node.get("kind") == "Service" and str(node.get("apiVersion", "v1")) == "v1" and "spec" in node:
+            # A whole Service object embedded somewhere (a chart's extraObjects, an operator's
+            # template): its spec is a Service spec however little it says.
+            spec_path = f"{path}.spec" if path else "spec"
+            spec = node.get("spec")
+            shapes.services.append(ServiceShape(spec_path, spec if spec is not None else {},
+                                                child_annotations, child_annotations_path))
+            continue
         sibling_annotations = _sibling_annotations(node, path)
         for child_key, child in node.items():
             if not isinstance(child_key, str):
