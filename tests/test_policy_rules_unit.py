@@ -85,14 +85,57 @@ def test_user_data_is_read_through_base64_gzip_and_mime_parts():
     assert servings[0].has_flag("--max_model_len")  # vLLM's underscore spelling is the same flag
 
 
+_SCHEMES = {
+    "api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"},
+    "cognito": {"type": "apiKey", "name": "Authorization", "in": "header",
+                "x-amazon-apigateway-authtype": "cognito_user_pools",
+                "x-amazon-apigateway-authorizer": {"type": "cognito_user_pools", "providerARNs": ["arn"]}},
+    "sigv4": {"type": "apiKey", "name": "Authorization", "in": "header", "x-amazon-apigateway-authtype": "awsSigv4"},
+    "oauth": {"type": "oauth2", "flows": {"clientCredentials": {"tokenUrl": "https://idp/token", "scopes": {}}}},
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "other_header": {"type": "apiKey", "name": "Authorization", "in": "header"},
+}
+
+
 @pytest.mark.parametrize("security, anonymous", [
     (None, True), ([], True), ([{}], True), ([{"api_key": []}, {}], True),
     ([{"api_key": []}], False), ([{"cognito": []}, {"sigv4": []}], False),
+    # Declared but enforced by nothing at the gateway: documentation only.
+    ([{"oauth": []}], True), ([{"bearer": []}], True), ([{"other_header": []}], True),
+    ([{"undeclared": []}], True), ([{"cognito": []}, {"bearer": []}], True),
+    ([{"bearer": [], "sigv4": []}], False),  # both required: the gateway enforces sigv4
 ])
-def test_openapi_security_requirements_are_alternatives(security, anonymous):
+def test_openapi_only_security_the_gateway_enforces_counts(security, anonymous):
     operation = {} if security is None else {"security": security}
-    body = json.dumps({"openapi": "3.0.1", "paths": {"/v1/chat/completions": {"post": operation}}})
+    body = json.dumps({"openapi": "3.0.1", "components": {"securitySchemes": _SCHEMES},
+                       "paths": {"/v1/chat/completions": {"post": operation}}})
     assert bool(list(openapi_unauthenticated(body, "REST API"))) is anonymous
+
+
+def test_openapi_a_declared_global_scheme_that_is_not_required_authenticates_nobody():
+    body = json.dumps({"swagger": "2.0", "securityDefinitions": {"api_key": _SCHEMES["api_key"]},
+                       "paths": {"/chat": {"post": {}}}})
+    assert list(openapi_unauthenticated(body, "REST API"))
+    required = json.loads(body)
+    required["security"] = [{"api_key": []}]
+    assert not list(openapi_unauthenticated(json.dumps(required), "REST API"))
+    # An operation's own empty list overrides the global requirement.
+    required["paths"]["/chat"]["post"]["security"] = []
+    assert list(openapi_unauthenticated(json.dumps(required), "REST API"))
+
+
+def test_openapi_http_apis_have_no_api_keys_but_iam_and_authorizers_count():
+    def body(scheme):
+        return json.dumps({"openapi": "3.0.1", "components": {"securitySchemes": {"s": scheme}},
+                           "paths": {"/chat": {"post": {"security": [{"s": []}]}}}})
+    assert list(openapi_unauthenticated(body(_SCHEMES["api_key"]), "HTTP API"))
+    assert not list(openapi_unauthenticated(body(_SCHEMES["sigv4"]), "HTTP API"))
+    jwt = {"type": "oauth2", "x-amazon-apigateway-authorizer": {
+        "type": "jwt", "jwtConfiguration": {"issuer": "https://idp", "audience": ["a"]},
+        "identitySource": "$request.header.Authorization"}}
+    assert not list(openapi_unauthenticated(body(jwt), "HTTP API"))
+    iam = json.dumps({"openapi": "3.0.1", "paths": {"/chat": {"post": {"x-amazon-apigateway-auth": {"type": "AWS_IAM"}}}}})
+    assert not list(openapi_unauthenticated(iam, "REST API"))
 
 
 def test_alb_actions_run_in_order_and_terminal_actions_reach_no_target():

@@ -25,6 +25,7 @@ from ._wire import (
     is_unknown,
     show,
 )
+from . import openapi_security
 
 LB_V2_TYPES = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
 CLASSIC_LB_TYPES = ("aws:elb/loadBalancer:LoadBalancer",)
@@ -33,9 +34,6 @@ LISTENER_RULE_TYPES = ("aws:lb/listenerRule:ListenerRule", "aws:alb/listenerRule
 SG_TYPES = ("aws:ec2/securityGroup:SecurityGroup", "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
 SG_RULE_TYPES = ("aws:ec2/securityGroupRule:SecurityGroupRule",
                  "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-
-_HTTP_VERBS = ("get", "put", "post", "delete", "options", "head", "patch", "trace",
-               "x-amazon-apigateway-any-method")
 
 CIDR_ALLOW_LIST_SCHEMA = {
     "type": "array",
@@ -53,57 +51,43 @@ def openapi_unauthenticated(body: Any, api_kind: str) -> Iterator[Finding]:
     """Operations in an OpenAPI body that nobody has to authenticate for.
 
     A RestApi or HTTP Api imported from OpenAPI creates its methods from `body`, so an
-    insecure API may have no Method/Route resources at all.
+    insecure API may have no Method/Route resources at all. Only security the gateway
+    enforces counts (openapi_security.py).
     """
     if is_unknown(body):
         yield unknown("body", f"write the {api_kind} definition so it is known at preview, or "
                               "define methods as separate resources with authorization set")
         return
-    if not isinstance(body, str) or not body.strip():
+    document = openapi_security.parse(body)
+    if document is None:
         return
-    try:
-        document = json.loads(body)
-    except ValueError:
-        try:
-            document = yaml.safe_load(body)
-        except yaml.YAMLError:
-            document = None
-    if not isinstance(document, dict):
+    if document == "unreadable":
         yield violation("body", None, "it is not a JSON or YAML OpenAPI document the policy can read, "
                         "so which operations require authentication cannot be established",
                         "supply a valid OpenAPI document with a security requirement on every operation",
                         rendered="unreadable")
         return
-    global_security = document.get("security")
-    for route, operations in (document.get("paths") or {}).items():
-        if not isinstance(operations, dict):
+    rest = api_kind.startswith("REST")
+    for route, verb, operation in openapi_security.operations(document):
+        if openapi_security.operation_authenticated(document, operation, rest):
             continue
-        for verb, operation in operations.items():
-            if verb.lower() not in _HTTP_VERBS or not isinstance(operation, dict):
-                continue
-            security = operation.get("security", global_security)
-            iam = as_dict(operation.get("x-amazon-apigateway-auth")).get("type")
-            if _has_requirement(security) or (iam and str(iam).upper() != "NONE"):
-                continue
-            integration = operation.get("x-amazon-apigateway-integration") or {}
-            if verb.lower() == "options" and str(integration.get("type", "")).lower() == "mock":
-                continue  # CORS preflight answered by API Gateway itself
-            yield violation(f"body.paths[{json.dumps(route)}].{verb}.security", security,
-                            "the operation requires no API key and no authorizer, so anyone on "
-                            "the internet can call it",
-                            "add a security requirement (an api_key scheme, or an authorizer: "
-                            "x-amazon-apigateway-authorizer, AWS_IAM sigv4, Cognito, JWT) to the "
-                            "operation or a global `security`")
-
-
-def _has_requirement(security: Any) -> bool:
-    # Requirements are alternatives; an empty one ({}) lets anonymous callers through.
-    return isinstance(security, list) and bool(security) and all(
-        isinstance(r, dict) and r for r in security)
+        if verb.lower() == "options" and openapi_security.is_mock(operation):
+            continue  # CORS preflight answered by API Gateway itself
+        security = operation["security"] if "security" in operation else document.get("security")
+        yield violation(f"body.paths[{json.dumps(route)}].{verb}.security", security,
+                        "the operation requires nothing API Gateway enforces (no API key"
+                        + (" for x-api-key" if rest else "") + ", no x-amazon-apigateway-authorizer, no "
+                        "AWS_IAM/awsSigv4; a declared scheme that is not applied, a scheme without an "
+                        "authorizer, or an empty {} alternative authenticate nobody), so anyone on the "
+                        "internet can call it",
+                        "require a scheme the gateway enforces on the operation or globally: "
+                        + ("an apiKey scheme for the x-api-key header, " if rest else "")
+                        + "a scheme with x-amazon-apigateway-authorizer, or x-amazon-apigateway-authtype "
+                        "awsSigv4")
 
 
 def _check_method(res: Resource, config: dict) -> Iterator[Finding]:
-    if res.type == "aws:apigateway/restApi:RestApi":
+    if res.type in ("aws:apigateway/restApi:RestApi", "aws:apigateway/restApiPut:RestApiPut"):
         if "body" in res.props:
             yield from openapi_unauthenticated(res.props.get("body"), "REST API")
         return
@@ -140,7 +124,8 @@ METHOD_AUTH = resource_policy(
     family=FAMILY_EXPOSURE,
     description="Every API Gateway REST method requires an authorizer or an API key "
                 "(OPTIONS only as a CORS preflight with a MOCK integration).",
-    resource_types=("aws:apigateway/method:Method", "aws:apigateway/restApi:RestApi"),
+    resource_types=("aws:apigateway/method:Method", "aws:apigateway/restApi:RestApi",
+                    "aws:apigateway/restApiPut:RestApiPut"),
     check=_check_method,
     remediation="Set authorization (AWS_IAM, COGNITO_USER_POOLS, CUSTOM) or api_key_required=True "
                 "on every method, including the root and {proxy+} ANY; for OpenAPI bodies add a "

@@ -36,6 +36,7 @@ V2_ROUTE = "aws:apigatewayv2/route:Route"
 _EGRESS_RULE = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 
 _AUTH_ACTIONS = ("authenticate-oidc", "authenticate-cognito")
+_AUTH_SETTINGS = {"authenticate-oidc": "authenticateOidc", "authenticate-cognito": "authenticateCognito"}
 _TERMINAL_ACTIONS = ("redirect", "fixed-response")
 
 
@@ -70,7 +71,13 @@ def actions_authenticate(actions: Any) -> Optional[bool] | str:
             return action_type
         action_type = str(action_type).lower()
         if action_type in _AUTH_ACTIONS:
-            authenticated = True
+            # "allow" forwards anonymous requests too (only logged-in users get claims), so
+            # it authenticates nobody: https://docs.aws.amazon.com/elasticloadbalancing/latest/application/listener-authenticate-users.html
+            settings = action.get(_AUTH_SETTINGS[action_type])
+            mode = settings if is_unknown(settings) else as_dict(settings).get("onUnauthenticatedRequest")
+            if is_unknown(mode):
+                return mode
+            authenticated = authenticated or str(mode or "authenticate").lower() != "allow"
         elif action_type in _TERMINAL_ACTIONS:
             return True
         elif not authenticated:
