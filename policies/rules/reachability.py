@@ -131,7 +131,7 @@ def _alb_entry_points(stack: Stack) -> Iterator[tuple[str, Finding]]:
         yield from _judge_actions(stack, rule, "actions", listeners[0] if listeners else None)
 
 
-def _authenticating_alb(stack: Stack, lb: StackResource) -> bool:
+def authenticating_alb(stack: Stack, lb: StackResource) -> bool:
     exposed, lb_type = lb_exposure(lb)
     if is_unknown(exposed) or lb_type != "application":
         return False
@@ -169,7 +169,7 @@ def _internet_443_only_on_authenticating_albs(stack: Stack, config: dict) -> Ite
         attached = [r for r in stack.referencing(group)
                     if r.type not in SG_TYPES + SG_RULE_TYPES + (_EGRESS_RULE,)]
         offenders = [r for r in attached
-                     if r.type not in LB_V2_TYPES or not _authenticating_alb(stack, r)]
+                     if r.type not in LB_V2_TYPES or not authenticating_alb(stack, r)]
         if attached and not offenders:
             continue
         if offenders:
