@@ -1,0 +1,135 @@
+"""IAM-style policy documents as resource policies use them: who a statement lets in.
+
+A document arrives as a JSON string (json.dumps, Output.json_dumps, a heredoc) or, from
+some programs, as an object; `Statement` may be one statement or a list, and `Principal`,
+`Action` and condition values may each be a string or a list. An unrestricted open
+statement is an Allow for every principal ("*", {"AWS": "*"}) with no condition that
+narrows the caller to an organization, account, source resource, VPC, endpoint or a
+non-internet address range
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+from typing import Any, Iterable, Optional
+
+from ._wire import admits_internet, as_dict, as_list, is_unknown
+
+# Condition keys that confine a statement to callers the owner controls.
+RESTRICTING_KEYS = frozenset({
+    "aws:sourcearn", "aws:sourceaccount", "aws:sourceowner", "aws:principalorgid", "aws:principalorgpaths",
+    "aws:principalaccount", "aws:principalarn", "aws:sourcevpce", "aws:sourcevpc", "aws:sourceorgid",
+    "aws:sourceorgpaths", "aws:userid", "aws:principalservicename", "lambda:functionurlauthtype",
+    "aws:resourceorgid", "aws:resourceaccount", "aws:vpcsourceip",
+})
+
+
+def parse(document: Any) -> Any:
+    """The document as a dict, the unknown sentinel, None when absent, or "unreadable"."""
+    if document is None or is_unknown(document):
+        return document
+    if isinstance(document, dict):
+        return document
+    if isinstance(document, str):
+        if not document.strip():
+            return None
+        try:
+            parsed = json.loads(document)
+        except ValueError:
+            return "unreadable"
+        return parsed if isinstance(parsed, dict) else "unreadable"
+    return "unreadable"
+
+
+def statements(document: dict) -> list[dict]:
+    return [as_dict(s) for s in as_list(document.get("Statement"))]
+
+
+def _values(value: Any) -> list:
+    return [v for v in as_list(value)]
+
+
+def open_principal(principal: Any) -> bool:
+    """Every principal: "*" or {"AWS": "*"} (any AWS account); services are not everyone."""
+    if principal == "*":
+        return True
+    principal = as_dict(principal)
+    return any(str(v).strip() == "*" for key in ("AWS", "CanonicalUser", "Federated")
+               for v in _values(principal.get(key)))
+
+
+def service_principals(principal: Any) -> list[str]:
+    if isinstance(principal, str) and principal.endswith(".amazonaws.com"):
+        return [principal]
+    return [str(v) for v in _values(as_dict(principal).get("Service"))]
+
+
+def restricting_condition(condition: Any) -> bool:
+    """Whether a Condition block narrows the caller to something the owner controls."""
+    for operator, pairs in as_dict(condition).items():
+        for key, value in as_dict(pairs).items():
+            key = str(key).lower()
+            if key in RESTRICTING_KEYS:
+                values = _values(value)
+                if values and not any(str(v).strip() in ("*", "") for v in values):
+                    return True
+            elif key == "aws:sourceip" and "notipaddress" not in str(operator).lower():
+                cidrs = _values(value)
+                if cidrs and not any(admits_internet(c) and c.strip().endswith("/0") for c in cidrs if isinstance(c, str)):
+                    return True
+    return False
+
+
+def action_matches(actions: Any, wanted: Iterable[str]) -> bool:
+    """Whether an Action (string or list, with wildcards) covers any of the wanted actions."""
+    for action in _values(actions):
+        pattern = str(action).lower()
+        if any(fnmatch.fnmatchcase(w.lower(), pattern) for w in wanted):
+            return True
+    return False
+
+
+def denies_outsiders(document: dict) -> bool:
+    """A Deny for everyone outside an organization, VPC or endpoint: the common pattern of an
+    open Allow paired with a Deny unless aws:SourceVpce/aws:PrincipalOrgID/... matches."""
+    for statement in statements(document):
+        if str(statement.get("Effect", "")).lower() == "deny" and open_principal(statement.get("Principal")) \
+                and restricting_condition(_negated(statement.get("Condition"))):
+            return True
+    return False
+
+
+def _negated(condition: Any) -> dict:
+    # A Deny with StringNotEquals aws:SourceVpce X confines the Allow to X: read it as the positive.
+    flipped: dict = {}
+    for operator, pairs in as_dict(condition).items():
+        name = str(operator)
+        if "Not" in name:
+            flipped[name.replace("Not", "", 1)] = pairs
+    return flipped
+
+
+def open_statements(document: dict, wanted_actions: Iterable[str]) -> list[tuple[int, dict]]:
+    """(index, statement) of Allow statements that let every principal perform a wanted action
+    with no restricting condition, unless a Deny confines everyone outside."""
+    wanted = list(wanted_actions)
+    found = []
+    for index, statement in enumerate(statements(document)):
+        if str(statement.get("Effect", "")).lower() != "allow" or not open_principal(statement.get("Principal")):
+            continue
+        if "NotAction" in statement or action_matches(statement.get("Action"), wanted):
+            if not restricting_condition(statement.get("Condition")):
+                found.append((index, statement))
+    if found and denies_outsiders(document):
+        return []
+    return found
+
+
+def first_unknown(document: dict) -> Optional[str]:
+    """The path of a deciding value that is unknown inside a parsed document, if any."""
+    for index, statement in enumerate(statements(document)):
+        for key in ("Effect", "Principal", "Action", "Condition"):
+            if is_unknown(statement.get(key)):
+                return f"Statement[{index}].{key}"
+    return None
