@@ -55,7 +55,9 @@ observability = Observability("observability", ObservabilityArgs(
     models=platform.observed_models(inventory), prometheus_rules=platform.prometheus_rules),
     opts=aws_opts)
 platform.watch_cluster(inventory, stack=stack, topic_arn=observability.topic_arn,
-                       topic_key_arn=observability.alerts_key_arn, opts=aws_opts)
+                       topic_key_arn=observability.alerts_key_arn, opts=aws_opts,
+                       rest_api_name=gateway.rest_api.name, stage_name=gateway.stage_name,
+                       rest_api_id=gateway.rest_api_id)
 
 pulumi.export("region", inventory.region)
 pulumi.export("platform", inventory.platform)

@@ -473,6 +473,9 @@ class Thresholds(_Strict):
     gpu_memory_percent: float = Field(default=95.0, gt=0, le=100)
     queue_depth: int = Field(default=20, gt=0)
     kv_cache_percent: float = Field(default=90.0, gt=0, le=100)
+    # vLLM preemptions (each one recomputes a request's KV later) per minute per model: a
+    # sustained rate means the KV cache is too small for the admitted concurrency.
+    preemptions_per_minute: float = Field(default=1.0, gt=0)
     # Streamed responses: Latency and IntegrationLatency measure the whole generation; the
     # time to the first byte from the model is what a client experiences as responsiveness.
     time_to_first_byte_p95_ms: int = Field(default=15_000, gt=0)
@@ -490,6 +493,9 @@ class Alarms(_Strict):
 
 class Observability(_Strict):
     log_retention_days: int = 90
+    # EKS: days of history the cluster's Prometheus keeps on its encrypted volume (dashboards,
+    # recording rules); the volume is sized for it.
+    metrics_retention_days: int = Field(default=15, ge=2, le=90)
     alarms: Alarms = Alarms()
 
     @field_validator("log_retention_days")

@@ -16,9 +16,10 @@ from components.config import Inventory
 from components.ec2.fleet import GpuFleet, GpuFleetArgs, ec2_load_balancer_args, health_check_grace_seconds
 from components.eks.addons import ClusterAddons, ClusterAddonsArgs
 from components.eks.cluster import GpuCluster, GpuClusterArgs
+from components.eks.grafana import ClusterDashboards, ClusterDashboardsArgs
 from components.eks.model_service import ModelService, ModelServiceArgs, eks_load_balancer_args, staging_seconds
 from components.eks.monitoring import (ALERTMANAGER_TARGET, ClusterMonitoring, ClusterMonitoringArgs,
-                                       prometheus_alert_rules, rule_names)
+                                       prometheus_alert_rules, prometheus_recording_rules, rule_names)
 from components.gateway.api import Backend
 from components.keys import StackKeys
 from components.load_balancer import LoadBalancer
@@ -75,10 +76,19 @@ class Platform:
                 for model in inventory.models}
 
     def watch_cluster(self, inventory: Inventory, *, stack: str, topic_arn: pulumi.Input[str],
-                      topic_key_arn: pulumi.Input[str], opts: pulumi.ResourceOptions) -> None:
-        """On EKS the cluster's Prometheus alerts reach the stack's topic through Alertmanager."""
+                      topic_key_arn: pulumi.Input[str], opts: pulumi.ResourceOptions,
+                      rest_api_name: pulumi.Input[str] = "", stage_name: pulumi.Input[str] = "",
+                      rest_api_id: pulumi.Input[str] = "") -> None:
+        """On EKS the cluster's Prometheus alerts reach the stack's topic through Alertmanager,
+        and Grafana shows the runtimes' dashboards (the gateway's names feed the CloudWatch panels)."""
         if self.cluster is None:
             return
+        ClusterDashboards(
+            "eks-dashboards",
+            ClusterDashboardsArgs(cluster=self.cluster, addons=self.addons, inventory=inventory,
+                                  rest_api_name=rest_api_name, stage_name=stage_name, rest_api_id=rest_api_id,
+                                  load_balancers={name: lb.arn_suffix for name, lb in self.load_balancers.items()}),
+            opts=opts)
         ClusterMonitoring(
             "eks-monitoring",
             ClusterMonitoringArgs(cluster=self.cluster, addons=self.addons,
@@ -161,7 +171,9 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
     addons = ClusterAddons(
         "eks-addons",
         ClusterAddonsArgs(cluster=cluster, target_group_tags={"project": "deepseek-serving", "stack": stack},
-                          alert_rules=alert_rules, alertmanager_target=ALERTMANAGER_TARGET),
+                          alert_rules=alert_rules, alertmanager_target=ALERTMANAGER_TARGET,
+                          recording_rules=prometheus_recording_rules(inventory), data_key_arn=keys.data_key_arn,
+                          metrics_retention_days=inventory.observability.metrics_retention_days),
         opts=opts)
     platform = Platform(cluster=cluster, addons=addons, alert_rules=alert_rules)
     for model in inventory.models:

@@ -114,7 +114,8 @@ def test_the_cluster_runs_the_inventory_version_with_managed_addons(run, stack):
     assert _cluster(run)["version"] == _eks(stack)["kubernetes_version"]
     assert _cluster(run)["bootstrapSelfManagedAddons"] is False
     addons = {a["addonName"]: a for a in stack_runs.inputs(run, "aws:eks/addon:Addon")}
-    assert set(addons) == {"vpc-cni", "kube-proxy", "coredns", "eks-pod-identity-agent"}
+    # The EBS CSI driver gives Prometheus its encrypted volume (components/eks/addons.py).
+    assert set(addons) == {"vpc-cni", "kube-proxy", "coredns", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
     # NetworkPolicies are only enforced when the VPC CNI runs its policy agent.
     assert json.loads(addons["vpc-cni"]["configurationValues"]) == {"enableNetworkPolicy": "true"}
 

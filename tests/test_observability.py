@@ -266,8 +266,11 @@ def test_prometheus_rules_mirror_the_cloudwatch_alarms_for_vllm_with_the_invento
     rules = groups["deepseek-r1-qwen-7b"]
     assert set(rules) == {"DeepSeekGpuUtilizationHigh", "DeepSeekGpuMemoryHigh", "DeepSeekQueueDepthHigh",
                           "DeepSeekStuckGeneration", "DeepSeekReplicasBelowMinimum", "DeepSeekKvCacheHigh",
-                          "DeepSeekReplicasAtMax"}
+                          "DeepSeekPreemptions", "DeepSeekReplicasAtMax"}
     thresholds = Thresholds()
+    assert rules["DeepSeekPreemptions"]["expr"] == (
+        '60 * sum(rate(vllm:num_preemptions_total{job="model-servers", namespace="r1-qwen-7b"}[5m])) '
+        f"> {thresholds.preemptions_per_minute:g}")
     assert rules["DeepSeekQueueDepthHigh"]["expr"] == (
         f'avg(sum by (pod) (vllm:num_requests_waiting{{namespace="r1-qwen-7b"}})) > {thresholds.queue_depth}')
     assert 'vllm:(kv|gpu)_cache_usage_perc' in rules["DeepSeekKvCacheHigh"]["expr"]

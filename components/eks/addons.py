@@ -8,10 +8,13 @@ One release per concern, each pinned to a chart version (the chart pins its imag
   can only register and deregister targets in this stack's target groups: it never creates
   load balancers here (no Service of type LoadBalancer, no Ingress), and its Service
   mutating webhook is off so nothing defaults to it by accident.
-- Metrics pipeline for autoscaling: an in-cluster Prometheus server (prometheus-community
-  chart, server only, short retention on an emptyDir: it is an autoscaling signal source,
-  not the long-term store; CloudWatch alarms live in the observability component) that
-  scrapes the model pods' /metrics and the DCGM exporter's GPU metrics, and KEDA, whose
+- Metrics pipeline for autoscaling and dashboards: an in-cluster Prometheus server
+  (prometheus-community chart, server only) that scrapes the model pods' /metrics and the
+  DCGM exporter's GPU metrics, keeps `observability.metrics_retention_days` of history on
+  an EBS volume encrypted with the stack's data key (the EBS CSI driver add-on with a Pod
+  Identity role, and a gp3 StorageClass naming the key: EKS has no CSI driver or encrypted
+  class by default), evaluates the token recording rules and alert rules
+  (components/eks/monitoring.py) and serves Grafana (components/eks/grafana.py); and KEDA, whose
   ScaledObjects turn a PromQL query into an HPA: vLLM scales on
   `vllm:num_requests_waiting`, TGI on `tgi_queue_size`, Ollama (no /metrics) on DCGM GPU
   utilisation of its own pods.
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.eks.cluster import (DEVICE_PLUGIN_LABEL, GPU_TOLERATION, POOL_LABEL, SYSTEM_POOL,
@@ -65,6 +69,8 @@ SYSTEM_NAMESPACE = "kube-system"
 PROMETHEUS_SERVICE = "prometheus-server"
 PROMETHEUS_URL = f"http://{PROMETHEUS_SERVICE}.{MONITORING_NAMESPACE}.svc.cluster.local:80"
 LBC_SERVICE_ACCOUNT = "aws-load-balancer-controller"
+EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+ENCRYPTED_STORAGE_CLASS = "deepseek-gp3-encrypted"
 AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
 
 # Pods the model-server scrape job considers (set by ModelService on its pods).
@@ -83,6 +89,12 @@ class ClusterAddonsArgs:
     # (host:port) it sends them to: components/eks/monitoring.py. None: no alerting.
     alert_rules: Optional[dict] = None
     alertmanager_target: Optional[str] = None
+    # Recording rules (a rule file's content) for the token and GPU signals.
+    recording_rules: Optional[dict] = None
+    # The stack's data key: Prometheus keeps its history on a volume encrypted with it.
+    # None: history on an emptyDir (lost with the pod).
+    data_key_arn: Optional[pulumi.Input[str]] = None
+    metrics_retention_days: int = 15
 
 
 class ClusterAddons(pulumi.ComponentResource):
@@ -111,9 +123,15 @@ class ClusterAddons(pulumi.ComponentResource):
         monitoring = self._namespace(MONITORING_NAMESPACE)
         keda_ns = self._namespace(KEDA_NAMESPACE)
         self._release("dcgm-exporter", SYSTEM_NAMESPACE, self._dcgm_values())
-        self.prometheus = self._release("prometheus", MONITORING_NAMESPACE,
-                                        self._prometheus_values(args.alert_rules, args.alertmanager_target),
-                                        depends_on=[monitoring])
+        storage: list[pulumi.Resource] = []
+        if args.data_key_arn is not None:
+            storage = self._create_metrics_storage(args.data_key_arn)
+        values = self._prometheus_values(args.alert_rules, args.alertmanager_target)
+        values = with_recording_rules(values, args.recording_rules)
+        if storage:
+            values = with_persistent_storage(values, args.metrics_retention_days)
+        self.prometheus = self._release("prometheus", MONITORING_NAMESPACE, values,
+                                        depends_on=[monitoring, *storage])
         self.keda = self._release("keda", KEDA_NAMESPACE, {
             "nodeSelector": {POOL_LABEL: SYSTEM_POOL},
         }, depends_on=[keda_ns])
@@ -154,6 +172,41 @@ class ClusterAddons(pulumi.ComponentResource):
             max_history=5,
             timeout=900,
             opts=self._cluster.k8s_opts(self, depends_on=depends_on or []))
+
+    # --- metrics storage -------------------------------------------------------------
+
+    def _create_metrics_storage(self, data_key_arn: pulumi.Input[str]) -> list[pulumi.Resource]:
+        """The EBS CSI driver (EKS add-on, Pod Identity role) and the encrypted gp3 class."""
+        cluster = self._cluster
+        identity = cluster.workload_role(
+            f"{self._name}-ebs-csi", namespace=SYSTEM_NAMESPACE, service_account=EBS_CSI_SERVICE_ACCOUNT,
+            policy=pulumi.Output.from_input(data_key_arn).apply(
+                lambda arn: json.dumps(_ebs_csi_key_policy(arn), sort_keys=True)),
+            parent=self, description="EBS CSI driver: volumes for cluster add-ons, encrypted with the data key")
+        # AWS's managed policy for the driver (Amazon EKS docs, "Store Kubernetes volumes with
+        # Amazon EBS"): volume create/attach/delete, limited by its conditions to volumes the
+        # driver tags; the inline policy above adds the customer-managed key.
+        policy = aws.iam.RolePolicyAttachment(
+            f"{self._name}-ebs-csi-managed", role=identity.role.name,
+            policy_arn=f"arn:{self._args.partition}:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy",
+            opts=pulumi.ResourceOptions(parent=self))
+        driver = aws.eks.Addon(
+            f"{self._name}-ebs-csi-driver", cluster_name=cluster.cluster_name, addon_name="aws-ebs-csi-driver",
+            resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
+            configuration_values=json.dumps({"controller": {"nodeSelector": {POOL_LABEL: SYSTEM_POOL}}}),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*identity.resources, policy, *cluster.ready]))
+        storage_class = k8s.storage.v1.StorageClass(
+            f"{self._name}-encrypted-gp3",
+            metadata={"name": ENCRYPTED_STORAGE_CLASS},
+            provisioner="ebs.csi.aws.com",
+            parameters={"type": "gp3", "encrypted": "true", "kmsKeyId": data_key_arn},
+            # The volume is created in the zone the pod is scheduled to.
+            volume_binding_mode="WaitForFirstConsumer",
+            # Metrics history outlives an uninstall by mistake; delete the volume deliberately.
+            reclaim_policy="Retain",
+            allow_volume_expansion=True,
+            opts=cluster.k8s_opts(self, [driver]))
+        return [driver, storage_class]
 
     # --- device plugin ---------------------------------------------------------------
 
@@ -283,6 +336,60 @@ class ClusterAddons(pulumi.ComponentResource):
             values["serverFiles"]["alerting_rules.yml"] = alert_rules
             values["serverFiles"]["prometheus.yml"]["rule_files"] = ["/etc/config/alerting_rules.yml"]
         return values
+
+
+def metrics_volume_gib(retention_days: int) -> int:
+    """Volume for `retention_days` of history: about 3 GiB a day for a few models' runtime and
+    GPU series at a 15 s interval, never below 20 GiB (gp3's price per GiB is small; a full
+    volume stops ingestion)."""
+    return max(20, 3 * retention_days)
+
+
+def with_persistent_storage(values: dict, retention_days: int) -> dict:
+    """Prometheus values keeping `retention_days` on an encrypted EBS volume (a PVC the chart
+    creates in the encrypted class; the server's Deployment uses the Recreate strategy, which
+    a ReadWriteOnce volume needs)."""
+    size = metrics_volume_gib(retention_days)
+    server = dict(values["server"])
+    server.pop("emptyDir", None)
+    server.update({
+        "persistentVolume": {"enabled": True, "storageClass": ENCRYPTED_STORAGE_CLASS, "size": f"{size}Gi",
+                             "accessModes": ["ReadWriteOnce"]},
+        "retention": f"{retention_days}d",
+        # Prometheus deletes the oldest blocks before the volume fills up.
+        "retentionSize": f"{int(size * 0.85)}GB",
+        "strategy": {"type": "Recreate"},
+        # The volume is owned by the server's group.
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534},
+    })
+    return {**values, "server": server}
+
+
+def with_recording_rules(values: dict, recording_rules: Optional[dict]) -> dict:
+    if not recording_rules:
+        return values
+    files = dict(values["serverFiles"])
+    files["recording_rules.yml"] = recording_rules
+    config = dict(files["prometheus.yml"])
+    config["rule_files"] = ["/etc/config/recording_rules.yml", *config.get("rule_files", [])]
+    files["prometheus.yml"] = config
+    return {**values, "serverFiles": files}
+
+
+def _ebs_csi_key_policy(key_arn: str) -> dict:
+    """What the EBS CSI driver needs on a customer-managed key (Amazon EKS docs, "Store
+    Kubernetes volumes with Amazon EBS", KMS key policy): grants for EC2 only, and data keys."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "GrantsForAttachedVolumes", "Effect": "Allow", "Resource": key_arn,
+             "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
+             "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}},
+            {"Sid": "EncryptVolumes", "Effect": "Allow", "Resource": key_arn,
+             "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+                        "kms:DescribeKey"]},
+        ],
+    }
 
 
 def _model_server_scrape_job() -> dict:

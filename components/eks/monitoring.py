@@ -19,6 +19,14 @@ objects would have nobody to read them. Instead:
   those topics and use the topic key through SNS). E-mail and paging subscribers therefore
   see CloudWatch alarms and Prometheus alerts on one topic.
 
+Token-level signals are recording rules of the same server (`recording_rules.yml`):
+`deepseek:<signal>` per model namespace, the same names for vLLM and TGI where both measure
+it (time per output token, queue, prefill and end-to-end time at p50/p95/p99, prompt and
+generation tokens per second, KV cache use, requests running and waiting), time to first
+token and preemptions (recomputations) for vLLM only, GPU signals from DCGM for every model.
+The Grafana dashboards (components/eks/grafana.py) read them; every raw name they use is
+checked against components/serving/metrics.py.
+
 Series and labels (names as the runtimes and the exporter export them):
 - vLLM: `vllm:num_requests_waiting`, `vllm:num_requests_running`, `vllm:kv_cache_usage_perc`
   (0..1; `vllm:gpu_cache_usage_perc` before v0.10, matched too).
@@ -56,6 +64,89 @@ SCRAPE_JOB = "model-servers"
 _QUEUE = {"vllm": "vllm:num_requests_waiting", "tgi": "tgi_queue_size"}
 _RUNNING = {"vllm": "vllm:num_requests_running", "tgi": "tgi_batch_current_size"}
 _VLLM_KV = '{__name__=~"vllm:(kv|gpu)_cache_usage_perc", namespace="%s"}'
+
+
+# ------------------------------------------------------------------------ recording rules
+
+# Token-level signals under one name per meaning, whatever the runtime (labels: namespace =
+# the model). Dashboards and alerts read these; components/serving/metrics.py lists the raw
+# series they are computed from, and tests check every name against it.
+QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+_MODEL_SERVERS = f'job="{SCRAPE_JOB}"'
+
+
+def _quantiles(record: str, histogram: str, extra: str = "") -> list[dict]:
+    selector = f"{{{_MODEL_SERVERS}{', ' + extra if extra else ''}}}"
+    return [{"record": f"deepseek:{record}:{name}",
+             "expr": f"histogram_quantile({q}, sum by (namespace, le) (rate({histogram}_bucket{selector}[5m])))"}
+            for name, q in QUANTILES]
+
+
+def _per_model(record: str, expr: str) -> dict:
+    return {"record": f"deepseek:{record}", "expr": expr}
+
+
+def token_recording_rules(runtime: str) -> list[dict]:
+    """Recording rules for one runtime family (none for Ollama: it exports no metrics)."""
+    m = _MODEL_SERVERS
+    if runtime == "vllm":
+        return [
+            *_quantiles("time_to_first_token_seconds", "vllm:time_to_first_token_seconds"),
+            *_quantiles("time_per_output_token_seconds", "vllm:inter_token_latency_seconds"),
+            *_quantiles("queue_time_seconds", "vllm:request_queue_time_seconds"),
+            *_quantiles("prefill_time_seconds", "vllm:request_prefill_time_seconds"),
+            *_quantiles("e2e_latency_seconds", "vllm:e2e_request_latency_seconds"),
+            _per_model("prompt_tokens:rate5m", f"sum by (namespace) (rate(vllm:prompt_tokens_total{{{m}}}[5m]))"),
+            _per_model("generation_tokens:rate5m",
+                       f"sum by (namespace) (rate(vllm:generation_tokens_total{{{m}}}[5m]))"),
+            _per_model("requests:rate5m", f"sum by (namespace) (rate(vllm:request_success_total{{{m}}}[5m]))"),
+            _per_model("kv_cache_usage:ratio", f"max by (namespace) (vllm:kv_cache_usage_perc{{{m}}})"),
+            _per_model("preemptions:rate5m", f"sum by (namespace) (rate(vllm:num_preemptions_total{{{m}}}[5m]))"),
+            _per_model("prefix_cache_hit:ratio5m",
+                       f"sum by (namespace) (rate(vllm:prefix_cache_hits_total{{{m}}}[5m])) / "
+                       f"sum by (namespace) (rate(vllm:prefix_cache_queries_total{{{m}}}[5m]))"),
+            _per_model("requests_waiting:sum", f"sum by (namespace) (vllm:num_requests_waiting{{{m}}})"),
+            _per_model("requests_running:sum", f"sum by (namespace) (vllm:num_requests_running{{{m}}})"),
+        ]
+    if runtime == "tgi":
+        # No TTFT histogram in TGI: queue time and prefill time are its parts.
+        return [
+            *_quantiles("time_per_output_token_seconds", "tgi_request_mean_time_per_token_duration"),
+            *_quantiles("queue_time_seconds", "tgi_request_queue_duration"),
+            *_quantiles("prefill_time_seconds", "tgi_batch_inference_duration", 'method="prefill"'),
+            *_quantiles("e2e_latency_seconds", "tgi_request_duration"),
+            _per_model("prompt_tokens:rate5m", f"sum by (namespace) (rate(tgi_request_input_length_sum{{{m}}}[5m]))"),
+            _per_model("generation_tokens:rate5m",
+                       f"sum by (namespace) (rate(tgi_request_generated_tokens_sum{{{m}}}[5m]))"),
+            _per_model("requests:rate5m", f"sum by (namespace) (rate(tgi_request_success{{{m}}}[5m]))"),
+            _per_model("request_failures:rate5m",
+                       f"sum by (namespace, err) (rate(tgi_request_failure{{{m}}}[5m]))"),
+            _per_model("kv_cache_usage:ratio",
+                       f"max by (namespace) (tgi_batch_current_max_tokens{{{m}}} / tgi_batch_max_total_tokens{{{m}}})"),
+            _per_model("requests_waiting:sum", f"sum by (namespace) (tgi_queue_size{{{m}}})"),
+            _per_model("requests_running:sum", f"sum by (namespace) (tgi_batch_current_size{{{m}}})"),
+        ]
+    return []
+
+
+def gpu_recording_rules() -> list[dict]:
+    """Per-model GPU signals from the DCGM exporter (every runtime, Ollama included)."""
+    return [
+        _per_model("gpu_utilization:avg", 'avg by (namespace) (DCGM_FI_DEV_GPU_UTIL{namespace!=""})'),
+        _per_model("gpu_memory_used:ratio_max",
+                   'max by (namespace) (DCGM_FI_DEV_FB_USED{namespace!=""} / '
+                   '(DCGM_FI_DEV_FB_USED{namespace!=""} + DCGM_FI_DEV_FB_FREE{namespace!=""}))'),
+        _per_model("gpu_power_watts:sum", 'sum by (namespace) (DCGM_FI_DEV_POWER_USAGE{namespace!=""})'),
+    ]
+
+
+def prometheus_recording_rules(inventory: Inventory) -> dict:
+    """The recording rule file: one group per runtime family in the inventory, and the GPU group."""
+    runtimes = sorted({model.runtime for model in inventory.models} - {"ollama"})
+    groups = [{"name": f"deepseek-{runtime}-tokens", "interval": "30s", "rules": token_recording_rules(runtime)}
+              for runtime in runtimes]
+    groups.append({"name": "deepseek-gpu", "interval": "30s", "rules": gpu_recording_rules()})
+    return {"groups": groups}
 
 
 # ---------------------------------------------------------------------------- alert rules
@@ -109,6 +200,15 @@ def model_alert_rules(model: Model, launch: RuntimeLaunch, thresholds: Threshold
                   f"fewer than min_replicas ({model.min_replicas}) replicas answer on /metrics for "
                   "15 minutes.", "replicas-below-minimum", stack),
         ]
+        if model.runtime == "vllm":
+            # v1 preempts by recomputation: each one throws away a request's KV and redoes its
+            # prefill later, so a sustained rate costs throughput and latency.
+            rules.append(_rule(
+                "DeepSeekPreemptions",
+                f'60 * sum(rate(vllm:num_preemptions_total{{job="{SCRAPE_JOB}", namespace="{ns}"}}[5m])) '
+                f"> {thresholds.preemptions_per_minute:g}", "10m", "warning", model,
+                f"more than {thresholds.preemptions_per_minute:g} preemptions (recomputations) per minute for "
+                "10 minutes: the KV cache cannot hold the admitted concurrency.", "preemptions", stack))
         kv = _kv_expression(model, launch)
         if kv is not None:
             rules.append(_rule(
@@ -146,7 +246,7 @@ def prometheus_alert_rules(inventory: Inventory, stack: str) -> dict:
 
 
 def rule_names(rules: dict) -> list[str]:
-    return sorted({rule["alert"] for group in rules["groups"] for rule in group["rules"]})
+    return sorted({rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule})
 
 
 # ---------------------------------------------------------------------------- alertmanager
