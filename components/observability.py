@@ -69,6 +69,14 @@ TTFB_PATTERN = '{ ($.responseTransferMode = "STREAMED") && ($.timeToFirstContent
 # Published by the EC2 health gate (components/ec2/host.py GATE_SCRIPT).
 GATE_METRICS = {"waiting": "RequestsWaiting", "running": "RequestsRunning",
                 "kv_percent": "KvCacheUsagePercent", "batch_tokens": "BatchTokens"}
+# Token metrics on EC2 (components/ec2/host.py): the gate's histogram p95s and TGI token rates,
+# and the runtime counters the CloudWatch agent's Prometheus scrape publishes under their own
+# names (dimensions Stack + Model).
+TOKEN_GATE_METRICS = {"ttft_p95": "TimeToFirstTokenP95Seconds", "tpot_p95": "TimePerOutputTokenP95Seconds",
+                      "queue_p95": "QueueTimeP95Seconds", "prompt_rate": "PromptTokensPerSecond",
+                      "generation_rate": "GenerationTokensPerSecond"}
+AGENT_METRICS = {"preemptions": "vllm:num_preemptions_total", "prompt_tokens": "vllm:prompt_tokens_total",
+                 "generation_tokens": "vllm:generation_tokens_total"}
 # A CloudWatch alarm takes at most five actions per state.
 MAX_ALARM_ACTIONS = 5
 # vLLM and TGI reserve GPU memory up front; the memory alarm must sit above that share.
@@ -263,6 +271,15 @@ def ec2_fleet_alarms(model: Model, launch: RuntimeLaunch, thresholds: Thresholds
     kv = kv_cache_alarm(model, launch, thresholds, namespace=namespace, dimensions=serving)
     if kv is not None:
         alarms.append(kv)
+    if model.runtime == "vllm":
+        # The CloudWatch agent's scrape publishes the counter as per-minute deltas.
+        alarms.append(AlarmSpec(
+            key="preemptions", model=model.name, severity="warning",
+            summary=f"more than {thresholds.preemptions_per_minute:g} preemptions (recomputations) per "
+                    "minute for 8 of 10 minutes: the KV cache cannot hold the admitted concurrency.",
+            metric=Metric(namespace, AGENT_METRICS["preemptions"], serving, "Sum", 60),
+            threshold=thresholds.preemptions_per_minute, comparison="GreaterThanThreshold",
+            evaluation_periods=10, datapoints_to_alarm=8))
     # Ollama's "running" is a count of open connections (idle keep-alives included), which
     # cannot tell a hung engine from a quiet one: no stuck-generation alarm for it.
     if model.runtime in ("vllm", "tgi"):
@@ -511,6 +528,7 @@ def dashboard_body(*, stack: str, region: str, platform: str, api_name: str, sta
                                  id="total", visible=False),
                 ], region, y_label="%"),
                 _graph(f"{model_name}: runtime /metrics (health gate)", runtime_lines, region),
+                *_token_widgets(model_name, runtime, serving, namespace, region),
             ]
         elif platform == "eks":
             widgets.append(_text(
@@ -533,6 +551,39 @@ def dashboard_body(*, stack: str, region: str, platform: str, api_name: str, sta
                       "timeToFirstContent | filter status >= 400 | sort @timestamp desc | limit 50")}},
     ]
     return {"widgets": _layout(widgets)}
+
+
+def _token_widgets(model_name: str, runtime: str, serving: Mapping[str, Any], namespace: str,
+                   region: str) -> list[dict]:
+    """Token timings (p95 of each minute, from the health gate), tokens per second and, for vLLM,
+    preemptions (from the CloudWatch agent's scrape): the EC2 twin of the Grafana dashboards."""
+    if runtime not in ("vllm", "tgi"):
+        return []
+    timings = ([("ttft_p95", "time to first token p95")] if runtime == "vllm" else []) + [
+        ("tpot_p95", "time per output token p95"), ("queue_p95", "queue time p95")]
+    widgets = [_graph(f"{model_name}: token timings (s)", [
+        _metric_line(Metric(namespace, TOKEN_GATE_METRICS[key], serving, "Maximum", 60), label=label)
+        for key, label in timings], region)]
+    if runtime == "vllm":
+        rates = [
+            [{"expression": "prompt / PERIOD(prompt)", "label": "prompt tokens/s", "id": "pr"}],
+            [{"expression": "generated / PERIOD(generated)", "label": "generation tokens/s", "id": "gr"}],
+            _metric_line(Metric(namespace, AGENT_METRICS["prompt_tokens"], serving, "Sum", 60), id="prompt",
+                         visible=False),
+            _metric_line(Metric(namespace, AGENT_METRICS["generation_tokens"], serving, "Sum", 60),
+                         id="generated", visible=False),
+        ]
+        widgets.append(_graph(f"{model_name}: tokens per second", rates, region))
+        widgets.append(_graph(f"{model_name}: preemptions (recomputations) per minute", [
+            _metric_line(Metric(namespace, AGENT_METRICS["preemptions"], serving, "Sum", 60),
+                         label="preemptions")], region))
+    else:
+        widgets.append(_graph(f"{model_name}: tokens per second", [
+            _metric_line(Metric(namespace, TOKEN_GATE_METRICS["prompt_rate"], serving, "Average", 60),
+                         label="prompt tokens/s"),
+            _metric_line(Metric(namespace, TOKEN_GATE_METRICS["generation_rate"], serving, "Average", 60),
+                         label="generation tokens/s")], region))
+    return widgets
 
 
 def _layout(widgets: list[dict]) -> list[dict]:

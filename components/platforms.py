@@ -17,6 +17,7 @@ from components.ec2.fleet import GpuFleet, GpuFleetArgs, ec2_load_balancer_args,
 from components.eks.addons import ClusterAddons, ClusterAddonsArgs
 from components.eks.cluster import GpuCluster, GpuClusterArgs
 from components.eks.grafana import ClusterDashboards, ClusterDashboardsArgs
+from components.eks.logging import ClusterLogging, ClusterLoggingArgs
 from components.eks.model_service import ModelService, ModelServiceArgs, eks_load_balancer_args, staging_seconds
 from components.eks.monitoring import (ALERTMANAGER_TARGET, ClusterMonitoring, ClusterMonitoringArgs,
                                        prometheus_alert_rules, prometheus_recording_rules, rule_names)
@@ -175,6 +176,9 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
                           recording_rules=prometheus_recording_rules(inventory), data_key_arn=keys.data_key_arn,
                           metrics_retention_days=inventory.observability.metrics_retention_days),
         opts=opts)
+    # The model pods' logs leave the nodes for an encrypted log group, filtered of request content.
+    ClusterLogging("eks-logging", ClusterLoggingArgs(cluster=cluster, inventory=inventory, stack=stack,
+                                                     logs_key_arn=keys.logs_key_arn), opts=opts)
     platform = Platform(cluster=cluster, addons=addons, alert_rules=alert_rules)
     for model in inventory.models:
         launch = render_for_inventory(inventory, model)

@@ -222,7 +222,8 @@ def test_workload_roles_trust_only_pod_identity(run):
     assert ("kube-system", k8s_addons.LBC_SERVICE_ACCOUNT) in bound
     assert ("kube-system", k8s_addons.AUTOSCALER_SERVICE_ACCOUNT) in bound
     workload_roles = [r for r in run.by_type("aws:iam/role:Role") if r.name.startswith("eks-addons-")]
-    assert len(workload_roles) == 2  # load balancer controller, cluster autoscaler
+    assert ("kube-system", k8s_addons.EBS_CSI_SERVICE_ACCOUNT) in bound
+    assert len(workload_roles) == 3  # load balancer controller, cluster autoscaler, EBS CSI driver
     for role in workload_roles:
         (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
         assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}

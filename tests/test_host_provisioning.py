@@ -162,7 +162,11 @@ def test_logs_go_to_journald_and_the_agent_ships_the_json_export():
     assert argv[argv.index("--log-driver") + 1] == "journald"
     exporter = unit(config, "deepseek-log-export.service")["ExecStart"][0]
     assert "--output=json" in exporter and hp.RUNTIME_LOG in exporter
-    agent = json.loads(written(config, hp.CW_AGENT_CONFIG))
+    # The agent's configuration is an SSM parameter the agent fetches (user data has 16 KB).
+    fetch = next(cmd for cmd in config["runcmd"] if "fetch-config" in cmd)
+    assert fetch[fetch.index("-c") + 1] == f"ssm:{plan.agent_config_parameter}"
+    assert plan.agent_config_parameter.startswith("AmazonCloudWatch-")  # CloudWatchAgentServerPolicy reads these
+    agent = hp.cloudwatch_agent_config(plan)
     (collected,) = agent["logs"]["logs_collected"]["files"]["collect_list"]
     assert collected["file_path"] == hp.RUNTIME_LOG
     assert collected["log_group_name"] == "/deepseek/dev/r1-qwen-7b/runtime"
@@ -439,3 +443,88 @@ def test_the_gate_turns_the_runtimes_gauges_into_the_published_serving_metrics(t
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"RequestsWaiting": 3.0, "RequestsRunning": 7.0,
                                          "KvCacheUsagePercent": 42.0}
+
+
+# --- token metrics on EC2 -------------------------------------------------------------
+
+def test_the_agent_scrapes_the_runtime_s_counters_and_gauges_into_emf_metrics():
+    from components.serving import metrics
+
+    plan = plan_for("r1-qwen-7b")
+    section = hp.cloudwatch_agent_config(plan)["logs"]["metrics_collected"]["prometheus"]
+    assert section["prometheus_config_path"] == hp.PROMETHEUS_CONFIG
+    assert section["log_group_name"] == "/deepseek/dev/r1-qwen-7b/prometheus"
+    emf = section["emf_processor"]
+    assert emf["metric_namespace"] == plan.metrics_namespace
+    (declaration,) = emf["metric_declaration"]
+    assert declaration["dimensions"] == [["Stack", "Model"]]
+    selected = {selector.strip("^$").replace("\\", "") for selector in declaration["metric_selectors"]}
+    assert {"vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:num_preemptions_total"} <= selected
+    assert selected <= metrics.exported_series("vllm")
+    scrape = hp.runtime_scrape_config(plan)
+    (job,) = scrape["scrape_configs"]
+    assert job["job_name"] == declaration["label_matcher"].strip("^$")
+    assert job["static_configs"] == [{"targets": [f"@HOST@:{plan.launch.port}"]}]
+    assert {"target_label": "Stack", "replacement": "dev"} in job["relabel_configs"]
+    # The host fills in its private address and writes the file before the agent starts.
+    config = cloud_config(plan)
+    host_env = written(config, "/usr/local/sbin/deepseek-host-env")
+    assert 'sed "s/@HOST@/$ip/"' in host_env and hp.PROMETHEUS_CONFIG in host_env
+    assert env_file(config)["PROM_PARAM"] == plan.scrape_config_parameter
+    commands = [" ".join(cmd) for cmd in config["runcmd"]]
+    start = next(i for i, c in enumerate(commands) if "deepseek-host-env" in c)
+    assert start < next(i for i, c in enumerate(commands) if "fetch-config" in c)
+
+
+def test_ollama_hosts_have_no_runtime_scrape():
+    plan = plan_for("r1-qwen-1-5b-gguf")
+    assert not plan.scrapes_runtime
+    assert "metrics_collected" not in hp.cloudwatch_agent_config(plan)["logs"]
+    assert "PROM_PARAM" not in env_file(cloud_config(plan))
+
+
+class _HistogramVllm(http.server.BaseHTTPRequestHandler):
+    """Cumulative TTFT buckets that grow by a known set of observations between two scrapes."""
+
+    scrapes = 0
+
+    def do_GET(self):
+        type(self).scrapes += 1
+        # Second scrape: 100 more observations, 50 <= 0.1 s, 40 in (0.1, 0.5], 10 in (0.5, 1].
+        first = type(self).scrapes == 1
+        buckets = [("0.1", 10 if first else 60), ("0.5", 10 if first else 100), ("1.0", 10 if first else 110),
+                   ("+Inf", 10 if first else 110)]
+        lines = [f'vllm:time_to_first_token_seconds_bucket{{engine="0",le="{le}",model_name="m"}} {n}'
+                 for le, n in buckets]
+        lines.append(f'vllm:num_requests_waiting{{model_name="m"}} 1.0')
+        body = ("\n".join(lines) + "\n").encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_gate_publishes_the_p95_of_the_last_minute_s_histogram_observations(tmp_path):
+    config = cloud_config(plan_for("r1-qwen-7b"))
+    port = _free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _HistogramVllm)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    source = written(config, "/usr/local/lib/deepseek/health_gate.py")
+    module_source = source[:source.index("threading.Thread(target=publish")]
+    env = {**env_file(config), "HOST_PRIVATE_IP": "127.0.0.1", "RUNTIME_PORT": str(port), "STATE_DIR": str(tmp_path)}
+    probe = module_source + "\nprint(json.dumps([samples(), samples()]))\n"
+    try:
+        result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env},
+                                capture_output=True, text=True, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    first, second = json.loads(result.stdout)
+    # Nothing to compare the first scrape with.
+    assert "TimeToFirstTokenP95Seconds" not in first
+    # The 95th of 100 new observations is the 5th of the 10 in (0.5, 1.0]: 0.5 + 0.5 * 5/10.
+    assert second["TimeToFirstTokenP95Seconds"] == pytest.approx(0.75)
+    assert second["RequestsWaiting"] == 1.0

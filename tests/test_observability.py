@@ -123,7 +123,15 @@ def test_ec2_alarms_read_exactly_the_metrics_the_hosts_publish():
             s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
             api_key_secret_name=None, hf_token_secret_arn=None, log_group_name="/x",
             metrics_namespace=obs.SERVING_NAMESPACE)
-        agent = host_provisioning.cloudwatch_agent_config(plan)["metrics"]
+        config = host_provisioning.cloudwatch_agent_config(plan)
+        # The runtime series the agent's Prometheus scrape publishes (EMF), same dimensions.
+        scraped = config["logs"].get("metrics_collected", {}).get("prometheus")
+        if scraped:
+            assert scraped["emf_processor"]["metric_namespace"] == obs.SERVING_NAMESPACE
+            (declaration,) = scraped["emf_processor"]["metric_declaration"]
+            assert declaration["dimensions"] == [["Stack", "Model"]]
+            published |= set(host_provisioning.AGENT_SERIES[model.runtime])
+        agent = config["metrics"]
         assert agent["namespace"] == obs.SERVING_NAMESPACE
         assert ["AutoScalingGroupName"] in agent["aggregation_dimensions"]
         measured = {f"nvidia_smi_{m}" for m in agent["metrics_collected"]["nvidia_gpu"]["measurement"]}
@@ -404,7 +412,7 @@ def test_eks_alerts_come_from_the_autoscalers_prometheus_through_alertmanager_to
             assert prometheus["serverFiles"]["alerting_rules.yml"] == json.loads(json.dumps(
                 k8s_monitoring.prometheus_alert_rules(inventory, "prod")))
             server_config = prometheus["serverFiles"]["prometheus.yml"]
-            assert server_config["rule_files"] == ["/etc/config/alerting_rules.yml"]
+            assert server_config["rule_files"] == ["/etc/config/recording_rules.yml", "/etc/config/alerting_rules.yml"]
             # The scrape path stays the autoscaler's: no second pipeline.
             assert [j["job_name"] for j in server_config["scrape_configs"]] == ["model-servers", "dcgm-exporter"]
 

@@ -154,13 +154,15 @@ class GpuFleet(pulumi.ComponentResource):
             retention_in_days=inventory.observability.log_retention_days,
             kms_key_id=args.logs_key_arn, opts=self._child)
 
-        self.user_data = host_provisioning.render_user_data(host_provisioning.HostPlan(
+        plan = host_provisioning.HostPlan(
             stack=stack, region=inventory.region, model_name=model.name, launch=self.launch,
             weights_source=model.weights.source, manifest_sha256=model.weights.manifest_sha256,
             s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
             api_key_secret_name=self.backend_api_key_secret_name,
             hf_token_secret_arn=_hf_token_secret_arn(model),
-            log_group_name=self.log_group_name, metrics_namespace=METRICS_NAMESPACE))
+            log_group_name=self.log_group_name, metrics_namespace=METRICS_NAMESPACE)
+        self.user_data = host_provisioning.render_user_data(plan)
+        self._agent_config = self._create_agent_config(plan, args)
 
         role = self._create_role(args)
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=self._child)
@@ -182,6 +184,31 @@ class GpuFleet(pulumi.ComponentResource):
             "log_group_name": self.log_group_name,
             "backend_api_key_secret_arn": self.backend_api_key_secret_arn,
         })
+
+    # --- CloudWatch agent ---------------------------------------------------------------
+
+    def _create_agent_config(self, plan: host_provisioning.HostPlan, args: GpuFleetArgs) -> list[pulumi.Resource]:
+        """The agent's configuration as an SSM parameter (hosts fetch it at boot) and, where the
+        agent scrapes the runtime, the log group its metric events land in (stack key, retention:
+        the agent would otherwise create it unencrypted, kept forever)."""
+        resources: list[pulumi.Resource] = []
+        if plan.scrapes_runtime:
+            resources.append(aws.cloudwatch.LogGroup(
+                f"{self._name}-runtime-metrics", name=plan.prometheus_log_group_name,
+                retention_in_days=args.inventory.observability.log_retention_days,
+                kms_key_id=args.logs_key_arn, opts=self._child))
+            resources.append(aws.ssm.Parameter(
+                f"{self._name}-scrape-config", name=plan.scrape_config_parameter, type="String",
+                tier="Standard", description=f"CloudWatch agent: Prometheus scrape of the {plan.model_name} runtime",
+                value=json.dumps(host_provisioning.runtime_scrape_config(plan), separators=(",", ":"),
+                                 sort_keys=True),
+                opts=self._child))
+        resources.append(aws.ssm.Parameter(
+            f"{self._name}-agent-config", name=plan.agent_config_parameter, type="String", tier="Standard",
+            description=f"CloudWatch agent configuration for the {plan.model_name} hosts",
+            value=json.dumps(host_provisioning.cloudwatch_agent_config(plan), separators=(",", ":"), sort_keys=True),
+            opts=self._child))
+        return resources
 
     # --- identity ---------------------------------------------------------------------
 
@@ -289,6 +316,7 @@ class GpuFleet(pulumi.ComponentResource):
     def _create_group(self, args: GpuFleetArgs) -> aws.autoscaling.Group:
         model = args.model
         grace = self.health_check_grace_seconds
+        # Hosts read the agent's configuration at boot: it exists before the first one starts.
         return aws.autoscaling.Group(
             f"{self._name}-asg",
             vpc_zone_identifiers=list(args.subnet_ids),
@@ -317,7 +345,8 @@ class GpuFleet(pulumi.ComponentResource):
             metrics_granularity="1Minute",
             tags=[{"key": "Name", "value": self._name, "propagate_at_launch": True},
                   {"key": "model", "value": model.name, "propagate_at_launch": True}],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.data_key_grant] if args.data_key_grant else None))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[
+                *([args.data_key_grant] if args.data_key_grant else []), *self._agent_config]))
 
     def _create_scaling_policy(self, inventory: Inventory, model: Model) -> None:
         # NLBs publish no request count per target (that metric is ALB-only), so the

@@ -15,6 +15,9 @@ reboot or a re-run converges instead of repeating work:
   is listed by the runtime on every probe;
 - logs: the container logs to journald; an exporter writes the unit's journal as JSON
   lines that the CloudWatch agent ships. Prompts are never logged (see runtimes.py).
+- metrics: the CloudWatch agent (configuration in SSM, see `agent_config_parameter`) scrapes
+  the runtime's Prometheus counters and gauges; the health gate publishes the queue for
+  scaling and the per-minute p95 of the runtime's latency histograms, which the agent drops.
 
 User data is rendered only from values known at preview (inventory, catalog, the secret's
 *name*), so `pulumi preview` shows it and the policy pack can inspect it. It is a
@@ -27,6 +30,7 @@ hop limit of 1 keeps instance credentials out of its reach (SSRF from model tool
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Optional
@@ -46,7 +50,6 @@ HOST_ENV_FILE = f"{STATE_DIR}/host.env"
 SECRET_ENV_FILE = f"{STATE_DIR}/secrets.env"
 READY_MARKER = f"{STATE_DIR}/warm"
 RUNTIME_LOG = "/var/log/deepseek/runtime.json"
-CW_AGENT_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/deepseek.json"
 # The local gate the NLB health check asks; it answers for the runtime (see GATE_SCRIPT).
 HEALTH_GATE_PORT = 8099
 # EC2 user data is limited to 16 KB before base64.
@@ -83,6 +86,26 @@ class HostPlan:
     def model_dir(self) -> str:
         return f"{CACHE_MOUNT}/models/{self.model_name}"
 
+    @property
+    def agent_config_parameter(self) -> str:
+        """SSM parameter holding the CloudWatch agent's configuration: the `AmazonCloudWatch-`
+        prefix is the one the managed CloudWatchAgentServerPolicy lets the agent read, and the
+        configuration stays out of the 16 KB of user data."""
+        return f"AmazonCloudWatch-deepseek-{self.stack}-{self.model_name}"
+
+    @property
+    def prometheus_log_group_name(self) -> str:
+        """Where the agent writes the runtime's metrics as embedded metric format events."""
+        return f"/deepseek/{self.stack}/{self.model_name}/prometheus"
+
+    @property
+    def scrape_config_parameter(self) -> str:
+        return f"{self.agent_config_parameter}-prometheus"
+
+    @property
+    def scrapes_runtime(self) -> bool:
+        return self.launch.runtime in AGENT_SERIES and bool(self.launch.metrics_path)
+
 
 # --------------------------------------------------------------------------- scripts
 
@@ -108,6 +131,10 @@ token=$(curl -fsS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-m
 ip=$(curl -fsS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/local-ipv4)
 [[ $ip =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "no private IPv4 from IMDS" >&2; exit 1; }
 echo "HOST_PRIVATE_IP=$ip" > /run/deepseek/host.env
+source /etc/deepseek/model.env
+# The CloudWatch agent's scrape of the runtime, aimed at this address.
+[[ -z ${PROM_PARAM:-} ]] || aws ssm get-parameter --region "$AWS_REGION" --name "$PROM_PARAM" --query \
+  Parameter.Value --output text | sed "s/@HOST@/$ip/" > /opt/aws/amazon-cloudwatch-agent/etc/deepseek-prometheus.yaml
 """
 
 FETCH_KEY = r"""#!/bin/bash
@@ -214,14 +241,37 @@ def ready():
     except Exception:
         return False
 
+P = {}
+
+def hist(text, prom, q):
+    b = {}
+    for le, v in re.findall("^%s_bucket{.*le=\"([^\"]+)\".*} (\\S+)$" % re.escape(prom), text, re.M):
+        b[float(le)] = b.get(float(le), 0) + float(v)
+    d, P[prom] = sorted((k, v - P.get(prom, b).get(k, 0)) for k, v in b.items()), b
+    lo = c0 = 0
+    for le, c in d:
+        if c >= q * d[-1][1] > 0:
+            return lo if le > 1e300 else lo + (le - lo) * (q * d[-1][1] - c0) / (c - c0)
+        lo, c0 = le, c
+
+def rate(prom, v):
+    t, P[prom] = P.get(prom), (time.time(), v)
+    if t and v >= t[1]:
+        return (v - t[1]) / max(time.time() - t[0], 1)
+
 def samples():
     if SERIES:
         text = get(E["METRICS_PATH"])[1]
         out = {}
         for name, prom, scale, how in SERIES:
-            found = [float(v) for v in re.findall("^" + re.escape(prom) + r"(?:{.*})? (\S+)$", text, re.M)]
-            if found:
-                out[name] = scale * (max(found) if how == "max" else sum(found))
+            f = [float(v) for v in re.findall("^" + re.escape(prom) + r"(?:{.*})? (\S+)$", text, re.M)]
+            v = (max(f) if how == "max" else sum(f)) if f else None
+            if how[0] == "p":
+                v = hist(text, prom, int(how[1:]) / 100)
+            elif how == "rate" and f:
+                v = rate(prom, v)
+            if v is not None:
+                out[name] = scale * v
         return out
     # Ollama has no metrics: connections to it are requests; beyond its slots they wait.
     out = subprocess.run(["ss", "-Htn", "state", "established", "( sport = :%s )" % E["RUNTIME_PORT"]],
@@ -236,8 +286,9 @@ def publish():
         try:
             assert ready()
             # Units must match the scaling policy's metric spec, or CloudWatch finds no data.
-            data = [{"MetricName": k, "Value": v, "Dimensions": dims,
-                     "Unit": "Percent" if k.endswith("Percent") else "Count"} for k, v in samples().items()]
+            data = [{"MetricName": k, "Value": v, "Dimensions": dims, "Unit": "Percent" if k.endswith("Percent")
+                     else "Seconds" if k.endswith("Seconds") else "Count/Second" if k.endswith("Second") else "Count"}
+                    for k, v in samples().items()]
         except Exception:
             continue
         subprocess.run(["aws", "cloudwatch", "put-metric-data", "--region", E["AWS_REGION"],
@@ -268,14 +319,35 @@ S((E["HOST_PRIVATE_IP"], int(E["GATE_PORT"])), Gate).serve_forever()
 # What each host's gate publishes to CloudWatch (dimensions Stack, Model) from the runtime's
 # own Prometheus gauges: [CloudWatch name, Prometheus name, scale, aggregate over series].
 # RequestsWaiting drives the scaling policy; components/observability.py alarms on all of them.
+# Histograms (how "p95": the p95 of the last minute's observations, from bucket deltas) and
+# rates of histogram sums: the CloudWatch agent drops Prometheus histograms (AWS, "Prometheus
+# metric type conversion by the CloudWatch agent"), so their token timings come from here; the
+# agent's scrape (runtime_scrape_config) ships the runtimes' counters and gauges.
 GATE_SERIES = {
     "vllm": [["RequestsWaiting", "vllm:num_requests_waiting", 1, "sum"],
              ["RequestsRunning", "vllm:num_requests_running", 1, "sum"],
-             ["KvCacheUsagePercent", "vllm:kv_cache_usage_perc", 100, "max"]],
+             ["KvCacheUsagePercent", "vllm:kv_cache_usage_perc", 100, "max"],
+             ["TimeToFirstTokenP95Seconds", "vllm:time_to_first_token_seconds", 1, "p95"],
+             ["TimePerOutputTokenP95Seconds", "vllm:inter_token_latency_seconds", 1, "p95"],
+             ["QueueTimeP95Seconds", "vllm:request_queue_time_seconds", 1, "p95"]],
     "tgi": [["RequestsWaiting", "tgi_queue_size", 1, "sum"],
             ["RequestsRunning", "tgi_batch_current_size", 1, "sum"],
-            ["BatchTokens", "tgi_batch_current_max_tokens", 1, "sum"]],
+            ["BatchTokens", "tgi_batch_current_max_tokens", 1, "sum"],
+            ["TimePerOutputTokenP95Seconds", "tgi_request_mean_time_per_token_duration", 1, "p95"],
+            ["QueueTimeP95Seconds", "tgi_request_queue_duration", 1, "p95"],
+            ["PromptTokensPerSecond", "tgi_request_input_length_sum", 1, "rate"],
+            ["GenerationTokensPerSecond", "tgi_request_generated_tokens_sum", 1, "rate"]],
 }
+# What the CloudWatch agent's Prometheus scrape keeps and turns into metrics (EMF, namespace
+# and dimensions Stack + Model as the gate's): counters arrive as per-scrape deltas (Sum per
+# minute = per minute), gauges as they are. Names as components/serving/metrics.py lists them.
+AGENT_SERIES = {
+    "vllm": ("vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:num_preemptions_total",
+             "vllm:request_success_total", "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"),
+    "tgi": ("tgi_request_count", "tgi_request_success", "tgi_request_failure", "tgi_batch_max_total_tokens"),
+}
+SCRAPE_JOB = "deepseek-runtime"
+PROMETHEUS_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/deepseek-prometheus.yaml"
 
 
 def model_env(plan: HostPlan) -> dict[str, str]:
@@ -311,7 +383,8 @@ def model_env(plan: HostPlan) -> dict[str, str]:
         "MANIFEST_SHA256": plan.manifest_sha256,
         "METRICS_NAMESPACE": plan.metrics_namespace,
         "OLLAMA_NUM_PARALLEL": launch.env.get("OLLAMA_NUM_PARALLEL", ""),
-        "GATE_SERIES": json.dumps(GATE_SERIES[launch.runtime]) if launch.runtime in GATE_SERIES else "",
+        "GATE_SERIES": json.dumps(GATE_SERIES[launch.runtime], separators=(",", ":")) if launch.runtime in GATE_SERIES else "",
+        "PROM_PARAM": plan.scrape_config_parameter if plan.scrapes_runtime else "",
     }
 
 
@@ -413,8 +486,53 @@ def systemd_units(plan: HostPlan) -> dict[str, str]:
     }
 
 
+def runtime_scrape_config(plan: HostPlan) -> dict:
+    """The agent's Prometheus scrape of the runtime's /metrics (a YAML file; JSON is YAML),
+    kept in an SSM parameter: the runtime listens on the host's private address, known only at
+    boot, so the host-env unit writes the file with `@HOST@` replaced. Stack and Model become
+    labels and then the metrics' dimensions; only the series the stack uses are kept."""
+    keep = "|".join(re.escape(name) for name in AGENT_SERIES[plan.launch.runtime])
+    return {
+        "global": {"scrape_interval": "60s", "scrape_timeout": "10s"},
+        "scrape_configs": [{
+            "job_name": SCRAPE_JOB,
+            "metrics_path": plan.launch.metrics_path,
+            "static_configs": [{"targets": [f"@HOST@:{plan.launch.port}"]}],
+            "relabel_configs": [{"target_label": "Stack", "replacement": plan.stack},
+                                {"target_label": "Model", "replacement": plan.model_name}],
+            "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": f"({keep})", "action": "keep"}],
+        }],
+    }
+
+
+def prometheus_agent_section(plan: HostPlan) -> dict:
+    """`logs.metrics_collected.prometheus`: scrape, then publish as metrics through EMF
+    (AWS, "Set up and configure Prometheus metrics collection on Amazon EC2 instances")."""
+    return {
+        "log_group_name": plan.prometheus_log_group_name,
+        "prometheus_config_path": PROMETHEUS_CONFIG,
+        "emf_processor": {
+            "metric_declaration_dedup": True,
+            "metric_namespace": plan.metrics_namespace,
+            "metric_declaration": [{
+                "source_labels": ["job"], "label_matcher": f"^{SCRAPE_JOB}$",
+                "dimensions": [["Stack", "Model"]],
+                "metric_selectors": [f"^{re.escape(name)}$" for name in AGENT_SERIES[plan.launch.runtime]],
+            }],
+        },
+    }
+
+
 def cloudwatch_agent_config(plan: HostPlan) -> dict:
-    """CloudWatch agent: ship the runtime's JSON log; GPU, memory and disk metrics per ASG."""
+    """CloudWatch agent: ship the runtime's JSON log; GPU, memory and disk metrics per ASG;
+    the runtime's token counters and gauges through its Prometheus support."""
+    config = _agent_base_config(plan)
+    if plan.scrapes_runtime:
+        config["logs"]["metrics_collected"] = {"prometheus": prometheus_agent_section(plan)}
+    return config
+
+
+def _agent_base_config(plan: HostPlan) -> dict:
     return {
         "agent": {"metrics_collection_interval": 60, "run_as_user": "root"},
         "logs": {"logs_collected": {"files": {"collect_list": [{
@@ -469,7 +587,6 @@ def cloud_config(plan: HostPlan) -> dict:
         _file("/usr/local/sbin/deepseek-fetch-weights", FETCH_WEIGHTS, "0755"),
         _file("/usr/local/sbin/deepseek-warmup", warmup_script(launch.runtime), "0755"),
         _file("/usr/local/lib/deepseek/health_gate.py", GATE_SCRIPT, "0644"),
-        _file(CW_AGENT_CONFIG, json.dumps(cloudwatch_agent_config(plan), separators=(",", ":")) + "\n", "0644"),
         _file("/etc/logrotate.d/deepseek", LOGROTATE, "0644"),
         _file("/etc/systemd/journald.conf.d/deepseek.conf", JOURNALD, "0644"),
     ]
@@ -488,8 +605,10 @@ def cloud_config(plan: HostPlan) -> dict:
             ["/usr/local/sbin/deepseek-prepare-host"],
             ["systemctl", "daemon-reload"],
             ["systemctl", "restart", "systemd-journald"],
+            # Writes the agent's scrape configuration before the agent starts.
+            ["systemctl", "start", "deepseek-host-env.service"],
             ["/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl", "-a", "fetch-config",
-             "-m", "ec2", "-s", "-c", f"file:{CW_AGENT_CONFIG}"],
+             "-m", "ec2", "-s", "-c", f"ssm:{plan.agent_config_parameter}"],
             ["systemctl", "enable", "--now", "deepseek-log-export.service",
              "deepseek-health-gate.service"],
             # Not waited for: weights and model load outlast cloud-init; the ASG grace
@@ -500,7 +619,9 @@ def cloud_config(plan: HostPlan) -> dict:
 
 
 def _file(path: str, content: str, permissions: str) -> dict:
-    return {"path": path, "content": content, "permissions": permissions, "owner": "root:root"}
+    # No `owner`: cloud-init writes files as root:root unless told otherwise (cloud-init docs,
+    # write_files), and every byte of user data counts against EC2's 16 KB.
+    return {"path": path, "content": content, "permissions": permissions}
 
 
 class _Dumper(yaml.SafeDumper):
