@@ -485,3 +485,32 @@ def test_whole_service_objects_inside_chart_values_are_judged(pack):
     verdict = judge(pack, program)
     expect_violation(verdict, "helm-chart-values", RELEASE, "extra", contains=["extraObjects[0]"])
     assert not verdict.on("helm-chart-values", RELEASE, "extra-internal"), verdict.describe("helm-chart-values")
+
+
+def test_service_templates_are_recognised_by_their_key_and_schemas_are_not_workloads(pack):
+    def program():
+        k8s.apiextensions.CustomResource("ray", api_version="ray.io/v1", kind="RayCluster", spec={
+            "headGroupSpec": {"rayStartParams": {}, "headService": {"metadata": {"name": "head"},
+                                                                    "spec": {"type": "LoadBalancer"}},
+                              "template": {"spec": {"containers": [_container()]}}}})
+        # A CRD's schema may show defaults that look like pods and Services: it deploys none.
+        k8s.apiextensions.v1.CustomResourceDefinition("crd", metadata={"name": "endpoints.example.com"}, spec={
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "ModelEndpoint", "plural": "modelendpoints"},
+            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"open_apiv3_schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "default": {
+                    "hostNetwork": True, "service": {"type": "LoadBalancer", "ports": [{"port": 80}]}}}}}}}]})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-service-internal", "kubernetes:ray.io/v1:RayCluster", "ray",
+                     contains=["headService"])
+    crd = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+    assert not verdict.on("k8s-service-internal", crd, "crd") and not verdict.on("k8s-no-host-network", crd, "crd")
+
+
+def test_a_reviewed_chart_waives_unknown_values_even_where_a_service_type_sits(pack):
+    reviewed = {"helm-chart-values": {"reviewedCharts": [{"chart": "webapp", "reason": "reviewed"}]}}
+
+    def program():
+        k8s.helm.v3.Release("app", chart="webapp", values={"service": {"type": unknown_of("ClusterIP")}})
+    expect_clean(judge(pack, program, config=reviewed), "helm-chart-values")
+    expect_violation(judge(pack, program), "helm-chart-values", RELEASE, "app", contains=["values.service.type"])

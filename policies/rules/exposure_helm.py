@@ -223,10 +223,11 @@ def judge_values(values: Any, name: Any, reviewed: bool, config: dict) -> Iterat
         return
     # What the values spell out: always judged.
     shapes = find_shapes(values, "values", values_mode=True)
-    for shape in shapes.services:
-        yield from judge_service(shape.path, shape.spec, shape.annotations, shape.annotations_path)
-    for shape in shapes.pods:
-        yield from judge_pod(shape)
+    spelled = [finding for shape in shapes.services
+               for finding in judge_service(shape.path, shape.spec, shape.annotations, shape.annotations_path)]
+    spelled += [finding for shape in shapes.pods for finding in judge_pod(shape)]
+    # A reviewed chart's unknown values are waived; what the known values spell out is not.
+    yield from (f for f in spelled if not (waive and f.unknown))
     for path, key, value in _walk_keys(values):
         if value == "too-large" and key == "":
             yield violation(path, None, "the values are larger than the policy's walk budget", fix,

@@ -332,6 +332,10 @@ def object_shapes(token: str, props: dict) -> ObjectShapes:
         return ObjectShapes(shapes, patch)
     if group == "core" and kind == "Pod" and isinstance(props.get("spec"), dict):
         return ObjectShapes(Shapes([PodShape("spec", props["spec"])], [], [], []), patch)
+    if group in _BUILTIN_GROUPS and kind not in _POD_CARRIERS and not kind.endswith("List"):
+        # A built-in kind without pods or Services (a CustomResourceDefinition's schema, a
+        # webhook's config) describes no workload, however much its fields look like one.
+        return ObjectShapes(Shapes([], [], [], []), patch)
     body = {k: v for k, v in props.items() if k not in ("apiVersion", "kind", "status")}
     shapes = find_shapes(body)
     if group in _BUILTIN_GROUPS and kind not in _POD_CARRIERS:

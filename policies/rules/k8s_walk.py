@@ -183,7 +183,9 @@ def find_shapes(root: Any, root_path: str = "", *, values_mode: bool = False,
             if child_key == "metadata":
                 continue
             if child_key == "spec":
-                pending.append((child, child_path, child_key, child_annotations, child_annotations_path))
+                # The spec of a Service template (headService, serviceTemplate) is a Service
+                # spec: the parent's key says so.
+                pending.append((child, child_path, f"{key}.spec", child_annotations, child_annotations_path))
             else:
                 pending.append((child, child_path, child_key, None, ""))
     return shapes
