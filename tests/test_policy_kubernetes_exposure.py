@@ -514,3 +514,22 @@ def test_a_reviewed_chart_waives_unknown_values_even_where_a_service_type_sits(p
         k8s.helm.v3.Release("app", chart="webapp", values={"service": {"type": unknown_of("ClusterIP")}})
     expect_clean(judge(pack, program, config=reviewed), "helm-chart-values")
     expect_violation(judge(pack, program), "helm-chart-values", RELEASE, "app", contains=["values.service.type"])
+
+
+def test_a_gateway_is_as_public_as_the_load_balancer_configuration_its_class_or_itself_names(pack):
+    def program():
+        k8s.apiextensions.CustomResource("public-config", api_version="gateway.k8s.aws/v1beta1",
+                                         kind="LoadBalancerConfiguration",
+                                         metadata={"name": "public", "namespace": "infra"},
+                                         spec={"scheme": "internet-facing"})
+        k8s.apiextensions.CustomResource("class", api_version="gateway.networking.k8s.io/v1", kind="GatewayClass",
+                                         metadata={"name": "aws-alb-public"},
+                                         spec={"controllerName": "gateway.k8s.aws/alb", "parametersRef": {
+                                             "group": "gateway.k8s.aws", "kind": "LoadBalancerConfiguration",
+                                             "name": "public", "namespace": "infra"}})
+        _gateway("via-class", "aws-alb-public")
+        _gateway("undeclared-config", "aws-alb", infrastructure={"parametersRef": {
+            "group": "gateway.k8s.aws", "kind": "LoadBalancerConfiguration", "name": "elsewhere"}})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-entry-points", GATEWAY, "via-class", contains=["GatewayClass's"])
+    expect_violation(verdict, "k8s-entry-points", GATEWAY, "undeclared-config", contains=["not declared"])

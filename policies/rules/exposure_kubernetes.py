@@ -802,12 +802,14 @@ def gateway_findings(objects: list[_K8sObject], config: dict) -> Iterator[tuple[
     internal_classes = {str(c) for c in config.get("internalIngressClasses") or []}
     classes = {o.name: o for o in objects if parse_type(o.token)[0] == GATEWAY_GROUP
                and parse_type(o.token)[2] == "GatewayClass"}
+    lb_configs = {(o.namespace, o.name): o for o in objects
+                  if parse_type(o.token)[0] == "gateway.k8s.aws" and parse_type(o.token)[2] == "LoadBalancerConfiguration"}
     gateways = {}
     for obj in objects:
         group, _, kind = parse_type(obj.token)
         if group == GATEWAY_GROUP and kind == "Gateway":
             gateways[(obj.namespace, obj.name)] = obj
-            for finding in judge_gateway(obj, classes, internal_classes):
+            for finding in judge_gateway(obj, classes, internal_classes, lb_configs):
                 yield obj.urn, _at(obj, finding)
     for obj in objects:
         group, _, kind = parse_type(obj.token)
@@ -825,7 +827,8 @@ GATEWAY_FIX = (f"annotate the generated load balancer internal through spec.infr
                "internal LoadBalancerConfiguration, or list the class in internalIngressClasses")
 
 
-def judge_gateway(obj: _K8sObject, classes: dict, internal_classes: set) -> Iterator[Finding]:
+def judge_gateway(obj: _K8sObject, classes: dict, internal_classes: set,
+                  lb_configs: Optional[dict] = None) -> Iterator[Finding]:
     spec = obj.props.get("spec")
     if is_unknown(spec):
         yield unknown("spec", GATEWAY_FIX)
@@ -853,17 +856,64 @@ def judge_gateway(obj: _K8sObject, classes: dict, internal_classes: set) -> Iter
     if scheme is not None and str(scheme).strip().lower() == "internal":
         return
     if scheme is None:
-        params = as_dict(infrastructure.get("parametersRef"))
+        params = infrastructure.get("parametersRef")
         gateway_class = classes.get(str(cls))
-        controller = as_dict(gateway_class.props.get("spec")).get("controllerName") if gateway_class else None
+        class_spec = as_dict(gateway_class.props.get("spec")) if gateway_class else {}
+        controller = class_spec.get("controllerName")
+        if is_unknown(params) or is_unknown(class_spec.get("parametersRef")):
+            yield unknown("spec.infrastructure.parametersRef", GATEWAY_FIX)
+            return
+        params = as_dict(params)
         if str(params.get("kind", "")) == "LoadBalancerConfiguration" or controller in LBC_GATEWAY_CONTROLLERS:
-            # The AWS Load Balancer Controller: internal unless its LoadBalancerConfiguration
-            # says internet-facing (judged on that object by k8s-ingress-internal).
+            yield from _lbc_gateway_scheme(obj, params, as_dict(class_spec.get("parametersRef")),
+                                           lb_configs or {})
             return
     yield violation("spec.gatewayClassName", cls,
                     "a Gateway gets a load balancer from its class's controller, internet-facing by "
                     "default for most implementations (and here not declared internal), and the Gateway "
                     "API authenticates nobody", GATEWAY_FIX)
+
+
+def _lbc_gateway_scheme(gateway: _K8sObject, own_ref: dict, class_ref: dict,
+                        lb_configs: dict) -> Iterator[Finding]:
+    """A Gateway of the AWS Load Balancer Controller: its scheme merges the GatewayClass's and
+    the Gateway's LoadBalancerConfiguration (class wins unless the class's config says
+    mergingMode prefer-gateway); internal when neither sets one."""
+    def config_of(ref: dict, default_namespace: str) -> tuple[bool, Optional[_K8sObject]]:
+        if str(ref.get("kind", "")) != "LoadBalancerConfiguration":
+            return False, None
+        key = (str(ref.get("namespace") or default_namespace), str(ref.get("name")))
+        return True, lb_configs.get(key)
+
+    schemes = []
+    merging = "prefer-gateway-class"
+    for where, ref, namespace in (("GatewayClass", class_ref, "default"),
+                                  ("Gateway", own_ref, gateway.namespace)):
+        referenced, found = config_of(ref, namespace)
+        if not referenced:
+            continue
+        if found is None:
+            yield violation("spec.infrastructure.parametersRef" if where == "Gateway" else "spec.gatewayClassName",
+                            ref.get("name"), f"the {where}'s LoadBalancerConfiguration is not declared in this "
+                            "program, so whether the load balancer is internet-facing cannot be judged",
+                            GATEWAY_FIX)
+            return
+        spec = as_dict(found.props.get("spec"))
+        if where == "GatewayClass" and spec.get("mergingMode") == "prefer-gateway":
+            merging = "prefer-gateway"
+        schemes.append((where, spec.get("scheme")))
+    ordered = sorted(schemes, key=lambda item: (item[0] == "Gateway") == (merging == "prefer-gateway"),
+                     reverse=True)
+    for where, scheme in ordered:
+        if is_unknown(scheme):
+            yield unknown("spec.infrastructure.parametersRef", GATEWAY_FIX)
+            return
+        if scheme is not None:
+            if str(scheme).strip().lower() == "internet-facing":
+                yield violation("spec.infrastructure.parametersRef", scheme,
+                                f"the {where}'s LoadBalancerConfiguration makes this Gateway's load balancer "
+                                "internet-facing, and the Gateway API authenticates nobody", GATEWAY_FIX)
+            return
 
 
 def judge_route(obj: _K8sObject, gateways: dict, config: dict) -> Iterator[Finding]:
