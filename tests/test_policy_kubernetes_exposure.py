@@ -533,3 +533,24 @@ def test_a_gateway_is_as_public_as_the_load_balancer_configuration_its_class_or_
     verdict = judge(pack, program)
     expect_violation(verdict, "k8s-entry-points", GATEWAY, "via-class", contains=["GatewayClass's"])
     expect_violation(verdict, "k8s-entry-points", GATEWAY, "undeclared-config", contains=["not declared"])
+
+
+def test_an_ingress_is_judged_by_the_ingress_class_it_names_and_that_class_s_parameters(pack):
+    def program():
+        k8s.apiextensions.CustomResource("public-params", api_version="elbv2.k8s.aws/v1beta1",
+                                         kind="IngressClassParams", metadata={"name": "public"},
+                                         spec={"scheme": "internet-facing"})
+        k8s.networking.v1.IngressClass("public-class", metadata={"name": "edge"}, spec={
+            "controller": "ingress.k8s.aws/alb",
+            "parameters": {"api_group": "elbv2.k8s.aws", "kind": "IngressClassParams", "name": "public"}})
+        k8s.networking.v1.IngressClass("private-class", metadata={"name": "lan", "annotations": {
+            "ingressclass.kubernetes.io/is-default-class": "true"}}, spec={"controller": "ingress.k8s.aws/alb"})
+        # The class's parameters override the Ingress's own scheme annotation.
+        _ingress("says-internal", {"alb.ingress.kubernetes.io/scheme": "internal"}, "edge")
+        # A class named like nothing the pack knows, resolved through its declared controller.
+        _ingress("on-lan", {}, "lan")
+        _ingress("default-class", {})
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-ingress-internal", INGRESS, "says-internal", contains=["auth-type"])
+    assert not verdict.on("k8s-ingress-internal", INGRESS, "on-lan"), verdict.describe("k8s-ingress-internal")
+    assert not verdict.on("k8s-ingress-internal", INGRESS, "default-class"), verdict.describe("k8s-ingress-internal")

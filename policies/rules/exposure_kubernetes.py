@@ -458,6 +458,42 @@ INGRESS_FIX = (f"keep the Ingress internal (the ALB controller's default; drop {
 _UNKNOWN_LIVE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
+@dataclasses.dataclass
+class IngressClasses:
+    """IngressClass objects of the stack (name -> controller and parameters) and the ALB
+    IngressClassParams they may point at, so an Ingress is judged by its real controller."""
+    controllers: dict = dataclasses.field(default_factory=dict)   # class name -> controller
+    schemes: dict = dataclasses.field(default_factory=dict)       # class name -> params scheme
+    default: Optional[str] = None                                 # the default class's name
+
+    @classmethod
+    def of(cls, objects: list) -> "IngressClasses":
+        params = {}
+        for obj in objects:
+            group, _, kind = parse_type(obj.token)
+            if group == "elbv2.k8s.aws" and kind == "IngressClassParams":
+                params[obj.name] = as_dict(obj.props.get("spec")).get("scheme")
+        found = cls()
+        for obj in objects:
+            group, _, kind = parse_type(obj.token)
+            if group != "networking.k8s.io" or kind != "IngressClass":
+                continue
+            spec = as_dict(obj.props.get("spec"))
+            found.controllers[obj.name] = spec.get("controller")
+            parameters = as_dict(spec.get("parameters"))
+            if parameters.get("kind") == "IngressClassParams":
+                found.schemes[obj.name] = params.get(str(parameters.get("name")), _UNDECLARED)
+            annotations = metadata_map(obj.props, "annotations")
+            if isinstance(annotations, dict) and as_bool(
+                    annotations.get("ingressclass.kubernetes.io/is-default-class")) is True:
+                found.default = obj.name
+        return found
+
+
+_NO_CLASSES = IngressClasses()
+_UNDECLARED = object()  # IngressClassParams a class names that this program does not declare
+
+
 def _ingress_class(spec: dict, annotations: dict) -> Any:
     cls = spec.get("ingressClassName")
     if cls is None:
@@ -466,7 +502,8 @@ def _ingress_class(spec: dict, annotations: dict) -> Any:
 
 
 def judge_ingress(annotations: Any, spec: Any, config: dict, *, patch: bool = False,
-                  ann_path: str = "metadata.annotations", spec_path: str = "spec") -> Iterator[Finding]:
+                  ann_path: str = "metadata.annotations", spec_path: str = "spec",
+                  classes: IngressClasses = _NO_CLASSES) -> Iterator[Finding]:
     """An Ingress: internal, or authenticated in a way that admits no anonymous request.
 
     In a patch, a securing annotation the patch does not set is the live object's, unknown
@@ -484,13 +521,28 @@ def judge_ingress(annotations: Any, spec: Any, config: dict, *, patch: bool = Fa
     if is_unknown(cls):
         yield unknown(f"{spec_path}.ingressClassName", INGRESS_FIX)
         return
+    if cls is None and not patch and classes.default is not None:
+        cls = classes.default  # the cluster's default class, declared in this program
     internal_classes = {str(c) for c in config.get("internalIngressClasses") or []}
     if cls is not None and str(cls) in internal_classes:
         return
     alb_hint = any(str(k).startswith(ALB) for k in annotations)
     nginx_hint = any(str(k).startswith(NGINX) for k in annotations)
-    controller = _controller(cls, alb_hint, nginx_hint)
+    controller = _controller(cls, alb_hint, nginx_hint, classes)
     if controller == "alb":
+        class_scheme = classes.schemes.get(str(cls)) if cls is not None else None
+        if class_scheme is _UNDECLARED:
+            yield violation(f"{spec_path}.ingressClassName", cls,
+                            "its IngressClass takes the scheme from IngressClassParams that are not declared "
+                            "in this program, and those override the Ingress's own scheme, so whether the ALB "
+                            "is internet-facing cannot be judged", INGRESS_FIX)
+            return
+        if is_unknown(class_scheme):
+            yield unknown(f"IngressClassParams of class {cls} spec.scheme", INGRESS_FIX)
+            return
+        if class_scheme is not None:
+            # IngressClassParams.spec.scheme overrides every Ingress of the class.
+            annotations = {**annotations, INGRESS_SCHEME: class_scheme}
         yield from _judge_alb_ingress(annotations, ann_path, patch)
     elif controller == "nginx":
         yield from _judge_nginx_ingress(annotations, ann_path, cls)
@@ -504,8 +556,16 @@ def judge_ingress(annotations: Any, spec: Any, config: dict, *, patch: bool = Fa
                         INGRESS_FIX)
 
 
-def _controller(cls: Any, alb_hint: bool, nginx_hint: bool) -> Optional[str]:
+def _controller(cls: Any, alb_hint: bool, nginx_hint: bool,
+                classes: IngressClasses = _NO_CLASSES) -> Optional[str]:
     name = str(cls).lower() if cls is not None else ""
+    declared = classes.controllers.get(str(cls)) if cls is not None else None
+    if isinstance(declared, str) and not is_unknown(declared):
+        # The IngressClass names its controller (ALB: ingress.k8s.aws/alb; ingress-nginx:
+        # k8s.io/ingress-nginx); its name is only a name.
+        if declared == "ingress.k8s.aws/alb":
+            return "alb"
+        return "nginx" if declared == "k8s.io/ingress-nginx" else None
     if name == "alb" or (not name and alb_hint and not nginx_hint):
         return "alb"
     if "nginx" in name or (not name and nginx_hint and not alb_hint):
@@ -596,17 +656,25 @@ def _judge_nginx_ingress(annotations: dict, ann_path: str, cls: Any) -> Iterator
     yield violation(path, None, f"{controller}, and {why}", INGRESS_FIX, rendered="not set")
 
 
-def _check_ingress_like(res: Resource, config: dict) -> Iterator[Finding]:
-    yield from _per_object(res, lambda token, obj: ingress_like_findings(token, obj, config))
+def _check_ingress_like(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
+    # A stack rule so that an Ingress is judged by the IngressClass (and its parameters)
+    # it names, wherever in the program that class is declared.
+    classes = IngressClasses.of(kubernetes_objects(stack))
+    for res in stack.of_type(*INGRESS_KINDS):
+        if not is_object(res.type):
+            continue
+        for finding in _per_object(res, lambda token, obj: ingress_like_findings(token, obj, config, classes)):
+            yield res.urn, finding
 
 
-def ingress_like_findings(token: str, props: dict, config: dict) -> Iterator[Finding]:
+def ingress_like_findings(token: str, props: dict, config: dict,
+                          classes: IngressClasses = _NO_CLASSES) -> Iterator[Finding]:
     group, kind = _base_kind(token)
     patch = is_patch(token)
     if kind == "Ingress" and group in ("networking.k8s.io", "extensions"):
         yield from judge_ingress(metadata_map(props, "annotations") if "metadata" in props or not patch else {},
                                  props.get("spec") if props.get("spec") is not None else {},
-                                 config, patch=patch)
+                                 config, patch=patch, classes=classes)
     elif kind == "IngressClassParams" and group == "elbv2.k8s.aws":
         yield from _scheme_field(props, "spec.scheme", "it makes every Ingress of the class internet-facing, "
                                  "whatever the Ingress says and without any authentication")
@@ -651,10 +719,11 @@ INGRESS_KINDS = INGRESS_TOKENS + ("kubernetes:elbv2.k8s.aws/v1beta1:IngressClass
     "kubernetes:serving.knative.dev/*", "kubernetes:serving.kserve.io/*")
 
 
-K8S_INGRESS_INTERNAL = resource_policy(
+K8S_INGRESS_INTERNAL = stack_policy(
     name="k8s-ingress-internal",
     family=FAMILY_EXPOSURE,
-    description="Kubernetes Ingresses (and their Patches) are internal unless the edge authenticates "
+    description="Kubernetes Ingresses (and their Patches), judged by the controller and parameters of "
+                "the IngressClass they name, are internal unless the edge authenticates "
                 "every request: ALB auth-type cognito/oidc without auth-on-unauthenticated-request "
                 "allow; ingress-nginx auth-url or basic/digest with auth-secret, never `satisfy: any` "
                 "with an internet allow-list; other classes only when listed as internal. ALB "
@@ -716,12 +785,13 @@ def _expand_lists(path: str, document: Any, depth: int = 0) -> Iterator[tuple[st
         yield path, document
 
 
-def object_findings(token: str, obj: dict, config: dict) -> Iterator[Finding]:
+def object_findings(token: str, obj: dict, config: dict,
+                    classes: IngressClasses = _NO_CLASSES) -> Iterator[Finding]:
     """Every per-object Kubernetes exposure rule, for an object declared inline."""
     found = object_shapes(token, obj)
     yield from service_findings(token, obj, found)
     yield from host_findings(token, obj, found)
-    yield from ingress_like_findings(token, obj, config)
+    yield from ingress_like_findings(token, obj, config, classes)
 
 
 def _unreadable_source(res: StackResource) -> Optional[str]:
@@ -737,7 +807,8 @@ def _unreadable_source(res: StackResource) -> Optional[str]:
 
 
 def manifest_component_findings(stack: Stack, res: StackResource, config: dict,
-                                expanded: frozenset = frozenset()) -> Iterator[Finding]:
+                                expanded: frozenset = frozenset(),
+                                classes: IngressClasses = _NO_CLASSES) -> Iterator[Finding]:
     """Objects of a manifest component: judged as registered (when the provider expanded the
     component, its objects are resources of their own), else from its inline inputs."""
     if res.urn in expanded:
@@ -764,7 +835,7 @@ def manifest_component_findings(stack: Stack, res: StackResource, config: dict,
         if is_unknown(obj.get("apiVersion")) or is_unknown(obj.get("kind")):
             yield unknown(f"{path}.kind", MANIFEST_FIX)
             continue
-        for finding in object_findings(object_type(obj), obj, config):
+        for finding in object_findings(object_type(obj), obj, config, classes):
             yield dataclasses.replace(finding, path=f"{path}.{finding.path}")
 
 
@@ -948,10 +1019,12 @@ def judge_route(obj: _K8sObject, gateways: dict, config: dict) -> Iterator[Findi
 
 def _check_entry_points(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
     expanded = frozenset(r.parent for r in stack.resources if r.parent)
+    objects = kubernetes_objects(stack)
+    classes = IngressClasses.of(objects)
     for res in stack.of_type(*MANIFEST_TYPES):
-        for finding in manifest_component_findings(stack, res, config, expanded):
+        for finding in manifest_component_findings(stack, res, config, expanded, classes):
             yield res.urn, finding
-    yield from gateway_findings(kubernetes_objects(stack), config)
+    yield from gateway_findings(objects, config)
 
 
 K8S_ENTRY_POINTS = stack_policy(
