@@ -390,6 +390,11 @@ def test_internal_values_and_reviewed_charts_pass(pack):
                             values={"controller": {"service": {"annotations": INTERNAL}}})
         k8s.helm.v4.Chart("web", chart="oci://registry-1.docker.io/bitnamicharts/nginx",
                           values={"service": {"type": "ClusterIP"}})
+        # ingress-nginx with only its internal Service (controller.service.internal).
+        k8s.helm.v3.Release("ingress-internal-only", chart="ingress-nginx",
+                            repository_opts={"repo": "https://kubernetes.github.io/ingress-nginx"},
+                            values={"controller": {"service": {"external": {"enabled": False}, "internal": {
+                                "enabled": True, "annotations": INTERNAL}}}})
         k8s.helm.v3.Release("computed", chart="webapp", repository_opts={"repo": "https://charts.example"},
                             values={"service": unknown_of({"type": "ClusterIP"})})
     expect_clean(judge(pack, program, config=reviewed), "helm-chart-values")
@@ -554,3 +559,13 @@ def test_an_ingress_is_judged_by_the_ingress_class_it_names_and_that_class_s_par
     expect_violation(verdict, "k8s-ingress-internal", INGRESS, "says-internal", contains=["auth-type"])
     assert not verdict.on("k8s-ingress-internal", INGRESS, "on-lan"), verdict.describe("k8s-ingress-internal")
     assert not verdict.on("k8s-ingress-internal", INGRESS, "default-class"), verdict.describe("k8s-ingress-internal")
+
+
+def test_ingress_nginx_internal_service_is_internal_only_through_its_annotations(pack):
+    def program():
+        k8s.helm.v3.Release("nginx", chart="ingress-nginx",
+                            repository_opts={"repo": "https://kubernetes.github.io/ingress-nginx"},
+                            values={"controller": {"service": {"external": {"enabled": False},
+                                                               "internal": {"enabled": True}}}})
+    expect_violation(judge(pack, program), "helm-chart-values", RELEASE, "nginx",
+                     contains=["values.controller.service.internal"])

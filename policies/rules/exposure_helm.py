@@ -59,8 +59,8 @@ REVIEWED_CHARTS_SCHEMA = {
 }
 
 # Charts whose defaults create an internet-facing entry point: (value path of the Service
-# type, its default, path of the annotations beside it, path of a switch that turns the
-# Service off). Sources, each chart's values.yaml:
+# type, its default, path of the annotations beside it, paths of switches any of which
+# turns the Service off, "|"-separated; "+path" for a Service that is off unless switched on). Sources, each chart's values.yaml:
 # - ingress-nginx: https://github.com/kubernetes/ingress-nginx/blob/main/charts/ingress-nginx/values.yaml
 # - nginx-ingress (NGINX Inc.): https://github.com/nginx/kubernetes-ingress/blob/main/charts/nginx-ingress/values.yaml
 # - traefik: https://github.com/traefik/traefik-helm-chart/blob/master/traefik/values.yaml
@@ -71,7 +71,10 @@ REVIEWED_CHARTS_SCHEMA = {
 # - emissary-ingress: https://github.com/emissary-ingress/emissary/blob/master/charts/emissary-ingress/values.yaml
 EXPOSING_DEFAULTS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     "ingress-nginx": (("controller.service.type", "LoadBalancer", "controller.service.annotations",
-                       "controller.service.enabled"),),
+                       "controller.service.enabled|controller.service.external.enabled"),
+                      # The optional second Service is internal only through its annotations.
+                      ("controller.service.internal.type", "LoadBalancer",
+                       "controller.service.internal.annotations", "+controller.service.internal.enabled")),
     "nginx-ingress": (("controller.service.type", "LoadBalancer", "controller.service.annotations",
                        "controller.service.create"),),
     "traefik": (("service.type", "LoadBalancer", "service.annotations", "service.enabled"),),
@@ -281,10 +284,14 @@ def _judge_ingress_values(path: str, ingress: dict, config: dict, waive: bool) -
 def judge_defaults(values: Any, name: Any) -> Iterator[Finding]:
     """Charts that expose by default: the default applies where the values are silent."""
     for type_path, default, annotations_path, switch in EXPOSING_DEFAULTS.get(name, ()):
-        if switch:
-            present, enabled = _at(values, switch)
-            if present and not is_unknown(enabled) and as_bool(enabled) is False:
-                continue
+        switches = [path for path in switch.split("|") if path]
+        if any(present and not is_unknown(enabled) and as_bool(enabled) is False
+               for present, enabled in (_at(values, path) for path in switches if not path.startswith("+"))):
+            continue  # the chart creates no such Service
+        opt_in = [_at(values, path[1:]) for path in switches if path.startswith("+")]
+        if any(not present or (not is_unknown(enabled) and as_bool(enabled) is not True)
+               for present, enabled in opt_in):
+            continue  # off unless switched on
         present, explicit = _at(values, type_path)
         _, annotations = _at(values, annotations_path)
         if present:
