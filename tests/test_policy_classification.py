@@ -89,7 +89,7 @@ def test_an_unheard_of_type_is_entry_point_capable_by_where_it_lives(token, capa
 # ---- through the analyzer protocol --------------------------------------------------------------
 
 def _unjudgeable():
-    aws.amplify.App("site", repository="https://github.com/example/site", platform="WEB")
+    aws.transfer.Server("site", endpoint_type="PUBLIC", identity_provider_type="SERVICE_MANAGED")
 
 
 def _unknown_provider():
@@ -105,13 +105,13 @@ def _newer_aws_type():
 @pytest.mark.parametrize("env", ["staging", "prod"])
 def test_an_unjudgeable_entry_point_fails_closed_in_staging_and_prod(pack, env):
     verdict = judge(pack, _unjudgeable, env)
-    expect_violation(verdict, POLICY, "aws:amplify/app:App", "site",
-                     contains=['type is "aws:amplify/app:App"', "reviewedTypes"])
+    expect_violation(verdict, POLICY, "aws:transfer/server:Server", "site",
+                     contains=['type is "aws:transfer/server:Server"', "reviewedTypes"])
 
 
 def test_it_is_advisory_in_dev(pack):
     verdict = judge(pack, _unjudgeable, "dev")
-    expect_violation(verdict, POLICY, "aws:amplify/app:App", "site", level="advisory")
+    expect_violation(verdict, POLICY, "aws:transfer/server:Server", "site", level="advisory")
 
 
 def test_types_of_other_providers_and_newer_aws_types_fail_closed(pack):
@@ -128,14 +128,14 @@ def test_types_of_other_providers_and_newer_aws_types_fail_closed(pack):
 def test_reviewed_types_are_allowed_and_nothing_else_is(pack):
     config = json.loads(config_path("prod").read_text())
     config[POLICY] = {"enforcementLevel": "mandatory", "reviewedTypes": [
-        "aws:amplify/app:App", "acme:edge/publicRoute:PublicRoute"]}
+        "aws:transfer/server:Server", "acme:edge/publicRoute:PublicRoute"]}
 
     def program():
         _unjudgeable()
         _unknown_provider()
 
     verdict = judge(pack, program, "prod", config=config)
-    assert not verdict.on(POLICY, "aws:amplify/app:App", "site")
+    assert not verdict.on(POLICY, "aws:transfer/server:Server", "site")
     assert not verdict.on(POLICY, "acme:edge/publicRoute:PublicRoute", "route")
     expect_violation(verdict, POLICY, "cloudflare:index/zeroTrustTunnelCloudflared:ZeroTrustTunnelCloudflared",
                      "tunnel")

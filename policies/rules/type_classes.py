@@ -49,7 +49,7 @@ AWS_ENTRY_POINTS = frozenset({
     "aws:elasticbeanstalk/environment:Environment",
     "aws:lightsail/instance:Instance", "aws:lightsail/instancePublicPorts:InstancePublicPorts",
     "aws:lightsail/containerService:ContainerService", "aws:lightsail/lb:Lb",
-    "aws:lightsail/distribution:Distribution", "aws:lightsail/staticIp:StaticIp",
+    "aws:lightsail/distribution:Distribution",
     "aws:lightsail/staticIpAttachment:StaticIpAttachment", "aws:lightsail/database:Database",
     "aws:lightsail/bucket:Bucket",
     "aws:ecs/service:Service", "aws:ecs/taskSet:TaskSet",
@@ -98,6 +98,10 @@ AWS_ENTRY_POINTS = frozenset({
     "aws:servicecatalog/provisionedProduct:ProvisionedProduct",
     "aws:serverlessrepository/cloudFormationStack:CloudFormationStack",
 })
+
+# Not listed, on purpose: aws:ec2/defaultVpc:DefaultVpc opens nothing itself; what launches into
+# it is judged where it launches (an instance or group without a subnet, a DefaultSubnet that
+# maps public IPs). aws:lightsail/staticIp:StaticIp only reserves an address; attaching it is judged.
 
 # AWS modules where a type the table has never heard of (a newer provider) may be an entry
 # point: it fails closed until the table is regenerated and reviewed.
