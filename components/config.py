@@ -229,6 +229,12 @@ class Model(_Strict):
     # The traffic each replica is sized for; unset: the model family's default from the
     # catalog (reasoning models write long traces), capped to fit max_context.
     workload: Optional[Workload] = None
+    # vLLM only. priority: requests carrying a lower `priority` body field are scheduled first
+    # (and may preempt running ones); see docs/GATEWAY.md "Priority scheduling".
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
+    # Replace every replica after this many days (leaks, fragmentation): the ASG's maximum
+    # instance lifetime on ec2, a scheduled rolling restart on eks. None: no bound.
+    max_lifetime_days: Optional[int] = Field(default=None, ge=1, le=365)
     weights: Weights
     # Another build of the runtime than the catalog's (for example a TGI image rebuilt to run
     # as non-root, which restricted pods require); same entrypoint, pinned by tag and digest.
@@ -284,6 +290,12 @@ class Model(_Strict):
                           f"tokens exceeds max_context {self.max_context}: a p95 prompt could "
                           f"not get its full output; lower them or raise max_context to >= "
                           f"{longest}")
+        if self.scheduling_policy != "fcfs" and self.runtime != "vllm":
+            raise PydanticCustomError(
+                "scheduling_policy", "scheduling_policy {policy} is a vLLM scheduler; {runtime} "
+                "serves first come, first served: use fcfs, or run the interactive traffic on a "
+                "separate model entry (docs/GATEWAY.md, Priority scheduling)",
+                {"policy": self.scheduling_policy, "runtime": self.runtime})
         allowed = RUNTIME_OVERRIDE_KEYS[self.runtime]
         for key, value in self.runtime_overrides.items():
             if key not in allowed:
@@ -383,6 +395,9 @@ class UsageTier(_Strict):
     rate_per_second: float = Field(gt=0, le=10000)
     burst: int = Field(gt=0, le=5000)
     quota: Quota
+    # The `priority` body field this tier's clients send to models with scheduling_policy
+    # priority (lower is served first, vLLM's rule); client-declared, see docs/GATEWAY.md.
+    priority: int = Field(default=0, ge=-100, le=100)
 
 
 class Client(_Strict):
@@ -440,7 +455,21 @@ class Gateway(_Strict):
     waf: Waf = Waf()
     # Checked in addition to the API key, never instead of it.
     authorizer: Optional[Authorizer] = None
+    # Source networks allowed to call the API at all (a resource policy on aws:SourceIp);
+    # empty: any address with a valid key. Per client: docs/GATEWAY.md, IP allow-lists.
+    allowed_source_cidrs: list[ipaddress.IPv4Network] = []
     xray_tracing: bool = False
+
+    @field_validator("allowed_source_cidrs")
+    @classmethod
+    def _narrower_than_world(cls, cidrs: list[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
+        for cidr in cidrs:
+            if cidr.prefixlen == 0:
+                raise PydanticCustomError(
+                    "world_cidr", "{cidr} allows every address; leave allowed_source_cidrs "
+                    "empty for no allow-list, or list your clients' egress networks",
+                    {"cidr": str(cidr)})
+        return cidrs
 
     @model_validator(mode="after")
     def _timeouts_and_refs(self) -> "Gateway":

@@ -538,8 +538,8 @@ def test_the_program_exports_what_the_smoke_test_and_clients_read():
     run = run_with_inventory("dev", lambda inv: None, preview=False)
     outputs = run.outputs
     assert outputs["served_models"] == ["r1-qwen-7b", "r1-qwen-1-5b-gguf"]
-    assert outputs["tier_limits"] == {"standard": {"rate": 0.35, "burst": 4}}
-    assert outputs["smoke_tier_limits"] == {"rate": 0.35, "burst": 4}
+    assert outputs["tier_limits"] == {"standard": {"rate": 0.35, "burst": 4, "priority": 0}}
+    assert outputs["smoke_tier_limits"] == {"rate": 0.35, "burst": 4, "priority": 0}
     assert outputs["max_request_bytes"] == 16384 * 8 + 64 * 1024
     assert outputs["stage_name"] == "v1"
     base = outputs["api_endpoint"]

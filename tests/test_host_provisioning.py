@@ -376,8 +376,10 @@ def test_the_warm_up_creates_the_ollama_model_before_marking_the_host_ready():
     config = cloud_config(plan_for("r1-qwen-1-5b-gguf"))
     script = written(config, "/usr/local/sbin/deepseek-warmup")
     assert script.index("ollama create") < script.index("touch /run/deepseek/warm")
-    assert json.loads(written(config, "/etc/deepseek/warmup.json")) == {
-        "model": "r1-qwen-1-5b-gguf", "prompt": "", "keep_alive": -1}
+    assert json.loads(written(config, "/etc/deepseek/warmup.json"))["options"]["num_predict"] == 1
+    # The Modelfile takes the server-side default cap on generated tokens before create.
+    assert script.index("Modelfile.parameters") < script.index("ollama create")
+    assert written(config, "/etc/deepseek-runtime/Modelfile.parameters") == "PARAMETER num_predict 4096\n"
     assert env_file(config)["READINESS_PATH"] == "/api/tags"
 
 

@@ -168,12 +168,14 @@ def test_ollama_binds_where_asked_and_bounds_parallelism_and_queue():
     assert env["OLLAMA_ORIGINS"] == "https://llm.dev.internal.acme.example"
 
 
-def test_ollama_has_no_auth_and_no_metrics_and_loads_the_model_at_warm_up():
+def test_ollama_has_no_auth_and_no_metrics_and_generates_one_token_at_warm_up():
     launch = launch_of("dev", "r1-qwen-1-5b-gguf")
     assert launch.api_key_env is None and launch.metrics_path is None
     assert launch.readiness_body_contains == "r1-qwen-1-5b-gguf"
-    assert launch.warmup_request == {"method": "POST", "path": "/api/generate",
-                                     "json": {"model": "r1-qwen-1-5b-gguf", "prompt": "", "keep_alive": -1}}
+    assert launch.warmup_request == {
+        "method": "POST", "path": "/api/generate",
+        "json": {"model": "r1-qwen-1-5b-gguf", "prompt": "Hello", "stream": False, "keep_alive": -1,
+                 "options": {"num_predict": 1, "temperature": 0}}}
 
 
 # --- budgets and images -----------------------------------------------------------------

@@ -80,6 +80,15 @@ def health_check_grace_seconds(launch: runtimes.RuntimeLaunch) -> int:
     return int(math.ceil(total / 60.0)) * 60
 
 
+def max_instance_lifetime_seconds(model: Model) -> Optional[int]:
+    """The ASG's maximum instance lifetime: None (unbounded) or at least a day (the API's
+    minimum, 86400 s; Auto Scaling "Replace Auto Scaling instances based on maximum
+    instance lifetime")."""
+    if model.max_lifetime_days is None:
+        return None
+    return max(86400, model.max_lifetime_days * 86400)
+
+
 def runtime_log_group_name(stack: str, model_name: str) -> str:
     return f"/deepseek/{stack}/{model_name}/runtime"
 
@@ -337,6 +346,10 @@ class GpuFleet(pulumi.ComponentResource):
                 "min_healthy_percentage": 100, "max_healthy_percentage": 200,
                 "instance_warmup": str(grace), "skip_matching": True, "auto_rollback": True}},
             instance_maintenance_policy={"min_healthy_percentage": 100, "max_healthy_percentage": 200},
+            # Periodic replacement against leaks and fragmentation (max_lifetime_days): the
+            # maintenance policy above launches the replacement first, and termination waits
+            # for the target group's deregistration delay, so streams finish.
+            max_instance_lifetime=max_instance_lifetime_seconds(model),
             # `pulumi up` waits past the first model load instead of failing at 10 minutes.
             wait_for_capacity_timeout=f"{grace // 60 + 10}m",
             enabled_metrics=["GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity",

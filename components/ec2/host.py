@@ -37,7 +37,7 @@ from typing import Optional
 
 import yaml
 
-from components.serving.runtimes import RuntimeLaunch
+from components.serving.runtimes import MODELFILE_PARAMETERS, RUNTIME_CONFIG_DIR, RuntimeLaunch
 from components.serving.weights import VERIFY_WEIGHTS_SH
 
 CONTAINER = "deepseek-runtime"
@@ -199,6 +199,7 @@ done
 gguf=$(cd "$MODEL_DIR" && ls -1 *.gguf)
 [[ $(wc -l <<<"$gguf") == 1 ]] || { echo "expected exactly one .gguf" >&2; exit 1; }
 docker exec deepseek-runtime sh -c "printf 'FROM %s\n' '$MODEL_PATH/$gguf' > /tmp/Modelfile && \
+  cat '""" + f"{RUNTIME_CONFIG_DIR}/{MODELFILE_PARAMETERS}" + r"""' >> /tmp/Modelfile && \
   ollama create '$SERVED_MODEL' -f /tmp/Modelfile"
 """
 
@@ -404,6 +405,9 @@ def docker_run_argv(plan: HostPlan) -> list[str]:
         "--volume", f"{plan.model_dir}:{launch.model_path}:ro",
         "--env-file", SECRET_ENV_FILE,
     ]
+    if launch.config_files:
+        # The same non-secret files the EKS pod gets from its ConfigMap (logging config, ...).
+        argv += ["--volume", f"{RUNTIME_CONFIG_DIR}:{RUNTIME_CONFIG_DIR}:ro"]
     if launch.runtime == "ollama":
         argv += ["--volume", f"{CACHE_MOUNT}/ollama:{launch.env['OLLAMA_MODELS']}"]
     for name, value in launch.env.items():
@@ -581,6 +585,8 @@ def cloud_config(plan: HostPlan) -> dict:
         _file(ENV_FILE, "".join(f"{k}={shlex.quote(v)}\n" for k, v in model_env(plan).items() if v),
               "0644"),
         _file("/etc/deepseek/warmup.json", json.dumps(launch.warmup_request["json"]) + "\n", "0644"),
+        *(_file(f"{RUNTIME_CONFIG_DIR}/{name}", text, "0644")
+          for name, text in sorted(launch.config_files.items())),
         _file("/usr/local/sbin/deepseek-prepare-host", PREPARE_HOST, "0755"),
         _file("/usr/local/sbin/deepseek-host-env", HOST_ENV, "0755"),
         _file("/usr/local/sbin/deepseek-fetch-key", FETCH_KEY, "0755"),

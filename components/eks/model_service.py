@@ -41,6 +41,7 @@ Decisions (why, not what):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ from components.eks.cluster import GPU_TOLERATION, GpuCluster
 from components.eks.addons import (MONITORING_NAMESPACE, PART_OF_LABEL, PART_OF_VALUE,
                                    ClusterAddons)
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
-from components.serving.runtimes import RuntimeLaunch
+from components.serving.runtimes import MODELFILE_PARAMETERS, RUNTIME_CONFIG_DIR, RuntimeLaunch
 
 # aws-cli v2 (Pod Identity credentials need >= 2.15), pinned by the digest several
 # independent public deployments record for this tag (code search: "amazon/aws-cli:2.17.0@
@@ -73,6 +74,7 @@ WEIGHTS_STAGING_IMAGE = ("amazon/aws-cli:2.17.0@sha256:"
 RUN_AS = 1000
 CONTAINER = "server"
 API_KEY_SECRET = "backend-api-key"
+RUNTIME_CONFIG_MAP = "runtime-config"
 API_KEY_SECRET_KEY = "api-key"
 HF_TOKEN_SECRET = "hf-token"
 PORT_NAME = "http"
@@ -196,12 +198,62 @@ def _readiness_exec(launch: RuntimeLaunch) -> list[str]:
     return [_RUNTIME_POD[launch.runtime]["python"], "-c", script]
 
 
+# Seconds one warm-up attempt may take: the first generation after load compiles and
+# allocates lazily, and a probe that gives up early only retries it.
+WARMUP_TIMEOUT_SECONDS = 60
+
+
+def warmup_exec(launch: RuntimeLaunch) -> list[str]:
+    """The startup probe: the model is listed and answers one real generation (the same
+    `warmup_request` the EC2 hosts send before their health gate opens, components/ec2/host.py).
+
+    Kubernetes runs no readiness or liveness probe until the startup probe succeeds, and
+    runs it again after every container restart, so "ready" always follows a generation by
+    this very process. The key is read from the container's environment, never the spec.
+    """
+    request = launch.warmup_request
+    if launch.runtime == "ollama":
+        # No curl or python in the image: bash's /dev/tcp speaks enough HTTP/1.0 for one call,
+        # and the generation fails (404) unless the model was created in the store.
+        body = json.dumps(request["json"], separators=(",", ":"))
+        script = (
+            f"body='{body}'\n"
+            f"exec 3<>/dev/tcp/127.0.0.1/{launch.port} || exit 1\n"
+            f"printf '{request['method']} {request['path']} HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n"
+            "Content-Type: application/json\\r\\nContent-Length: %s\\r\\n\\r\\n%s' "
+            '"${#body}" "$body" >&3\n'
+            f"IFS= read -r -t {WARMUP_TIMEOUT_SECONDS - 5} status <&3 || exit 1\n"
+            "case \"$status\" in 'HTTP/1.'?' 200'*) exit 0 ;; *) echo \"$status\" >&2; exit 1 ;; esac\n"
+        )
+        return ["/bin/bash", "-c", script]
+    key_header = (f"headers['Authorization'] = 'Bearer ' + os.environ['{launch.api_key_env}']\n"
+                  if launch.api_key_env else "")
+    listed = ""
+    if launch.readiness_body_contains:
+        listed = (
+            f"body = u.urlopen(u.Request(base + {launch.readiness_path!r}, headers=headers), timeout=8)"
+            ".read().decode()\n"
+            f"if {launch.readiness_body_contains!r} not in body: sys.exit(1)\n")
+    script = (
+        "import json, os, sys, urllib.request as u\n"
+        f"base = 'http://127.0.0.1:{launch.port}'\n"
+        "headers = {'Content-Type': 'application/json'}\n"
+        + key_header + listed +
+        f"data = json.dumps({request['json']!r}).encode()\n"
+        f"u.urlopen(u.Request(base + {request['path']!r}, data=data, headers=headers, "
+        f"method={request['method']!r}), timeout={WARMUP_TIMEOUT_SECONDS - 5}).read()\n"
+    )
+    return [_RUNTIME_POD[launch.runtime]["python"], "-c", script]
+
+
 def probes(launch: RuntimeLaunch) -> dict[str, dict]:
-    """startup: the model-load budget on a cheap route; readiness: the model serves;
-    liveness: the process answers, generously, so a long generation is never killed."""
+    """startup: within the model-load budget, the model answers one real generation (the
+    warm-up); readiness: the model serves; liveness: the process answers, generously, so a
+    long generation is never killed."""
     http = lambda path: {"httpGet": {"path": path, "port": PORT_NAME}}  # noqa: E731
     startup_period = 10
-    startup = {**http(launch.liveness_path), "periodSeconds": startup_period, "timeoutSeconds": 5,
+    startup = {"exec": {"command": warmup_exec(launch)}, "periodSeconds": startup_period,
+               "timeoutSeconds": WARMUP_TIMEOUT_SECONDS,
                "failureThreshold": int(math.ceil(launch.startup_budget_seconds / startup_period))}
     if launch.readiness_requires_api_key or launch.readiness_body_contains:
         readiness_check: dict = {"exec": {"command": _readiness_exec(launch)}}
@@ -278,6 +330,7 @@ def ollama_import_container(launch: RuntimeLaunch, mounts: list[dict]) -> dict:
         '[ "$(printf "%s\\n" "$gguf" | grep -c .)" -eq 1 ] || '
         '{ echo "expected exactly one .gguf in $DEST" >&2; exit 1; }\n'
         'printf "FROM %s\\n" "$gguf" > /tmp/Modelfile\n'
+        f'cat "{RUNTIME_CONFIG_DIR}/{MODELFILE_PARAMETERS}" >> /tmp/Modelfile\n'
         "export OLLAMA_HOST=127.0.0.1:11434\n"
         "ollama serve & server=$!\n"
         "for i in $(seq 1 60); do ollama list >/dev/null 2>&1 && break; sleep 1; done\n"
@@ -340,6 +393,15 @@ def deployment_spec(model: Model, launch: RuntimeLaunch, resources: PodResources
     ]
     server_mounts = [{**weights_mount, "readOnly": True}, tmp_mount]
     init_containers = [weights_init_container(model, launch, [weights_mount, tmp_mount])]
+    config_mounts: list[dict] = []
+    if launch.config_files:
+        # The same files the EC2 hosts write to RUNTIME_CONFIG_DIR (logging config, Modelfile
+        # parameters), from the model's ConfigMap; a changed file rolls the pods through the
+        # `runtime-config` annotation below.
+        volumes.append({"name": "runtime-config", "configMap": {"name": RUNTIME_CONFIG_MAP}})
+        config_mounts = [{"name": "runtime-config", "mountPath": RUNTIME_CONFIG_DIR, "readOnly": True}]
+        server_mounts += config_mounts
+        pod_annotations = {**pod_annotations, "deepseek-serving/runtime-config": runtime_config_hash(launch)}
     if resources.shm_gib:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{resources.shm_gib}Gi"}})
         server_mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
@@ -347,7 +409,7 @@ def deployment_spec(model: Model, launch: RuntimeLaunch, resources: PodResources
         store = {"name": "ollama-store", "mountPath": launch.env["OLLAMA_MODELS"]}
         volumes.append({"name": "ollama-store", "emptyDir": {"sizeLimit": f"{resources.store_gib}Gi"}})
         init_containers.append(ollama_import_container(
-            launch, [{**weights_mount, "readOnly": True}, store, tmp_mount]))
+            launch, [{**weights_mount, "readOnly": True}, store, tmp_mount, *config_mounts]))
         server_mounts.append(store)
 
     scratch = resources.weights_gib + (resources.store_gib or 0) + resources.tmp_gib
@@ -403,6 +465,78 @@ def deployment_spec(model: Model, launch: RuntimeLaunch, resources: PodResources
                 "volumes": volumes,
             },
         },
+    }
+
+
+def runtime_config_hash(launch: RuntimeLaunch) -> str:
+    """A short digest of the runtime's config files: pods restart when a file changes."""
+    return hashlib.sha256(json.dumps(launch.config_files, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- periodic restarts ------------------------------------------------------------------
+
+# kubectl for the scheduled rolling restart: the Kubernetes project's own image (distroless,
+# no shell), pinned by the digest the Rancher system-upgrade-controller release config
+# records for this tag; confirm with `docker buildx imagetools inspect` before release.
+# `rollout restart` is one PATCH of the pod template, which any supported API server takes.
+KUBECTL_IMAGE = ("registry.k8s.io/kubectl:v1.31.2@sha256:"
+                 "d31de5468fb5c0943358671e3dcf8e4d8281108027efd1f211262d09aedd5519")
+RESTARTER = "restarter"
+# Restarts start at 03:00 UTC plus a per-model minute, so models do not roll at once.
+RESTART_HOUR_UTC = 3
+
+
+def restart_schedule(model: Model) -> str:
+    """The cron schedule that bounds a pod's lifetime to `max_lifetime_days` (plus one rollout)."""
+    assert model.max_lifetime_days is not None
+    minute = int(hashlib.sha256(model.name.encode()).hexdigest(), 16) % 60
+    days = "*" if model.max_lifetime_days == 1 else f"*/{model.max_lifetime_days}"
+    return f"{minute} {RESTART_HOUR_UTC} {days} * *"
+
+
+def restart_role_rules(model: Model) -> list[dict]:
+    """What the restart job may do: read and patch this model's Deployment, nothing else
+    (`kubectl rollout restart` patches the pod template's restartedAt annotation)."""
+    return [{"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": [model.name],
+             "verbs": ["get", "patch"]}]
+
+
+def restart_cronjob_spec(model: Model, launch: RuntimeLaunch) -> dict:
+    """A scheduled rolling restart: the Deployment's own strategy (maxUnavailable 0, a new
+    pod warm and in the NLB before an old one stops, each old one draining for the preStop
+    sleep plus the deregistration delay) replaces every pod without dropping streams."""
+    job_seconds = staging_seconds(launch) + launch.startup_budget_seconds + 600
+    container = {
+        "name": "rollout-restart",
+        "image": KUBECTL_IMAGE,
+        "args": ["rollout", "restart", f"deployment/{model.name}", "--namespace", model.name],
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+    }
+    return {
+        "schedule": restart_schedule(model),
+        "timeZone": "Etc/UTC",
+        # A restart still rolling is never doubled; one missed by a control-plane outage
+        # runs within the hour or waits for the next day.
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": 3600,
+        "successfulJobsHistoryLimit": 1,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {"spec": {
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": job_seconds,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": {PART_OF_LABEL: PART_OF_VALUE, "app.kubernetes.io/component": RESTARTER}},
+                "spec": {
+                    "serviceAccountName": RESTARTER,
+                    "automountServiceAccountToken": True,
+                    "restartPolicy": "Never",
+                    "securityContext": pod_security_context(),
+                    "containers": [container],
+                },
+            },
+        }},
     }
 
 
@@ -609,6 +743,11 @@ class ModelService(pulumi.ComponentResource):
             spec=network_policy_spec(model, launch, args.load_balancer.node_cidrs), opts=k8s_opts(namespace)))
         workload_deps.append(args.addons.load_balancer_controller)
 
+        if launch.config_files:
+            workload_deps.append(k8s.core.v1.ConfigMap(
+                f"{name}-runtime-config", metadata=meta(RUNTIME_CONFIG_MAP),
+                data=dict(launch.config_files), opts=k8s_opts(namespace)))
+
         spec = deployment_spec(model, launch, resources, node_selector=pool.node_selector,
                                service_account=model.name, pod_annotations=annotations)
         rollout = spec["progressDeadlineSeconds"] + 600
@@ -650,6 +789,9 @@ class ModelService(pulumi.ComponentResource):
                   "unhealthyPodEvictionPolicy": "AlwaysAllow"},
             opts=k8s_opts(namespace))
 
+        if model.max_lifetime_days is not None:
+            self._create_restarts(name, model, launch, meta, k8s_opts, namespace, deployment)
+
         scaled = scaled_object_spec(model, launch, self.deployment_name, args.addons.prometheus_url)
         self.scaling_query = scaled["triggers"][0]["metadata"]["query"]
         k8s.apiextensions.CustomResource(
@@ -670,6 +812,24 @@ class ModelService(pulumi.ComponentResource):
             "internal_domain": self.internal_domain,
             "scaling_query": self.scaling_query,
         })
+
+
+    def _create_restarts(self, name: str, model: Model, launch: RuntimeLaunch, meta: Any, k8s_opts: Any,
+                         namespace: pulumi.Resource, deployment: pulumi.Resource) -> None:
+        """The scheduled rolling restart (max_lifetime_days) and the least privilege it needs."""
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-restarter", metadata=meta(RESTARTER), opts=k8s_opts(namespace))
+        role = k8s.rbac.v1.Role(
+            f"{name}-restarter-role", metadata=meta(RESTARTER), rules=restart_role_rules(model),
+            opts=k8s_opts(namespace))
+        binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-restarter-binding", metadata=meta(RESTARTER),
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RESTARTER},
+            subjects=[{"kind": "ServiceAccount", "name": RESTARTER, "namespace": self.namespace}],
+            opts=k8s_opts(namespace))
+        k8s.batch.v1.CronJob(
+            f"{name}-restart", metadata=meta("rolling-restart"), spec=restart_cronjob_spec(model, launch),
+            opts=k8s_opts(account, role, binding, deployment))
 
 
 def _hf_token(model: Model, parent: pulumi.Resource) -> pulumi.Output[str]:

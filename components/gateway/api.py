@@ -252,10 +252,32 @@ def api_definition(settings: GatewaySettings, backends: Sequence[Backend],
             for r in routes
         ],
         "gateway_responses": [spec.definition() for spec in responses],
+        # A resource policy takes effect only with a new deployment.
+        "resource_policy": source_ip_policy(settings.allowed_source_cidrs),
     }
 
 
 # ------------------------------------------------------------------- derived settings
+
+
+def source_ip_policy(allowed_cidrs: Sequence[Any]) -> Optional[dict]:
+    """The REST API resource policy of an IP allow-list, or None without one.
+
+    API Gateway evaluates a resource policy before the API key and usage plan, so a caller
+    outside the listed networks gets 403 whatever key it holds (AWS "Example: Deny API
+    traffic based on source IP address or range"). `execute-api:/*` is every stage, method
+    and path of this API. The allow statement only lets the other checks run: the API key
+    stays required on every method. It is stack-wide: a resource policy cannot tell which
+    key or usage plan a request belongs to (docs/GATEWAY.md, IP allow-lists).
+    """
+    if not allowed_cidrs:
+        return None
+    invoke = {"Principal": "*", "Action": "execute-api:Invoke", "Resource": "execute-api:/*"}
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "KeysAreCheckedNext", "Effect": "Allow", **invoke},
+        {"Sid": "OnlyFromAllowedNetworks", "Effect": "Deny", **invoke,
+         "Condition": {"NotIpAddress": {"aws:SourceIp": sorted(str(c) for c in allowed_cidrs)}}},
+    ]}
 
 
 def derive_max_request_bytes(settings: GatewaySettings, models: Sequence[Model]) -> int:
@@ -429,6 +451,11 @@ class ApiGateway(pulumi.ComponentResource):
         )
         authorizer_id = self._create_authorizer(settings.authorizer, args)
         methods, integrations = self._create_routes(args, authorizer_id)
+        policy_document = source_ip_policy(settings.allowed_source_cidrs)
+        if policy_document is not None:
+            methods.append(aws.apigateway.RestApiPolicy(
+                f"{name}-source-ip-policy", rest_api_id=self.rest_api.id,
+                policy=json.dumps(policy_document), opts=self._child))
         gateway_responses = [
             aws.apigateway.Response(
                 f"{name}-response-{spec.response_type.lower().replace('_', '-')}",
@@ -732,7 +759,9 @@ class ApiGateway(pulumi.ComponentResource):
                 quota_settings={"limit": tier.quota.limit, "period": tier.quota.period},
                 opts=self._child,
             )
-            self.tier_limits[tier.name] = {"rate": tier.rate_per_second, "burst": tier.burst}
+            # priority: the body field this tier sends to priority-scheduled models (docs/GATEWAY.md).
+            self.tier_limits[tier.name] = {"rate": tier.rate_per_second, "burst": tier.burst,
+                                           "priority": tier.priority}
 
         self.api_key_ids = {}
         values: dict[str, pulumi.Output[str]] = {}

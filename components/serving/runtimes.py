@@ -42,6 +42,43 @@ MODEL_ROOT = "/models"
 # Ports the runtimes listen on; fixed so security groups, probes and target groups agree.
 PORTS = {"vllm": 8000, "tgi": 8080, "ollama": 11434}
 
+# Non-secret files every runtime container gets read-only (EC2: a bind mount of the same
+# directory on the host; EKS: a ConfigMap volume): the JSON logging configuration for vLLM.
+RUNTIME_CONFIG_DIR = "/etc/deepseek-runtime"
+# Ollama: the Modelfile lines after FROM, appended when the model is created from its GGUF.
+MODELFILE_PARAMETERS = "Modelfile.parameters"
+
+# vLLM's logging: `VLLM_LOGGING_CONFIG_PATH` is a `logging.config.dictConfig` JSON file, and
+# the same variable is the default of `--log-config-file`, "Path to logging config JSON file
+# for both vllm and uvicorn" (vllm/entrypoints/openai/cli_args.py; docs.vllm.ai, examples
+# "Logging Configuration"). Its formatter is python-json-logger, which vLLM itself installs
+# for this purpose (vllm requirements/common.txt: "python-json-logger # Used by logging as per
+# examples/others/logging_configuration.md"). Every logger goes through the root's handler:
+# vLLM applies this file instead of its default configuration, uvicorn (given it as
+# log_config) instead of its own text format. Records carry metadata only: vLLM never logs
+# prompts unless --enable-log-requests, which is never rendered; uvicorn's access record is
+# the request line (client, method, path, status) and the OpenAI routes put nothing of the
+# prompt in the path.
+VLLM_LOGGING_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "pythonjsonlogger.jsonlogger.JsonFormatter",
+                            "format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    "root": {"handlers": ["out"], "level": "INFO"},
+}
+
+# TGI's batching knobs (text-generation-launcher --help): a running batch makes at most
+# MAX_WAITING_TOKENS decode steps before waiting requests are considered for a prefill
+# (default 20), and waiting requests join once they are WAITING_SERVED_RATIO of the running
+# ones (default 0.3). Interactive chat is what this gateway serves: half the default step
+# count lets a new request start within about ten tokens of the running batch instead of
+# twenty (lower time to first token, the guide's long-tail concern), at the cost of more
+# prefill interruptions of running streams; the ratio stays at TGI's default, since
+# admitting even a few waiting requests keeps a queue from building behind long generations.
+TGI_MAX_WAITING_TOKENS = 10
+TGI_WAITING_SERVED_RATIO = 0.3
+
 # Request bodies: a token is about 4 characters of text, and JSON escaping (\uXXXX for
 # non-ASCII) can grow a character to 6 bytes; 8 bytes per token plus a fixed envelope for
 # the chat structure bounds a maximal prompt without admitting arbitrarily large bodies.
@@ -128,11 +165,22 @@ class RuntimeLaunch:
     image_pinned_by_digest: bool = True
     # What the image's ENTRYPOINT runs; `args` follow it (documentation and full command lines).
     entrypoint: tuple[str, ...] = ()
+    # Non-secret files placed read-only in RUNTIME_CONFIG_DIR inside the container (name: text).
+    config_files: dict[str, str] = field(default_factory=dict)
+    # Ollama only: Modelfile PARAMETER lines the served model is created with (name, value).
+    modelfile_parameters: tuple[tuple[str, str], ...] = ()
+    # vLLM's --scheduling-policy: "priority" honours the request body's `priority` field.
+    scheduling_policy: str = "fcfs"
 
     @property
     def command_line(self) -> list[str]:
         """The full command the container runs (entrypoint, then args)."""
         return [*self.entrypoint, *self.args]
+
+
+def modelfile_parameters_text(launch: "RuntimeLaunch") -> str:
+    """The PARAMETER lines appended to the Ollama Modelfile after its FROM line (both platforms)."""
+    return "".join(f"PARAMETER {key} {value}\n" for key, value in launch.modelfile_parameters)
 
 
 def served_model_name(model: Model) -> str:
@@ -215,6 +263,11 @@ def _vllm(inventory: Inventory, model: Model, cap: CapacityFlags, image: str, ho
         # default and upper bound for max_tokens (vllm tests/entrypoints/openai
         # test_serving_chat: "--override-generation-config ... should act as a ceiling").
         "--override-generation-config", json.dumps({"max_new_tokens": cap.max_new_tokens}),
+        # fcfs (vLLM's default) or priority: lower `priority` in the body is scheduled first
+        # and may preempt running requests (vllm/config SchedulerConfig.policy; the OpenAI
+        # request models' `priority` field: "Any priority other than 0 will raise an error
+        # if the served model does not use priority scheduling").
+        *(("--scheduling-policy", "priority") if model.scheduling_policy == "priority" else ()),
         # Browsers are not clients of this API; only the internal name may be an origin.
         "--allowed-origins", json.dumps([f"https://{inventory.load_balancer.certificate.internal_domain}"]),
         # The OpenAPI/Swagger pages list every unauthenticated route: do not serve them.
@@ -224,14 +277,17 @@ def _vllm(inventory: Inventory, model: Model, cap: CapacityFlags, image: str, ho
     # on (--enable-log-requests/--enable-log-outputs) are never rendered, and neither is
     # VLLM_SERVER_DEV_MODE (it exposes /reset_prefix_cache, /sleep and friends).
     env = {
-        "VLLM_LOGGING_LEVEL": "INFO",
         # Weights are local and verified: never reach the hub at run time.
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
+        # JSON log lines for vLLM and uvicorn (see VLLM_LOGGING_CONFIG).
+        "VLLM_LOGGING_CONFIG_PATH": f"{RUNTIME_CONFIG_DIR}/logging.json",
     }
     return dict(
+        config_files={"logging.json": json.dumps(VLLM_LOGGING_CONFIG, separators=(",", ":")) + "\n"},
+        scheduling_policy=model.scheduling_policy,
         runtime="vllm", image=image, entrypoint=("vllm", "serve"), port=PORTS["vllm"], args=args, env=env,
         api_key_env="VLLM_API_KEY", served_model_name=name,
         # /health can answer before the model serves; /v1/models lists the served name only
@@ -258,6 +314,11 @@ def _tgi(inventory: Inventory, model: Model, cap: CapacityFlags, image: str, hos
         "--max-client-batch-size", "1",
         "--max-best-of", "1",
         "--payload-limit", str(request_bytes),
+        # Batching knobs the guide asks to tune (see TGI_MAX_WAITING_TOKENS).
+        "--max-waiting-tokens", str(TGI_MAX_WAITING_TOKENS),
+        "--waiting-served-ratio", f"{TGI_WAITING_SERVED_RATIO:g}",
+        # One JSON object per log line (text-generation-launcher --json-output); the router
+        # logs request metadata and timings, never inputs at the default INFO level.
         "--json-output",
         "--usage-stats", "off",
         "--cors-allow-origin", f"https://{inventory.load_balancer.certificate.internal_domain}",
@@ -291,17 +352,26 @@ def _ollama(inventory: Inventory, model: Model, cap: CapacityFlags, image: str, 
         # No browser origins beyond the internal name.
         "OLLAMA_ORIGINS": f"https://{inventory.load_balancer.certificate.internal_domain}",
         "OLLAMA_MODELS": "/var/lib/ollama/models",
+        # OLLAMA_DEBUG stays unset: debug logging prints prompts. Ollama has no JSON log
+        # format (slog text plus one GIN line per request: status, latency, client, method,
+        # path); the EC2 exporter and the cluster's collector wrap those lines as JSON.
     }
     return dict(
+        # Ollama has no server-wide cap on generated tokens: num_predict in the Modelfile is
+        # the default for requests that set none (OpenAI max_tokens maps onto num_predict and
+        # overrides it); a request's own larger value is bounded only by the gateway timeout.
+        modelfile_parameters=(("num_predict", str(cap.max_new_tokens)),),
+        config_files={MODELFILE_PARAMETERS: f"PARAMETER num_predict {cap.max_new_tokens}\n"},
         runtime="ollama", image=image, entrypoint=("ollama",), port=port, args=["serve"], env=env,
         api_key_env=None, served_model_name=name,
         # /api/tags lists local models: the served name appears once the verified GGUF was
         # created into the store (an init step, never a pull after readiness).
         readiness_path="/api/tags", readiness_requires_api_key=False, readiness_body_contains=name,
         liveness_path="/api/version", metrics_path=None,
-        # An empty prompt loads the model into GPU memory (Ollama API docs, "Load a model").
+        # One real token (not just a load): a model is ready only after it generated once.
         warmup_request={"method": "POST", "path": "/api/generate",
-                        "json": {"model": name, "prompt": "", "keep_alive": -1}},
+                        "json": {"model": name, "prompt": "Hello", "stream": False, "keep_alive": -1,
+                                 "options": {"num_predict": 1, "temperature": 0}}},
     )
 
 
@@ -361,8 +431,22 @@ def gpu_facts(inventory: Inventory, model: Model) -> tuple[int, float]:
     """(GPU count, usable GiB per GPU) of the instance type the model runs on, from the catalog."""
     from components.serving import catalog
 
-    instance = catalog.get_instance(inventory.gpu_instance_type(model))
+    instance_type = inventory.gpu_instance_type(model)
+    if instance_type not in catalog.INSTANCES and not GPU_FAMILY.match(instance_type):
+        # A CPU instance cannot start any of these runtimes as deployed here (vLLM and TGI
+        # need a CUDA GPU; Ollama is sized and scheduled onto a GPU too): say what can.
+        raise LaunchError(
+            f"model {model.name}: instance type {instance_type} has no NVIDIA GPU, and "
+            f"{model.runtime} is deployed here on GPU instances only; choose a GPU instance "
+            f"type ({', '.join(sorted(catalog.INSTANCES))}), or, for a small quantized model "
+            f"at low traffic or for offline work, see docs/ALTERNATIVES.md (CPU-only serving, "
+            f"batch jobs)")
+    instance = catalog.get_instance(instance_type)
     return instance.gpu_count, instance.gpu.usable_gib
+
+
+# EC2 GPU families (g4dn, g5, g6, g6e, p4d, p5, ...); anything else has no NVIDIA GPU.
+GPU_FAMILY = re.compile(r"^(g|p)\d")
 
 
 def render_for_inventory(inventory: Inventory, model: Model, *, bind_host: str = "0.0.0.0") -> RuntimeLaunch:

@@ -1034,7 +1034,8 @@ def _explain(misfit: _Misfit) -> str:
         message += " What fits: " + "; or ".join(fixes) + "."
     elif misfit.kind in ("weights", "kv"):
         message += (" Nothing in the catalog fits this model with this runtime and context; "
-                    "lower max_context or choose another model.")
+                    "lower max_context or choose another model (a quantized or distilled one: "
+                    "docs/ALTERNATIVES.md).")
     return message
 
 
