@@ -379,7 +379,8 @@ def test_the_warm_up_creates_the_ollama_model_before_marking_the_host_ready():
     assert json.loads(written(config, "/etc/deepseek/warmup.json"))["options"]["num_predict"] == 1
     # The Modelfile takes the server-side default cap on generated tokens before create.
     assert script.index("Modelfile.parameters") < script.index("ollama create")
-    assert written(config, "/etc/deepseek-runtime/Modelfile.parameters") == "PARAMETER num_predict 4096\n"
+    cap = plan_for("r1-qwen-1-5b-gguf").launch.capacity.max_new_tokens
+    assert written(config, "/etc/deepseek-runtime/Modelfile.parameters") == f"PARAMETER num_predict {cap}\n"
     assert env_file(config)["READINESS_PATH"] == "/api/tags"
 
 
