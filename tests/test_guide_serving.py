@@ -337,3 +337,13 @@ def test_a_cpu_instance_is_refused_with_a_pointer_to_the_alternatives(instance_t
     with pytest.raises(INVENTORY_PROBLEMS) as error:
         runtimes.render_for_inventory(inventory, inventory.models[0])
     assert instance_type in str(error.value) and "docs/ALTERNATIVES.md" in str(error.value)
+
+
+def test_the_allow_list_policy_is_not_an_open_invoke_for_the_pack():
+    """The pack's no-public-invoke rule reads an open Allow paired with a Deny outside the
+    listed networks as confined; this is the document the gateway registers."""
+    from components.gateway.api import source_ip_policy
+    from policies.rules import policy_documents
+
+    document = source_ip_policy(["203.0.113.0/24"])
+    assert policy_documents.open_statements(document, ["execute-api:Invoke"]) == []
