@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.server
+import base64
+import gzip
 import json
 import os
 import re
@@ -56,6 +58,9 @@ def cloud_config(plan: hp.HostPlan) -> dict:
 def written(config: dict, path: str) -> str:
     matches = [f for f in config["write_files"] if f["path"] == path]
     assert len(matches) == 1, f"{path} written {len(matches)} times"
+    if matches[0].get("encoding") == "gz+b64":
+        # As cloud-init decodes it.
+        return gzip.decompress(base64.b64decode(matches[0]["content"])).decode()
     return matches[0]["content"]
 
 
