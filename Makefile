@@ -10,9 +10,11 @@ OUT ?= build/plan-$(STACK).json
 
 .PHONY: preview plan test policy-reference classify preflight smoke loadtest kv-bench diff diff-stacks manifests bench clean
 
-$(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt
+$(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt tools/crd_schemas/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	# Pinned CRD schemas (Karpenter) run under Node: tools/crd_schemas.py.
+	npm ci --prefix tools/crd_schemas --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## Offline preview of a stack with the policy pack (exit 1 on a mandatory violation).

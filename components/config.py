@@ -203,6 +203,9 @@ class Workload(_Strict):
         return self
 
 
+CapacityType = Literal["spot", "on-demand"]
+
+
 class Model(_Strict):
     # Also the URL path (/<name>/v1) and the Kubernetes namespace, hence a DNS label.
     name: Name
@@ -320,6 +323,10 @@ class NodePool(_Strict):
     ami_type: Literal["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"] = "AL2023_x86_64_NVIDIA"
     # Runtime images are 10-25 GB and weights are staged on the node: leave room for both.
     root_volume_gib: int = Field(default=300, ge=100, le=16384)
+    # In order of preference. Karpenter: one NodePool per type, the first weighted highest, so
+    # spot is tried first and on-demand takes over when spot has no capacity. Cluster
+    # autoscaler: a managed node group takes exactly one.
+    capacity_types: list[CapacityType] = Field(default=["on-demand"], min_length=1, max_length=2)
 
     @model_validator(mode="after")
     def _sizes(self) -> "NodePool":
@@ -327,6 +334,8 @@ class NodePool(_Strict):
             raise PydanticCustomError(
                 "pool_size", "min_size {min} is greater than max_size {max}",
                 {"min": self.min_size, "max": self.max_size})
+        if len(set(self.capacity_types)) != len(self.capacity_types):
+            raise PydanticCustomError("capacity_types", "capacity_types lists a type twice")
         return self
 
 
@@ -338,6 +347,10 @@ class SystemPool(_Strict):
 
 class Eks(_Strict):
     kubernetes_version: Literal["1.31", "1.32", "1.33", "1.34"] = "1.33"
+    # Who adds and removes GPU nodes. karpenter: nodes sized to pending pods, spot with
+    # on-demand fallback, interruption handling. cluster-autoscaler: one managed node group
+    # per pool (what stacks created before Karpenter run; switching replaces the GPU nodes).
+    autoscaler: Literal["karpenter", "cluster-autoscaler"] = "karpenter"
     # Empty means a private-only endpoint: `pulumi up` then runs inside the VPC or over VPN.
     public_access_cidrs: list[ipaddress.IPv4Network] = []
     service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("172.20.0.0/16")
@@ -355,6 +368,20 @@ class Eks(_Strict):
                     "list your CI egress or VPN addresses (a /8 or narrower), or none for a "
                     "private-only endpoint", {"cidr": str(cidr)})
         return cidrs
+
+    @model_validator(mode="after")
+    def _pools_fit_autoscaler(self) -> "Eks":
+        for index, pool in enumerate(self.gpu_pools):
+            if self.autoscaler == "cluster-autoscaler" and len(pool.capacity_types) > 1:
+                raise _at(("gpu_pools", index, "capacity_types"), "<list>",
+                          "a managed node group (autoscaler cluster-autoscaler) takes one capacity "
+                          "type; list one, or use autoscaler karpenter for a spot-then-on-demand pool")
+            if self.autoscaler == "karpenter" and "min_size" in pool.model_fields_set and pool.min_size > 0:
+                raise _at(("gpu_pools", index, "min_size"), pool.min_size,
+                          "Karpenter keeps no idle GPU nodes: nodes follow the pods, whose floor is "
+                          "each model's min_replicas; remove min_size (max_size caps the pool), or "
+                          "keep managed node groups with eks.autoscaler: cluster-autoscaler")
+        return self
 
 
 class Certificate(_Strict):

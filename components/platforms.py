@@ -17,6 +17,7 @@ from components.ec2.fleet import GpuFleet, GpuFleetArgs, ec2_load_balancer_args,
 from components.eks.addons import ClusterAddons, ClusterAddonsArgs
 from components.eks.cluster import GpuCluster, GpuClusterArgs
 from components.eks.grafana import ClusterDashboards, ClusterDashboardsArgs
+from components.eks.karpenter import Karpenter, KarpenterArgs
 from components.eks.logging import ClusterLogging, ClusterLoggingArgs
 from components.eks.model_service import ModelService, ModelServiceArgs, eks_load_balancer_args, staging_seconds
 from components.eks.monitoring import (ALERTMANAGER_TARGET, ClusterMonitoring, ClusterMonitoringArgs,
@@ -42,6 +43,7 @@ class Platform:
     runtimes: dict[str, Union[GpuFleet, ModelService]] = field(default_factory=dict)
     cluster: Optional[GpuCluster] = None
     addons: Optional[ClusterAddons] = None
+    karpenter: Optional[Karpenter] = None
     alert_rules: tuple = ()
 
     @property
@@ -131,7 +133,7 @@ def build_platform(inventory: Inventory, *, stack: str, network: Network, keys: 
                    account_id: pulumi.Input[str], opts: pulumi.ResourceOptions) -> Platform:
     if inventory.platform == "ec2":
         return _build_ec2(inventory, network=network, keys=keys, account_id=account_id, opts=opts)
-    return _build_eks(inventory, stack=stack, network=network, keys=keys, opts=opts)
+    return _build_eks(inventory, stack=stack, network=network, keys=keys, account_id=account_id, opts=opts)
 
 
 def _build_ec2(inventory: Inventory, *, network: Network, keys: StackKeys,
@@ -156,7 +158,7 @@ def _build_ec2(inventory: Inventory, *, network: Network, keys: StackKeys,
 
 
 def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: StackKeys,
-               opts: pulumi.ResourceOptions) -> Platform:
+               account_id: pulumi.Input[str], opts: pulumi.ResourceOptions) -> Platform:
     cluster = GpuCluster(
         "eks",
         GpuClusterArgs(settings=inventory.eks, cluster_name=f"deepseek-{stack}", region=inventory.region,
@@ -180,6 +182,16 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
     ClusterLogging("eks-logging", ClusterLoggingArgs(cluster=cluster, inventory=inventory, stack=stack,
                                                      logs_key_arn=keys.logs_key_arn), opts=opts)
     platform = Platform(cluster=cluster, addons=addons, alert_rules=alert_rules)
+    capacity: list[pulumi.Resource] = []
+    if inventory.eks.autoscaler == "karpenter":
+        platform.karpenter = Karpenter(
+            "karpenter",
+            KarpenterArgs(cluster=cluster, pools=inventory.eks.gpu_pools, region=inventory.region,
+                          account_id=account_id, private_subnet_ids=network.private_subnet_ids,
+                          data_key_arn=keys.data_key_arn, tags=inventory.tags),
+            opts=opts)
+        # Model pods wait for somewhere to run; the rollout's deadline starts after that.
+        capacity = list(platform.karpenter.node_pools.values())
     for model in inventory.models:
         launch = render_for_inventory(inventory, model)
         load_balancer = LoadBalancer(
@@ -192,6 +204,7 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
         platform.runtimes[model.name] = ModelService(
             model.name,
             ModelServiceArgs(inventory=inventory, model=model, launch=launch, cluster=cluster,
-                             addons=addons, load_balancer=load_balancer, data_key_arn=keys.data_key_arn),
+                             addons=addons, load_balancer=load_balancer, data_key_arn=keys.data_key_arn,
+                             capacity=capacity),
             opts=opts)
     return platform

@@ -25,6 +25,14 @@ def _eks(stack: str) -> dict:
     return stack_runs.inventory_of(stack)["eks"]
 
 
+def _autoscaler(stack: str) -> str:
+    return _eks(stack).get("autoscaler", "karpenter")
+
+
+def _node_pools(run: mock_engine.ProgramRun) -> dict[str, dict]:
+    return {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in run.by_type("kubernetes:karpenter.sh/v1:NodePool")}
+
+
 def _node_groups(run: mock_engine.ProgramRun) -> dict[str, dict]:
     return {r.name: r.inputs for r in run.by_type("aws:eks/nodeGroup:NodeGroup")}
 
@@ -47,11 +55,22 @@ def run(stack: str) -> mock_engine.ProgramRun:
     return stack_runs.preview_run(stack)
 
 
+_CA_RUNS: dict = {}
+
+
+def _cluster_autoscaler_run() -> mock_engine.ProgramRun:
+    if "run" not in _CA_RUNS:
+        _CA_RUNS["run"] = stack_runs.preview_run("prod")
+    return _CA_RUNS["run"]
+
+
 @pytest.fixture(scope="module")
 def bottlerocket_run() -> mock_engine.ProgramRun:
     """Staging with its GPU pool on Bottlerocket, whose NVIDIA variant ships the device plugin."""
     def change(inventory: dict) -> None:
-        inventory["eks"]["gpu_pools"][0]["ami_type"] = "BOTTLEROCKET_x86_64_NVIDIA"
+        inventory["eks"]["autoscaler"] = "cluster-autoscaler"
+        inventory["eks"]["gpu_pools"][0].update(ami_type="BOTTLEROCKET_x86_64_NVIDIA", min_size=1,
+                                                capacity_types=["on-demand"])
     return stack_runs.run_with_inventory("staging", change)
 
 
@@ -136,6 +155,14 @@ def test_the_system_pool_is_cpu_only_and_untainted(run, stack):
 def test_every_gpu_pool_is_tainted_labelled_and_sized_from_the_inventory(run, stack):
     groups = _node_groups(run)
     pools = _eks(stack)["gpu_pools"]
+    if _autoscaler(stack) == "karpenter":
+        # Karpenter's NodePools are the GPU pools (tests/test_karpenter.py); only the system
+        # pool is a managed node group.
+        assert set(groups) == {"eks-system"}
+        assert {spec["template"]["metadata"]["labels"][eks_cluster.POOL_LABEL]
+                for spec in _node_pools(run).values()} == {pool["name"] for pool in pools}
+        return
+    assert not _node_pools(run)
     for pool in pools:
         group = groups[f"eks-pool-{pool['name']}"]
         assert group["amiType"] == pool.get("ami_type", "AL2023_x86_64_NVIDIA")
@@ -144,6 +171,7 @@ def test_every_gpu_pool_is_tainted_labelled_and_sized_from_the_inventory(run, st
         assert group["labels"][eks_cluster.POOL_LABEL] == pool["name"]
         assert group["scalingConfig"]["minSize"] == pool["min_size"]
         assert group["scalingConfig"]["maxSize"] == pool["max_size"]
+        assert group["capacityType"] == pool.get("capacity_types", ["on-demand"])[0].upper().replace("-", "_")
     assert len(groups) == len(pools) + 1
 
 
@@ -165,6 +193,9 @@ def test_launch_templates_require_imdsv2_with_hop_limit_one(run):
 
 def test_gpu_root_volumes_are_encrypted_gp3_sized_for_runtime_images(run, stack):
     templates = _launch_templates(run)
+    if _autoscaler(stack) == "karpenter":
+        assert set(templates) == {"eks-system-lt"}  # GPU volumes: the EC2NodeClass
+        return
     for pool in _eks(stack)["gpu_pools"]:
         (device,) = templates[f"eks-pool-{pool['name']}-lt"]["blockDeviceMappings"]
         ebs = device["ebs"]
@@ -192,8 +223,11 @@ def test_al2023_gpu_pools_get_the_nvidia_device_plugin_on_their_nodes_only(run, 
     assert terms["nodeSelectorTerms"] == [{"matchExpressions": [
         {"key": eks_cluster.DEVICE_PLUGIN_LABEL, "operator": "In", "values": ["true"]}]}]
     assert eks_cluster.GPU_TOLERATION in release["values"]["tolerations"]
+    karpenter_labels = {spec["template"]["metadata"]["labels"][eks_cluster.POOL_LABEL]:
+                        spec["template"]["metadata"]["labels"] for spec in _node_pools(run).values()}
     for pool in _eks(stack)["gpu_pools"]:
-        labels = _node_groups(run)[f"eks-pool-{pool['name']}"]["labels"]
+        labels = (karpenter_labels[pool["name"]] if _autoscaler(stack) == "karpenter"
+                  else _node_groups(run)[f"eks-pool-{pool['name']}"]["labels"])
         assert labels[eks_cluster.DEVICE_PLUGIN_LABEL] == "true"
 
 
@@ -216,14 +250,16 @@ def test_the_kubeconfig_authenticates_with_aws_eks_get_token():
     assert "token" not in user["user"] and "client-key-data" not in user["user"]
 
 
-def test_workload_roles_trust_only_pod_identity(run):
+def test_workload_roles_trust_only_pod_identity(run, stack):
     associations = stack_runs.inputs(run, "aws:eks/podIdentityAssociation:PodIdentityAssociation")
     bound = {(a["namespace"], a["serviceAccount"]) for a in associations}
     assert ("kube-system", k8s_addons.LBC_SERVICE_ACCOUNT) in bound
-    assert ("kube-system", k8s_addons.AUTOSCALER_SERVICE_ACCOUNT) in bound
-    workload_roles = [r for r in run.by_type("aws:iam/role:Role") if r.name.startswith("eks-addons-")]
+    node_autoscaler = ("cluster-autoscaler" if _autoscaler(stack) == "cluster-autoscaler" else "karpenter")
+    assert ("kube-system", node_autoscaler) in bound
     assert ("kube-system", k8s_addons.EBS_CSI_SERVICE_ACCOUNT) in bound
-    assert len(workload_roles) == 3  # load balancer controller, cluster autoscaler, EBS CSI driver
+    workload_roles = [r for r in run.by_type("aws:iam/role:Role")
+                      if r.name.startswith(("eks-addons-", "karpenter-"))]
+    assert len(workload_roles) == 3  # load balancer controller, node autoscaler, EBS CSI driver
     for role in workload_roles:
         (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
         assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
@@ -243,8 +279,13 @@ def test_the_load_balancer_controller_only_registers_targets_in_this_stacks_grou
     assert not {"elasticloadbalancing:CreateLoadBalancer", "ec2:AuthorizeSecurityGroupIngress"} & actions
 
 
-def test_the_metrics_pipeline_and_autoscalers_are_installed_with_pinned_charts(run):
+def test_the_metrics_pipeline_and_autoscalers_are_installed_with_pinned_charts(run, stack):
     releases = _releases(run)
+    # Exactly one node autoscaler: the cluster autoscaler, or Karpenter (tests/test_karpenter.py).
+    assert ("cluster-autoscaler" in releases) == (_autoscaler(stack) == "cluster-autoscaler")
+    assert ("karpenter" in releases) == (_autoscaler(stack) == "karpenter")
+    if _autoscaler(stack) == "karpenter":
+        releases = {**releases, "cluster-autoscaler": _releases(_cluster_autoscaler_run())["cluster-autoscaler"]}
     for key in ("aws-load-balancer-controller", "keda", "prometheus", "dcgm-exporter", "cluster-autoscaler"):
         repo, chart, version = k8s_addons.CHARTS[key]
         assert releases[key]["chart"] == chart

@@ -189,6 +189,71 @@ def test_a_custom_instance_family_list_is_honoured(pack):
     expect_clean(judge(pack, program, config=config), "approved-capacity")
 
 
+_NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+
+
+def _node_pool(name: str, *, limits=None, capacity=("spot", "on-demand"), types=("g6e.xlarge",)):
+    requirements = [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(capacity)}]
+    if types is not None:
+        requirements.append({"key": "node.kubernetes.io/instance-type", "operator": "In", "values": list(types)})
+    spec = {"template": {"spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass",
+                                                   "name": "gpu"}, "requirements": requirements}}}
+    if limits is not None:
+        spec["limits"] = limits
+    k8s.apiextensions.CustomResource(name, api_version="karpenter.sh/v1", kind="NodePool",
+                                     metadata={"name": name}, spec=spec)
+
+
+def test_a_node_pool_without_a_gpu_limit_or_instance_bounds_is_unbounded_capacity(pack):
+    def program():
+        _node_pool("unbounded")
+        _node_pool("cpu-only-limit", limits={"cpu": "1000"})
+        _node_pool("any-type", limits={"nvidia.com/gpu": "8"}, types=None)
+        _node_pool("odd-family", limits={"nvidia.com/gpu": "8"}, types=("g6e.xlarge", "x2idn.16xlarge"))
+        _node_pool("huge", limits={"nvidia.com/gpu": "512"})
+
+    verdict = judge(pack, program)
+    for name in ("unbounded", "cpu-only-limit"):
+        expect_violation(verdict, "approved-capacity", _NODE_POOL, name, contains=["unbounded capacity"])
+    expect_violation(verdict, "approved-capacity", _NODE_POOL, "any-type", contains=["<any instance type>"])
+    expect_violation(verdict, "approved-capacity", _NODE_POOL, "odd-family", contains=['"x2idn.16xlarge"'])
+    expect_violation(verdict, "approved-capacity", _NODE_POOL, "huge", contains=["512", "at most 64"])
+
+
+def test_a_bounded_node_pool_of_approved_types_passes(pack):
+    def program():
+        _node_pool("gpu-spot", limits={"nvidia.com/gpu": "12"}, types=("g6e.xlarge", "g6e.2xlarge"))
+
+    expect_clean(judge(pack, program), "approved-capacity")
+
+
+def test_spot_is_a_finding_where_the_environment_forbids_it(pack):
+    config = json.loads(config_path("prod").read_text())
+    config["approved-capacity"]["allowSpot"] = False
+
+    def program():
+        _node_pool("gpu-spot", limits={"nvidia.com/gpu": "12"})
+        _node_pool("gpu-on-demand", limits={"nvidia.com/gpu": "12"}, capacity=("on-demand",))
+        aws.autoscaling.Group("mixed", max_size=4, min_size=1, vpc_zone_identifiers=["subnet-1"],
+                              mixed_instances_policy={
+                                  "instances_distribution": {"on_demand_base_capacity": 1,
+                                                             "on_demand_percentage_above_base_capacity": 0},
+                                  "launch_template": {"launch_template_specification": {"launch_template_id": "lt-1"},
+                                                      "overrides": [{"instance_type": "g6e.xlarge"}]}})
+        aws.eks.NodeGroup("spot-group", cluster_name="llm", node_role_arn="arn:aws:iam::1:role/n",
+                          subnet_ids=["subnet-1"], instance_types=["g6e.xlarge"], capacity_type="SPOT",
+                          scaling_config={"desired_size": 1, "max_size": 4, "min_size": 1})
+
+    verdict = judge(pack, program, config=config)
+    expect_violation(verdict, "approved-capacity", _NODE_POOL, "gpu-spot", contains=["spot"])
+    expect_violation(verdict, "approved-capacity", ASG, "mixed", contains=["spot"])
+    expect_violation(verdict, "approved-capacity", NODE_GROUP, "spot-group", contains=["spot"])
+    expect_clean(judge(pack, lambda: _node_pool("od", limits={"nvidia.com/gpu": "4"}, capacity=("on-demand",)),
+                       config=config), "approved-capacity")
+    # Allowed by default.
+    expect_clean(judge(pack, program), "approved-capacity")
+
+
 # ---- log retention ----------------------------------------------------------------------
 
 def test_log_retention_below_the_environment_minimum_is_a_violation(pack):

@@ -79,12 +79,16 @@ _ARN_SERVICE = {
     "aws:cloudwatch/": "logs", "aws:sns/": "sns", "aws:secretsmanager/": "secretsmanager",
     "aws:eks/": "eks", "aws:apigateway/": "apigateway", "aws:wafv2/": "wafv2",
     "aws:acm/": "acm", "aws:acmpca/": "acm-pca", "aws:s3/": "s3", "aws:autoscaling/": "autoscaling",
+    "aws:sqs/": "sqs",
 }
+# EC2 ids carry their kind (schemas such as Karpenter's check `subnet-...`, `sg-...`).
+_ID_PREFIX = {"aws:ec2/subnet:Subnet": "subnet", "aws:ec2/securityGroup:SecurityGroup": "sg",
+              "aws:ec2/vpc:Vpc": "vpc"}
 
 
 def created_state(type_token: str, name: str, inputs: dict[str, Any], region: str) -> tuple[str, dict]:
     """Id and state for a resource as a provider would return them after create."""
-    resource_id = _fake_id(name.split("-")[0][:8] or "res", type_token, name)
+    resource_id = _fake_id(_ID_PREFIX.get(type_token) or name.split("-")[0][:8] or "res", type_token, name)
     service = next((s for prefix, s in _ARN_SERVICE.items() if type_token.startswith(prefix)), "svc")
     state = dict(inputs)
     state.setdefault("arn", f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{name}/{resource_id}")
@@ -105,6 +109,9 @@ def created_state(type_token: str, name: str, inputs: dict[str, Any], region: st
         state.setdefault("certificateAuthority", {"data": "LS0tLS1CRUdJTi1DRVJUSUZJQ0FURS0tLS0t"})
         state.setdefault("identities", [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{resource_id[-12:].upper()}"}]}])
         state.setdefault("vpcConfig", {**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": _fake_id("sg", name)})
+    if type_token == "aws:sqs/queue:Queue":
+        state["arn"] = f"arn:aws:sqs:{region}:{ACCOUNT_ID}:{state['name']}"
+        state.setdefault("url", f"https://sqs.{region}.amazonaws.com/{ACCOUNT_ID}/{state['name']}")
     if type_token == "aws:ec2/vpc:Vpc":
         state.setdefault("defaultSecurityGroupId", _fake_id("sg", name, "default"))
         state.setdefault("mainRouteTableId", _fake_id("rtb", name, "main"))

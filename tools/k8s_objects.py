@@ -10,8 +10,10 @@ object (`apiVersion`, `kind`, `metadata`, then the rest), with
 `validate` checks a manifest with kubernetes-validate (strict: unknown fields are errors)
 against the inventory's Kubernetes version. kubernetes-validate ships schemas for the core
 API groups only; custom resources (TargetGroupBinding, ScaledObject, ...) have no schema
-there and are skipped explicitly, by name, in `CUSTOM_RESOURCE_KINDS`. Any other kind
-without a schema is an error, so a typo in a core apiVersion cannot pass as "skipped".
+there: those whose pinned CRD schema is available offline (Karpenter's NodePool and
+EC2NodeClass, tools/crd_schemas.py) are checked against it; the others are skipped
+explicitly, by name, in `CUSTOM_RESOURCE_KINDS`. Any other kind without a schema is an
+error, so a typo in a core apiVersion cannot pass as "skipped".
 
 Registrations that are not Kubernetes API objects are left out: the Kubernetes provider
 (`pulumi:providers:kubernetes`) and Helm releases (`kubernetes:helm.sh/v3:Release`, a
@@ -28,6 +30,8 @@ from typing import Any, Iterable, Optional
 import kubernetes_validate
 import yaml
 from kubernetes_validate import utils as kv_utils
+
+from tools import crd_schemas
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -47,7 +51,7 @@ CUSTOM_RESOURCE_KINDS = {
     ("elbv2.k8s.aws/v1beta1", "TargetGroupBinding"),  # AWS Load Balancer Controller CRD
     ("keda.sh/v1alpha1", "ScaledObject"),             # KEDA CRD
     ("keda.sh/v1alpha1", "TriggerAuthentication"),    # KEDA CRD
-}
+} | crd_schemas.SCHEMA_KINDS
 
 _TYPE_TOKEN = re.compile(r"^kubernetes:(?P<group>[^/]+)/(?P<version>[^:]+):(?P<kind>.+)$")
 _TOP_ORDER = ("apiVersion", "kind", "metadata")
@@ -191,9 +195,20 @@ class ValidationResult:
     message: str = ""
 
 
-def validate(obj: K8sObject, kubernetes_version: str) -> ValidationResult:
-    """Validate one object strictly against the schema of `kubernetes_version`."""
+def validate(obj: K8sObject, kubernetes_version: str,
+             crd_errors: Optional[list[str]] = None) -> ValidationResult:
+    """Validate one object strictly against the schema of `kubernetes_version` (or, for a
+    custom resource with a pinned CRD schema, the errors `crd_schemas` found)."""
     version = schema_version(kubernetes_version)
+    if (obj.api_version, obj.kind) in crd_schemas.SCHEMA_KINDS:
+        if crd_errors is None:
+            crd_errors = crd_schemas.validate([obj.manifest])[0] or []
+        # A value unknown during preview is a placeholder string: it cannot be judged yet.
+        unknown = tuple("/" + re.sub(r"\[(\d+)\]", r"/\1", path).replace(".", "/") for path in obj.unknown_paths)
+        crd_errors = [e for e in crd_errors if not e.split(":", 1)[0].startswith(unknown or ("\0",))]
+        if crd_errors:
+            return ValidationResult(obj, "invalid", version, "; ".join(crd_errors))
+        return ValidationResult(obj, "valid", version)
     if obj.is_custom_resource:
         return ValidationResult(obj, "skipped", version,
                                 f"custom resource {obj.api_version} {obj.kind}: no schema shipped")
@@ -211,7 +226,11 @@ def validate(obj: K8sObject, kubernetes_version: str) -> ValidationResult:
 
 
 def validate_all(registrations: Iterable[Any], kubernetes_version: str) -> list[ValidationResult]:
-    return [validate(obj, kubernetes_version) for obj in objects(registrations)]
+    found = objects(registrations)
+    # One Node process for every custom resource with a CRD schema.
+    with_schema = [obj for obj in found if (obj.api_version, obj.kind) in crd_schemas.SCHEMA_KINDS]
+    crd_errors = dict(zip(map(id, with_schema), crd_schemas.validate([o.manifest for o in with_schema])))
+    return [validate(obj, kubernetes_version, crd_errors.get(id(obj))) for obj in found]
 
 
 def failures(results: Iterable[ValidationResult]) -> list[str]:

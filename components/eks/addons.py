@@ -18,8 +18,10 @@ One release per concern, each pinned to a chart version (the chart pins its imag
   ScaledObjects turn a PromQL query into an HPA: vLLM scales on
   `vllm:num_requests_waiting`, TGI on `tgi_queue_size`, Ollama (no /metrics) on DCGM GPU
   utilisation of its own pods.
-- Cluster autoscaler: node pools grow when scaled-out model pods do not fit and shrink when
-  GPUs sit idle (managed node groups tag their Auto Scaling groups for auto-discovery).
+- Cluster autoscaler (only with `eks.autoscaler: cluster-autoscaler`; Karpenter replaces it,
+  components/eks/karpenter.py): node pools grow when scaled-out model pods do not fit and
+  shrink when GPUs sit idle (managed node groups tag their Auto Scaling groups for
+  auto-discovery).
 
 Why KEDA rather than prometheus-adapter + HPA: the scaling rule stays next to the model
 (one ScaledObject per model with the exact PromQL), KEDA generates and owns the HPA, and the
@@ -118,7 +120,9 @@ class ClusterAddons(pulumi.ComponentResource):
         if any(pool.needs_device_plugin for pool in args.cluster.gpu_pools.values()):
             self._release("nvidia-device-plugin", SYSTEM_NAMESPACE, self._device_plugin_values())
         self.load_balancer_controller = self._create_load_balancer_controller()
-        self._create_cluster_autoscaler()
+        # With Karpenter the GPU nodes are its NodePools and the system pool has a fixed size.
+        if args.cluster.autoscaler == "cluster-autoscaler":
+            self._create_cluster_autoscaler()
 
         monitoring = self._namespace(MONITORING_NAMESPACE)
         keda_ns = self._namespace(KEDA_NAMESPACE)

@@ -129,6 +129,9 @@ class GpuCluster(pulumi.ComponentResource):
     # Resources Kubernetes objects must wait for (nodes and core add-ons).
     ready: list[pulumi.Resource]
     kubernetes_version: str
+    # "karpenter" or "cluster-autoscaler": who owns the GPU nodes.
+    autoscaler: str
+    node_role: aws.iam.Role
     vpc_id: pulumi.Output[str]
     vpc_cidr: str
     region: str
@@ -140,6 +143,7 @@ class GpuCluster(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
         self.kubernetes_version = settings.kubernetes_version
+        self.autoscaler = settings.autoscaler
         self.vpc_id = pulumi.Output.from_input(args.vpc_id)
         self.vpc_cidr = args.vpc_cidr
         self.region = args.region
@@ -160,10 +164,14 @@ class GpuCluster(pulumi.ComponentResource):
 
         early_addons = self._create_addons_before_nodes()
         node_role = self._create_node_role()
+        self.node_role = node_role
         self.node_role_arn = node_role.arn
         system_group = self._create_system_pool(node_role, early_addons)
-        self.gpu_pools = {}
-        gpu_groups = [self._create_gpu_pool(pool, node_role, early_addons) for pool in settings.gpu_pools]
+        self.gpu_pools = {_pool_info(pool).name: _pool_info(pool) for pool in settings.gpu_pools}
+        # With Karpenter the GPU nodes are its NodePools (components/eks/karpenter.py); they
+        # join with the node role, whose access entry EKS made for the system node group.
+        gpu_groups = ([] if settings.autoscaler == "karpenter"
+                      else [self._create_gpu_pool(pool, node_role, early_addons) for pool in settings.gpu_pools])
         coredns = aws.eks.Addon(
             f"{name}-coredns", cluster_name=self.cluster.name, addon_name="coredns",
             resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
@@ -355,6 +363,7 @@ class GpuCluster(pulumi.ComponentResource):
             opts=self._child)
 
     def _node_group(self, role: str, *, instance_type: str, ami_type: str, min_size: int,
+                    capacity_type: str = "ON_DEMAND",
                     max_size: int, labels: dict[str, str], taints: list[dict],
                     launch_template: aws.ec2.LaunchTemplate, node_role: aws.iam.Role,
                     depends_on: list[pulumi.Resource]) -> aws.eks.NodeGroup:
@@ -364,7 +373,7 @@ class GpuCluster(pulumi.ComponentResource):
             node_role_arn=node_role.arn,
             subnet_ids=list(self._args.private_subnet_ids),
             ami_type=ami_type,
-            capacity_type="ON_DEMAND",
+            capacity_type=capacity_type,
             instance_types=[instance_type],
             scaling_config={"min_size": min_size, "max_size": max_size, "desired_size": min_size},
             update_config={"max_unavailable": 1},
@@ -392,20 +401,23 @@ class GpuCluster(pulumi.ComponentResource):
 
     def _create_gpu_pool(self, pool: NodePool, node_role: aws.iam.Role,
                          addons: list[aws.eks.Addon]) -> aws.eks.NodeGroup:
-        needs_plugin = pool.ami_type.startswith("AL2023")
         labels = {POOL_LABEL: pool.name, "nvidia.com/gpu.present": "true"}
-        if needs_plugin:
+        if self.gpu_pools[pool.name].needs_device_plugin:
             labels[DEVICE_PLUGIN_LABEL] = "true"
-        self.gpu_pools[pool.name] = GpuPoolInfo(
-            name=pool.name, instance_type=pool.instance_type, ami_type=pool.ami_type,
-            node_selector={POOL_LABEL: pool.name}, needs_device_plugin=needs_plugin)
         role = f"pool-{pool.name}"
         return self._node_group(
             role, instance_type=pool.instance_type, ami_type=pool.ami_type,
+            capacity_type=pool.capacity_types[0].upper().replace("-", "_"),
             min_size=pool.min_size, max_size=pool.max_size, labels=labels,
             taints=[{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": "NO_SCHEDULE"}],
             launch_template=self._launch_template(role, pool.ami_type, pool.root_volume_gib),
             node_role=node_role, depends_on=addons)
+
+
+def _pool_info(pool: NodePool) -> GpuPoolInfo:
+    return GpuPoolInfo(name=pool.name, instance_type=pool.instance_type, ami_type=pool.ami_type,
+                       node_selector={POOL_LABEL: pool.name},
+                       needs_device_plugin=pool.ami_type.startswith("AL2023"))
 
 
 def _kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:

@@ -78,6 +78,7 @@ RUNTIME_CONFIG_MAP = "runtime-config"
 API_KEY_SECRET_KEY = "api-key"
 HF_TOKEN_SECRET = "hf-token"
 PORT_NAME = "http"
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 # Seconds a terminating pod keeps accepting new connections: the load balancer controller
 # deregisters the target when the pod starts terminating, and the NLB takes tens of
 # seconds to stop routing to it.
@@ -646,6 +647,8 @@ class ModelServiceArgs:
     # Encrypts the backend API key secret (shared with the EC2 path's BackendApiKey).
     data_key_arn: pulumi.Input[str]
     partition: str = "aws"
+    # What provisions the pool's nodes (Karpenter NodePools); empty with managed node groups.
+    capacity: Sequence[pulumi.Resource] = ()
 
 
 class ModelService(pulumi.ComponentResource):
@@ -748,6 +751,11 @@ class ModelService(pulumi.ComponentResource):
                 f"{name}-runtime-config", metadata=meta(RUNTIME_CONFIG_MAP),
                 data=dict(launch.config_files), opts=k8s_opts(namespace)))
 
+        if cluster.autoscaler == "karpenter":
+            # Karpenter never drains a node for consolidation or drift while a model pod is on
+            # it: streams end when the pod does (scale-in, rollout), not when a node is tidied.
+            annotations[DO_NOT_DISRUPT] = "true"
+        workload_deps += list(args.capacity)
         spec = deployment_spec(model, launch, resources, node_selector=pool.node_selector,
                                service_account=model.name, pod_annotations=annotations)
         rollout = spec["progressDeadlineSeconds"] + 600

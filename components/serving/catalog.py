@@ -459,3 +459,17 @@ def instances_by_size() -> list[InstanceSpec]:
     """
     return sorted(INSTANCES.values(),
                   key=lambda i: (i.total_gpu_gib, i.gpu_count, i.vcpus, i.name))
+
+
+def interchangeable_instances(name: str) -> list[InstanceSpec]:
+    """Catalog types a replica sized for `name` runs on unchanged: the same GPU count of the
+    same usable memory per GPU (so the same runtime flags), and at least the host memory and
+    vCPUs the pod or container was sized with. Cheapest-looking first (fewest vCPUs); `name`
+    itself leads. Spot draws on several such pools, so one pool running dry does not stop it.
+    """
+    base = get_instance(name)
+    same = [i for i in INSTANCES.values()
+            if i.gpu_count == base.gpu_count and i.gpu.usable_gib == base.gpu.usable_gib
+            and i.memory_gib >= base.memory_gib and i.vcpus >= base.vcpus
+            and i.gpu.native_fp8 >= base.gpu.native_fp8]
+    return sorted(same, key=lambda i: (i.name != name, i.vcpus, i.memory_gib, i.name))

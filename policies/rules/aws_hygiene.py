@@ -338,9 +338,103 @@ def _instance_types(res: Resource) -> Iterator[tuple[str, Any]]:
                        as_dict(override).get("instanceType"))
 
 
+KARPENTER_NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+_INSTANCE_TYPE_KEYS = ("node.kubernetes.io/instance-type", "karpenter.k8s.aws/instance-family")
+
+
+def _node_pool_requirements(res: Resource) -> Any:
+    return res.get("spec", "template", "spec", "requirements")
+
+
+def _node_pool_instance_types(res: Resource) -> Iterator[tuple[str, Any]]:
+    """Instance types or families a Karpenter NodePool may launch (`In` requirements)."""
+    requirements = _node_pool_requirements(res)
+    if is_unknown(requirements):
+        yield "spec.template.spec.requirements", requirements
+        return
+    bounded = False
+    for index, requirement in enumerate(as_list(requirements)):
+        requirement = as_dict(requirement)
+        if requirement.get("key") not in _INSTANCE_TYPE_KEYS:
+            continue
+        if requirement.get("operator") != "In":
+            continue
+        bounded = True
+        values = requirement.get("values")
+        if is_unknown(values):
+            yield f"spec.template.spec.requirements[{index}].values", values
+            continue
+        for position, value in enumerate(as_list(values)):
+            yield f"spec.template.spec.requirements[{index}].values[{position}]", value
+    if not bounded:
+        # No instance-type or family requirement: Karpenter may launch any type it finds.
+        yield "spec.template.spec.requirements", "<any instance type>"
+
+
+def _capacity_types(res: Resource) -> Any:
+    """Capacity types a resource may launch, or an unknown sentinel."""
+    if res.type == KARPENTER_NODE_POOL:
+        requirements = _node_pool_requirements(res)
+        if is_unknown(requirements):
+            return requirements
+        for requirement in map(as_dict, as_list(requirements)):
+            if requirement.get("key") == "karpenter.sh/capacity-type" and requirement.get("operator") == "In":
+                return requirement.get("values")
+        return ["on-demand"]  # Karpenter's default when a NodePool names none
+    if res.type == "aws:eks/nodeGroup:NodeGroup":
+        kind = res.get("capacityType")
+        return kind if is_unknown(kind) else [str(kind or "ON_DEMAND").lower().replace("_", "-")]
+    if res.type == "aws:autoscaling/group:Group":
+        distribution = res.get("mixedInstancesPolicy", "instancesDistribution")
+        if is_unknown(distribution):
+            return distribution
+        if not distribution:
+            return ["on-demand"]
+        share = as_number(as_dict(distribution).get("onDemandPercentageAboveBaseCapacity", 100))
+        if is_unknown(share):
+            return share
+        return ["on-demand"] if share is not None and share >= 100 else ["on-demand", "spot"]
+    return []
+
+
+def _check_node_pool_limits(res: Resource, config: dict) -> Iterator[Finding]:
+    limits = res.get("spec", "limits")
+    if is_unknown(limits):
+        yield cannot_check("spec.limits")
+        return
+    gpus = as_dict(limits).get("nvidia.com/gpu")
+    if gpus is None:
+        yield violation("spec.limits", limits,
+                        "a NodePool without an nvidia.com/gpu limit is unbounded capacity: Karpenter "
+                        "launches GPU nodes for as many pods as wait",
+                        "set spec.limits[\"nvidia.com/gpu\"] to the pool's node maximum times GPUs per node")
+        return
+    number = as_number(gpus)
+    if is_unknown(number):
+        yield cannot_check("spec.limits.nvidia.com/gpu")
+        return
+    ceiling = config.get("maxPoolGpus")
+    if isinstance(number, float) and ceiling is not None and number > ceiling:
+        yield violation("spec.limits.nvidia.com/gpu", gpus,
+                        f"it exceeds the {ceiling} GPUs one pool may take in this environment",
+                        f"lower it to at most {ceiling}, or raise maxPoolGpus in this policy's config")
+
+
 def _check_capacity(res: Resource, config: dict) -> Iterator[Finding]:
     families = [str(f).lower() for f in config.get("allowedInstanceFamilies") or []]
-    for path, instance_type in _instance_types(res):
+    if res.type == KARPENTER_NODE_POOL:
+        yield from _check_node_pool_limits(res, config)
+    if not config.get("allowSpot", True):
+        kinds = _capacity_types(res)
+        if is_unknown(kinds):
+            yield cannot_check("capacity type")
+        elif "spot" in [str(k).lower() for k in as_list(kinds)]:
+            yield violation("capacity type", "spot",
+                            "spot capacity can be reclaimed with two minutes' notice, which this "
+                            "environment does not accept",
+                            "use on-demand capacity, or set allowSpot in this policy's config")
+    instance_types = _node_pool_instance_types(res) if res.type == KARPENTER_NODE_POOL else _instance_types(res)
+    for path, instance_type in instance_types:
         if is_unknown(instance_type):
             yield cannot_check(path)
         elif str(instance_type).split(".", 1)[0].lower() not in families:
@@ -367,10 +461,11 @@ def _check_capacity(res: Resource, config: dict) -> Iterator[Finding]:
 APPROVED_CAPACITY = resource_policy(
     name="approved-capacity",
     family=FAMILY_HYGIENE,
-    description="Instances, templates, node groups and auto scaling groups use approved instance "
-                "families; replica and group maxima stay within the environment's maxReplicas.",
+    description="Instances, templates, node groups, auto scaling groups and Karpenter NodePools use "
+                "approved instance families; replica and group maxima stay within the environment's "
+                "maxReplicas; every NodePool has a GPU limit; spot only where allowed.",
     resource_types=("aws:ec2/instance:Instance", "aws:ec2/launchTemplate:LaunchTemplate",
-                    "aws:eks/nodeGroup:NodeGroup", "aws:autoscaling/group:Group")
+                    "aws:eks/nodeGroup:NodeGroup", "aws:autoscaling/group:Group", KARPENTER_NODE_POOL)
     + tuple(t for t in _REPLICA_PATHS if t.startswith("kubernetes:")),
     check=_check_capacity,
     config_schema={
@@ -382,6 +477,14 @@ APPROVED_CAPACITY = resource_policy(
         "maxReplicas": {
             "type": "integer", "minimum": 1, "default": 8,
             "description": "Upper bound for replicas, HPA maxReplicas, ASG and node group maxSize.",
+        },
+        "maxPoolGpus": {
+            "type": "integer", "minimum": 1, "default": 64,
+            "description": "Upper bound for a Karpenter NodePool's nvidia.com/gpu limit.",
+        },
+        "allowSpot": {
+            "type": "boolean", "default": True,
+            "description": "Whether spot capacity (ASG mixed instances, SPOT node groups, NodePools) is allowed.",
         },
     },
     remediation="Use approved instance families and keep scaling bounds within maxReplicas.",
