@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-installed
 STACK ?= dev
 OUT ?= build/plan-$(STACK).json
+# `make` alone lists the targets.
+.DEFAULT_GOAL := help
 
-.PHONY: preview plan test policy-reference classify preflight smoke loadtest kv-bench diff diff-stacks manifests bench clean
+.PHONY: help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke loadtest kv-bench diff diff-stacks manifests bench clean
 
 $(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt tools/crd_schemas/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,13 +19,38 @@ $(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt tools/c
 	npm ci --prefix tools/crd_schemas --no-audit --no-fund --loglevel=error
 	touch $@
 
-## Offline preview of a stack with the policy pack (exit 1 on a mandatory violation).
+## This list: every target, with the variables it reads.
+help:
+	@awk '/^## /{doc = doc (doc ? " " : "") substr($$0, 4); next} \
+	     /^[a-z][a-z-]*:/{split($$0, t, ":"); if (doc) printf "  make %-18s %s\n", t[1], doc; doc = ""; next} \
+	     {doc = ""}' $(MAKEFILE_LIST)
+	@echo "Variables: STACK (default dev), BASE, A, B, OUT, OUTPUTS, AUTH_ENV, PHASE, NO_POLICIES=1."
+
+## Offline preview of a stack with the policy pack (exit 1 on a mandatory violation); PHASE=cluster
+## previews the first apply of a private EKS stack, NO_POLICIES=1 skips the pack.
 preview: $(DEPS)
-	$(PY) -m tools.preview --stack $(STACK)
+	$(PY) -m tools.preview --stack $(STACK) $(if $(PHASE),--phase $(PHASE)) $(if $(NO_POLICIES),--no-policies)
 
 ## The same preview written as a JSON plan (schema in README.md).
 plan: $(DEPS)
-	$(PY) -m tools.preview --stack $(STACK) --plan-out $(OUT) --quiet
+	$(PY) -m tools.preview --stack $(STACK) --plan-out $(OUT) --quiet $(if $(PHASE),--phase $(PHASE)) $(if $(NO_POLICIES),--no-policies)
+
+## The real `pulumi up`, always with the policy pack and the environment's pack config; opens the
+## SSM tunnel to a private EKS API for the run. PHASE=cluster for the first apply of such a stack.
+up: $(DEPS)
+	$(PY) -m tools.live up --stack $(STACK) $(if $(PHASE),--phase $(PHASE))
+
+## The real `pulumi preview`, always with the policy pack (AWS credentials and the Pulumi CLI).
+preview-live: $(DEPS)
+	$(PY) -m tools.live preview --stack $(STACK) $(if $(PHASE),--phase $(PHASE))
+
+## Hold the SSM port forward to a private EKS API open (for kubectl) until Ctrl-C.
+tunnel: $(DEPS)
+	$(PY) -m tools.live tunnel --stack $(STACK)
+
+## Refresh the dated snapshot of which zones offer each catalogued instance type (AWS credentials).
+offerings: $(DEPS)
+	$(PY) -m tools.offerings
 
 ## Every test, as CI runs them.
 test: $(DEPS)
@@ -61,11 +88,11 @@ kv-bench: $(DEPS)
 
 ## Markdown diff of a stack's plan between a git revision (default: merge base with main) and the working tree.
 diff: $(DEPS)
-	$(PY) -m tools.diff --stack $(STACK) $(if $(BASE),--base $(BASE))
+	$(PY) -m tools.diff --stack $(STACK) $(if $(BASE),--base $(BASE)) $(if $(NO_POLICIES),--no-policies)
 
 ## The same between two environments, resources matched by type and name.
 diff-stacks: $(DEPS)
-	$(PY) -m tools.diff --stacks $(A) $(B)
+	$(PY) -m tools.diff --stacks $(A) $(B) $(if $(NO_POLICIES),--no-policies)
 
 ## Every Kubernetes object of the stack as schema-validated YAML, one file each.
 manifests: $(DEPS)
@@ -75,5 +102,6 @@ manifests: $(DEPS)
 bench: $(DEPS)
 	$(PY) -m tools.bench
 
+## Remove the virtualenv and everything built.
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -6,12 +6,15 @@ on a stack it would have to abandon halfway. Refusals read like a bad inventory 
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
-from components.config import Inventory, InventoryError, load_inventory
+from components.config import PROJECT, Inventory, InventoryError, load_inventory, stack_file_for
 from components.gateway.api import ThrottleError, gateway_throttles
 from components.observability import ObservabilityError, check_alarm_thresholds
+from components.serving import catalog
+from components.serving.availability import offering_problem
 from components.serving.catalog import CatalogError
 from components.serving.runtimes import LaunchError, render_for_inventory
 from components.serving.sizing import SizingError
@@ -20,13 +23,47 @@ INVENTORY_PROBLEMS = (InventoryError, SizingError, ThrottleError, ObservabilityE
                       CatalogError)
 
 
+def require_engine() -> None:
+    """Run by hand (`python __main__.py`), the program has no engine and no stack: say how
+    to run it instead of failing on a stack file named after no stack."""
+    from pulumi.runtime.settings import SETTINGS
+
+    if SETTINGS.monitor is None:
+        print("This is a Pulumi program; it runs under the Pulumi engine, not on its own.\n"
+              "  offline:  make preview STACK=dev        (no CLI or cloud credentials needed)\n"
+              "  live:     make preview-live STACK=dev   (pulumi preview with the policy pack)\n"
+              "            make up STACK=dev             (pulumi up with the policy pack)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 class InventoryRefused(Exception):
     """The inventory cannot be served; the message says where and what to change."""
+
+
+# Stack config `deepseek-serving:phase`. The first apply of a private EKS stack runs phase
+# "cluster" (network, keys, cluster, node groups, the SSM tunnel host: nothing that needs
+# to reach inside the cluster); every apply after it, and every EC2 stack, runs "all".
+PHASES = ("cluster", "all")
+
+
+def read_phase(stack: str, inventory: Inventory) -> str:
+    import pulumi
+
+    phase = pulumi.Config(PROJECT).get("phase") or "all"
+    where = f"{stack_file_for(stack)}: config {PROJECT}:phase"
+    if phase not in PHASES:
+        raise InventoryError(f"{where}: {phase!r} is not a phase; allowed: {', '.join(PHASES)} "
+                             "(make up PHASE=cluster for the first apply of a private EKS stack)")
+    if phase == "cluster" and inventory.platform != "eks":
+        raise InventoryError(f"{where}: phase cluster exists for EKS stacks, whose private API the first "
+                             "apply cannot reach yet; an EC2 stack deploys in one apply (drop PHASE)")
+    return phase
 
 
 @dataclass(frozen=True)
 class AdmittedInventory:
     inventory: Inventory
+    phase: str
     # Per model and gateway method, the throttle its capacity at max_replicas allows.
     gateway_throttles: Any
 
@@ -34,10 +71,45 @@ class AdmittedInventory:
 def admit(stack: str) -> AdmittedInventory:
     try:
         inventory = load_inventory()
+        phase = read_phase(stack, inventory)
+        check_catalog(inventory, stack)
         for model in inventory.models:
             render_for_inventory(inventory, model)
         throttles = gateway_throttles(inventory, stack)
         check_alarm_thresholds(inventory, stack)
     except INVENTORY_PROBLEMS as error:
         raise InventoryRefused(str(error)) from None
-    return AdmittedInventory(inventory=inventory, gateway_throttles=throttles)
+    return AdmittedInventory(inventory=inventory, phase=phase, gateway_throttles=throttles)
+
+
+def gpu_instance_paths(inventory: Inventory) -> list[tuple[str, str]]:
+    """(key path, instance type) of every GPU instance type the inventory names."""
+    if inventory.platform == "ec2":
+        return [(f"models[{i}].instance_type", m.instance_type) for i, m in enumerate(inventory.models)]
+    return [(f"eks.gpu_pools[{i}].instance_type", p.instance_type) for i, p in enumerate(inventory.eks.gpu_pools)]
+
+
+def check_catalog(inventory: Inventory, stack: str) -> None:
+    """Every model and GPU the inventory names is catalogued, and offered where it would run.
+
+    The serving layer sizes only what the catalog describes; the snapshot of offerings
+    refuses a GPU the region (or the chosen zones) did not sell, before anything registers.
+    """
+    key = f"{PROJECT}:inventory"
+    problems = []
+    served = sorted(spec.hf_repo for spec in catalog.MODELS.values())
+    for index, model in enumerate(inventory.models):
+        if model.hf_repo not in served:
+            problems.append(f"  {key}.models[{index}].hf_repo: {model.hf_repo!r} is not in the catalog, so "
+                            f"it cannot be sized; the catalog has: {', '.join(served)}")
+    for path, instance_type in gpu_instance_paths(inventory):
+        if instance_type not in catalog.INSTANCES:
+            problems.append(f"  {key}.{path}: {instance_type!r} is not a catalogued GPU instance type; "
+                            f"the catalog has: {', '.join(sorted(catalog.INSTANCES))}")
+            continue
+        problem = offering_problem(inventory.region, instance_type, az_count=inventory.network.az_count,
+                                   zones=tuple(inventory.network.availability_zones))
+        if problem:
+            problems.append(f"  {key}.{path}: {problem}")
+    if problems:
+        raise InventoryError(f"{stack_file_for(stack)}: invalid inventory\n" + "\n".join(problems))

@@ -16,7 +16,7 @@ import re
 from typing import Annotated, Any, Container, Literal, Optional, Union
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from components.aws_regions import REGION_AZ_COUNT
@@ -39,7 +39,31 @@ RUNTIME_OVERRIDE_KEYS = {
 
 _DNS_LABEL = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
 _HOSTNAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
-_ARN = r"^arn:aws[a-z-]*:{service}:[a-z0-9-]*:(\d{{12}})?:.+$"
+_PARTITION = r"arn:aws(-cn|-us-gov)?"
+_REGION = r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d"
+_ACCOUNT = r"\d{12}"
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# The resource part of each service's ARN, from the AWS Service Authorization Reference
+# ("Resource types defined by <service>"): https://docs.aws.amazon.com/service-authorization/latest/reference/
+_ARN_RESOURCES = {
+    "acm": rf"certificate/{_UUID}",
+    "acm-pca": rf"certificate-authority/{_UUID}",
+    "secretsmanager": r"secret:[A-Za-z0-9_/+=.@-]+-[A-Za-z0-9]{6}",
+    "cognito-idp": rf"userpool/{_REGION}_[0-9A-Za-z]+",
+    "lambda": r"function:[A-Za-z0-9_-]{1,64}(:(\$LATEST|[A-Za-z0-9_-]+))?",
+    "sns": r"[A-Za-z0-9_-]{1,256}(\.fifo)?",
+    "iam": r"role/([A-Za-z0-9_+=,.@-]+/)*[A-Za-z0-9_+=,.@-]{1,64}",
+}
+# Human-readable forms of the same, for messages.
+ARN_FORMATS = {
+    "acm": "arn:aws:acm:<region>:<12-digit account>:certificate/<uuid>",
+    "acm-pca": "arn:aws:acm-pca:<region>:<12-digit account>:certificate-authority/<uuid>",
+    "secretsmanager": "arn:aws:secretsmanager:<region>:<12-digit account>:secret:<name>-<6 characters>",
+    "cognito-idp": "arn:aws:cognito-idp:<region>:<12-digit account>:userpool/<region>_<id>",
+    "lambda": "arn:aws:lambda:<region>:<12-digit account>:function:<name>[:<alias or version>]",
+    "sns": "arn:aws:sns:<region>:<12-digit account>:<topic name>",
+    "iam": "arn:aws:iam::<12-digit account>:role/<name>",
+}
 
 
 class InventoryError(Exception):
@@ -52,7 +76,13 @@ class _Strict(BaseModel):
 
 
 def _arn(service: str) -> str:
-    return _ARN.format(service=service)
+    region = "" if service == "iam" else _REGION  # IAM is global: its ARNs have no region
+    return rf"^{_PARTITION}:{service}:{region}:{_ACCOUNT}:{_ARN_RESOURCES[service]}$"
+
+
+def arn_region(arn: str) -> str:
+    """The region field of an ARN ("" for global services)."""
+    return arn.split(":")[3]
 
 
 Name = Annotated[str, Field(pattern=_DNS_LABEL)]
@@ -71,14 +101,14 @@ class SecretRef(_Strict):
             raise PydanticCustomError(
                 "plaintext_secret",
                 "a plaintext secret is not allowed here; store it with `pulumi config set "
-                "--secret <key> <value>` and write {{config: <key>}}, or write "
-                "{{secrets_manager_arn: <arn>}}",
+                "--secret <key> <value>` and write {config: <key>}, or write "
+                "{secrets_manager_arn: <arn>}",
             )
         if "secure" in value:
             raise PydanticCustomError(
                 "nested_secure", "a `secure:` value cannot sit inside the inventory; set it as "
                 "its own key with `pulumi config set --secret <key> <value>` and write "
-                "{{config: <key>}} here",
+                "{config: <key>} here",
             )
         return value
 
@@ -99,6 +129,28 @@ class Network(_Strict):
     flow_log_retention_days: int = 365
     # Networks elsewhere in the organisation (peered VPCs, on-prem) the VPC must not overlap.
     reserved_cidrs: list[ipaddress.IPv4Network] = []
+    # Zones by name (empty: the account's first az_count zones). Names map to physical zones
+    # per account; `make preflight` checks your account offers the GPUs in these.
+    availability_zones: list[Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")]] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_from_zones(cls, value: Any) -> Any:
+        # Naming the zones says how many: az_count need not repeat it.
+        if isinstance(value, dict) and isinstance(value.get("availability_zones"), list) \
+                and "az_count" not in value:
+            return {**value, "az_count": len(value["availability_zones"])}
+        return value
+
+    @model_validator(mode="after")
+    def _zones_match_count(self) -> "Network":
+        if self.availability_zones:
+            _unique(list(self.availability_zones), ("network", "availability_zones"), key=None)
+            if len(self.availability_zones) != self.az_count:
+                raise _at(("az_count",), self.az_count,
+                          f"network.availability_zones names {len(self.availability_zones)} zones; "
+                          "az_count must match (or leave az_count out)")
+        return self
 
     @field_validator("cidr")
     @classmethod
@@ -351,8 +403,14 @@ class Eks(_Strict):
     # on-demand fallback, interruption handling. cluster-autoscaler: one managed node group
     # per pool (what stacks created before Karpenter run; switching replaces the GPU nodes).
     autoscaler: Literal["karpenter", "cluster-autoscaler"] = "karpenter"
-    # Empty means a private-only endpoint: `pulumi up` then runs inside the VPC or over VPN.
+    # Empty means a private-only endpoint, reached as api_access says.
     public_access_cidrs: list[ipaddress.IPv4Network] = []
+    # How `pulumi up` reaches a private endpoint: ssm_tunnel, a port forward through a small
+    # SSM-managed host the stack creates (works from a laptop or a hosted CI runner; `make up`
+    # opens it); in_vpc, you run Pulumi inside the VPC or over a VPN.
+    api_access: Literal["ssm_tunnel", "in_vpc"] = "ssm_tunnel"
+    # The local port the tunnel listens on; the Kubernetes provider connects there.
+    api_tunnel_port: int = Field(default=8443, ge=1024, le=65535)
     service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("172.20.0.0/16")
     admin_role_arns: list[Annotated[str, Field(pattern=_arn("iam"))]] = []
     system_pool: SystemPool = SystemPool()
@@ -561,6 +619,7 @@ class Observability(_Strict):
 
 
 class Inventory(_Strict):
+    _stack: str = PrivateAttr(default="")
     environment: Literal["dev", "staging", "prod"]
     region: str
     platform: Literal["ec2", "eks"]
@@ -585,6 +644,12 @@ class Inventory(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> "Inventory":
         zones = REGION_AZ_COUNT[self.region]
+        for index, zone in enumerate(self.network.availability_zones):
+            if not zone.startswith(self.region):
+                raise _at(("network", "availability_zones", index), zone,
+                          f"is not a zone of the inventory's region {self.region} "
+                          f"(zones there are named {self.region}a, {self.region}b, ...)")
+        self._check_regions()
         if self.network.az_count > zones:
             raise _at(("network", "az_count"), self.network.az_count,
                       f"region {self.region} has {zones} Availability Zones; allowed: 2..{zones}")
@@ -619,6 +684,26 @@ class Inventory(_Strict):
                       "prod must survive an AZ outage: use per_az")
         return self
 
+    def _check_regions(self) -> None:
+        """Regional resources the stack uses must live in the stack's region."""
+        regional = [(("load_balancer", "certificate", "certificate_arn"), self.load_balancer.certificate.certificate_arn,
+                     "the NLB's certificate must be in ACM in the stack's region")]
+        if self.gateway.domain is not None:
+            regional.append((("gateway", "domain", "certificate_arn"), self.gateway.domain.certificate_arn,
+                             "a regional API's custom domain takes an ACM certificate from its own region"))
+        for index, arn in enumerate(self.observability.alarms.sns_topic_arns):
+            regional.append((("observability", "alarms", "sns_topic_arns", index), arn,
+                             "CloudWatch alarms notify topics in their own region only"))
+        for path, arn, why in regional:
+            if arn and arn_region(arn) != self.region:
+                raise _at(path, arn, f"is in {arn_region(arn)}, not the inventory's region "
+                                     f"{self.region}: {why}")
+
+    @property
+    def stack_name(self) -> str:
+        """The stack this inventory was read for (its environment when built directly)."""
+        return self._stack or self.environment
+
     def secret_refs(self) -> list[tuple[str, SecretRef]]:
         """Every secret reference with its key path, for checks against the stack's secrets."""
         refs: list[tuple[str, SecretRef]] = []
@@ -652,11 +737,11 @@ def _at(path: tuple, value: Any, message: str) -> _LocatedError:
     return _LocatedError(path, value, message)
 
 
-def _unique(names: list[str], path: tuple) -> None:
+def _unique(names: list[str], path: tuple, key: Optional[str] = "name") -> None:
     seen: set[str] = set()
     for index, name in enumerate(names):
         if name in seen:
-            raise _at(path + (index, "name"), name,
+            raise _at(path + ((index, key) if key else (index,)), name,
                       f"{_path_text(path)} has the name {name} twice; names must be unique")
         seen.add(name)
 
@@ -726,7 +811,12 @@ def _describe(error: dict) -> tuple[tuple, str]:
         return path, "is required but missing"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
-        return path, f"{_shown(path, error.get('input'))} is not allowed; allowed: {expected}"
+        value = error.get("input")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and "'" in expected:
+            # YAML reads 1.33 as a number (and 1.30 as 1.3): the allowed values are strings.
+            return path, (f"{value!r} was read as a number, not as text; put it in quotes "
+                          f"(for example \"{value}\"); allowed: {expected}")
+        return path, f"{_shown(path, value)} is not allowed; allowed: {expected}"
     if kind == "string_pattern_mismatch":
         return path, f"{_shown(path, error.get('input'))} is not valid here; {_pattern_hint(path)}"
     value = error.get("input")
@@ -746,14 +836,27 @@ def _pattern_hint(path: tuple) -> str:
         "s3_uri": "use s3://bucket/prefix/ (ending in /)",
         "instance_type": "use an EC2 instance type such as g6e.xlarge",
         "image": "pin it by tag and digest: registry/repository:tag@sha256:<64 hex>",
+        "emails": "give an address such as oncall@example.com",
+        "hosted_zone_id": "give a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ (Z and "
+                          "4 to 32 capital letters or digits)",
+        "availability_zones": "give zone names of the inventory's region, such as us-east-1a",
     }
-    if leaf.endswith("_arn") or leaf.endswith("_arns") or isinstance(path[-1], int) and "arn" in str(path[-2]):
-        return "give a full ARN of the right service in this partition"
+    if path[:2] == ("gateway", "domain") and leaf == "name":
+        return "give a DNS name such as llm.api.example.com (lowercase, at least one dot)"
+    service = _ARN_FIELDS.get(leaf)
+    if service:
+        return f"an ARN here looks like {ARN_FORMATS[service]}"
     return hints.get(leaf, "see the inventory reference in README.md")
 
 
+# Which service's ARN each key takes (lists name the key of the list).
+_ARN_FIELDS = {"certificate_arn": "acm", "private_ca_arn": "acm-pca", "secrets_manager_arn": "secretsmanager",
+               "user_pool_arns": "cognito-idp", "function_arn": "lambda", "sns_topic_arns": "sns",
+               "admin_role_arns": "iam"}
+
+
 def parse_inventory(raw: Any, *, stack: str, secret_keys: Optional[Container[str]] = None,
-                    stack_file: Optional[str] = None) -> Inventory:
+                    stack_file: Optional[str] = None, aws_region: Optional[str] = None) -> Inventory:
     """Validate a raw inventory object; raise InventoryError naming file, key path, value and fix.
 
     `secret_keys` are the fully qualified config keys the stack holds as secrets: a
@@ -780,6 +883,12 @@ def parse_inventory(raw: Any, *, stack: str, secret_keys: Optional[Container[str
             path, message = _describe(item)
             lines.append(f"  {key}.{_path_text(path)}: {message}")
         raise InventoryError(f"{where}: invalid inventory\n" + "\n".join(lines)) from None
+    inventory._stack = stack
+    if aws_region and aws_region != inventory.region:
+        raise InventoryError(
+            f"{where}: invalid inventory\n  {key}.region: {inventory.region!r} differs from the stack's "
+            f"aws:region {aws_region!r}; the provider would deploy to {inventory.region} while the CLI and "
+            "tools assume the other: make them the same")
     if inventory.environment != stack and stack in ENVIRONMENTS:
         raise InventoryError(
             f"{where}: invalid inventory\n  {key}.environment: {inventory.environment!r} does not "
@@ -830,4 +939,5 @@ def load_inventory() -> Inventory:
             return key in _secure_keys_in_stack_file(stack)
 
     raw = pulumi.Config(PROJECT).get_object(INVENTORY_KEY)
-    return parse_inventory(raw, stack=stack, secret_keys=_StackSecrets())
+    return parse_inventory(raw, stack=stack, secret_keys=_StackSecrets(),
+                           aws_region=pulumi.Config("aws").get("region"))

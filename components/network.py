@@ -70,15 +70,19 @@ class Network(pulumi.ComponentResource):
         self.vpc_cidr = str(settings.cidr)
         private_cidrs, public_cidrs, load_balancer_cidrs = subnet_plan(settings.cidr, settings.az_count)
 
-        zones = aws.get_availability_zones_output(
-            state="available",
-            filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
-            opts=pulumi.InvokeOutputOptions(parent=self),
-        )
-        self.availability_zones = [
-            zones.names.apply(lambda names, i=i: _zone(names, i, settings.az_count))
-            for i in range(settings.az_count)
-        ]
+        if settings.availability_zones:
+            # Chosen by the inventory (for example the zones that offer its GPUs).
+            self.availability_zones = [pulumi.Output.from_input(zone) for zone in settings.availability_zones]
+        else:
+            zones = aws.get_availability_zones_output(
+                state="available",
+                filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+                opts=pulumi.InvokeOutputOptions(parent=self),
+            )
+            self.availability_zones = [
+                zones.names.apply(lambda names, i=i: _zone(names, i, settings.az_count))
+                for i in range(settings.az_count)
+            ]
 
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc", cidr_block=self.vpc_cidr, enable_dns_hostnames=True,

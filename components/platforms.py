@@ -15,6 +15,7 @@ import pulumi
 from components.config import Inventory
 from components.ec2.fleet import GpuFleet, GpuFleetArgs, ec2_load_balancer_args, health_check_grace_seconds
 from components.eks.addons import ClusterAddons, ClusterAddonsArgs
+from components.eks.api_tunnel import ApiTunnel, ApiTunnelArgs
 from components.eks.cluster import GpuCluster, GpuClusterArgs
 from components.eks.grafana import ClusterDashboards, ClusterDashboardsArgs
 from components.eks.karpenter import Karpenter, KarpenterArgs
@@ -45,6 +46,7 @@ class Platform:
     addons: Optional[ClusterAddons] = None
     karpenter: Optional[Karpenter] = None
     alert_rules: tuple = ()
+    tunnel: Optional[ApiTunnel] = None
 
     @property
     def fleets(self) -> dict[str, GpuFleet]:
@@ -112,7 +114,12 @@ class Platform:
                 for name, fleet in self.fleets.items()}}
         if self.cluster is None:
             return {}
+        tunnel = {"api_tunnel": {"instance_id": self.tunnel.instance_id, "endpoint": self.cluster.endpoint}
+                  } if self.tunnel is not None else {}
+        if self.addons is None:  # phase cluster
+            return {"eks": {"cluster_name": self.cluster.cluster_name, **tunnel}}
         return {"eks": {
+            **tunnel,
             "cluster_name": self.cluster.cluster_name,
             "monitoring_namespace": self.addons.monitoring_namespace,
             "prometheus_url": self.addons.prometheus_url,
@@ -130,10 +137,12 @@ class Platform:
 
 
 def build_platform(inventory: Inventory, *, stack: str, network: Network, keys: StackKeys,
-                   account_id: pulumi.Input[str], opts: pulumi.ResourceOptions) -> Platform:
+                   account_id: pulumi.Input[str], opts: pulumi.ResourceOptions,
+                   phase: str = "all") -> Platform:
     if inventory.platform == "ec2":
         return _build_ec2(inventory, network=network, keys=keys, account_id=account_id, opts=opts)
-    return _build_eks(inventory, stack=stack, network=network, keys=keys, account_id=account_id, opts=opts)
+    return _build_eks(inventory, stack=stack, network=network, keys=keys, account_id=account_id, opts=opts,
+                      phase=phase)
 
 
 def _build_ec2(inventory: Inventory, *, network: Network, keys: StackKeys,
@@ -158,7 +167,7 @@ def _build_ec2(inventory: Inventory, *, network: Network, keys: StackKeys,
 
 
 def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: StackKeys,
-               account_id: pulumi.Input[str], opts: pulumi.ResourceOptions) -> Platform:
+               account_id: pulumi.Input[str], opts: pulumi.ResourceOptions, phase: str) -> Platform:
     cluster = GpuCluster(
         "eks",
         GpuClusterArgs(settings=inventory.eks, cluster_name=f"deepseek-{stack}", region=inventory.region,
@@ -168,6 +177,16 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
                        log_retention_days=inventory.observability.log_retention_days,
                        tags=inventory.tags, data_key_grant=keys.autoscaling_grant),
         opts=opts)
+    tunnel = None
+    if inventory.eks.api_access == "ssm_tunnel":
+        tunnel = ApiTunnel("eks-api-tunnel", ApiTunnelArgs(
+            vpc_id=network.vpc_id, subnet_id=network.private_subnet_ids[0],
+            cluster_security_group_id=cluster.cluster_security_group_id,
+            endpoint_security_group_id=network.endpoint_security_group_id, data_key_arn=keys.data_key_arn),
+            opts=opts)
+    if phase == "cluster":
+        # The first apply: nothing yet that has to reach inside the private cluster.
+        return Platform(cluster=cluster, tunnel=tunnel)
     # The Prometheus that feeds the autoscaler also evaluates the alert rules; the load
     # balancer controller may register targets only in target groups carrying these tags.
     alert_rules = prometheus_alert_rules(inventory, stack)
@@ -181,7 +200,7 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
     # The model pods' logs leave the nodes for an encrypted log group, filtered of request content.
     ClusterLogging("eks-logging", ClusterLoggingArgs(cluster=cluster, inventory=inventory, stack=stack,
                                                      logs_key_arn=keys.logs_key_arn), opts=opts)
-    platform = Platform(cluster=cluster, addons=addons, alert_rules=alert_rules)
+    platform = Platform(cluster=cluster, addons=addons, alert_rules=alert_rules, tunnel=tunnel)
     capacity: list[pulumi.Resource] = []
     if inventory.eks.autoscaler == "karpenter":
         platform.karpenter = Karpenter(

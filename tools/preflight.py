@@ -204,7 +204,7 @@ def _check_offerings(ec2: Any, region: str, zones: list[str], types: list[str],
         if not have:
             findings.append(Finding(BLOCKER, "offering", instance_type,
                                     f"not offered in any chosen zone ({', '.join(zones)}); pick "
-                                    "zones that offer it (network.azs) or another region/type"))
+                                    "zones that offer it (network.availability_zones) or another region/type"))
         elif lacking:
             findings.append(Finding(WARNING, "offering", instance_type,
                                     f"offered in {', '.join(have)} but not {', '.join(lacking)}: "
@@ -301,9 +301,7 @@ def _running_vcpus_by_quota(ec2: Any, described: dict[str, dict[str, Any] | None
 
 
 # ------------------------------------------------------------------ stack file adapter
-# The only code that knows the stack file layout. When components/config.py settles the
-# inventory schema, replace the dictionary walking below with its pydantic model; the
-# returned StackNeeds is all run_preflight needs.
+# The only code that knows the stack file layout; StackNeeds is all run_preflight needs.
 
 INVENTORY_KEY = "deepseek-serving:inventory"
 
@@ -347,7 +345,8 @@ def load_needs_from_stack_file(path: str | Path, stack: str | None = None) -> St
         pool = pools[pool_name]
         needs.append(InstanceNeed(pool.instance_type, pool.max_size,
                                   f"node pool {pool_name}: {', '.join(models)}"))
-    return StackNeeds(inventory.region, None, inventory.network.az_count, needs)
+    return StackNeeds(inventory.region, list(inventory.network.availability_zones) or None,
+                      inventory.network.az_count, needs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,17 +38,23 @@ def validate(stack: str, stack_path: Optional[Path] = None):
         raise PreviewError(str(error)) from None
     try:
         parse_inventory(stack_file.config.get(f"{PROJECT}:inventory"), stack=stack,
-                        secret_keys=set(stack_file.secret_keys), stack_file=stack_file.display_path)
+                        secret_keys=set(stack_file.secret_keys), stack_file=stack_file.display_path,
+                        aws_region=stack_file.config.get("aws:region"))
     except InventoryError as error:
         raise PreviewError(str(error)) from None
     return stack_file
 
 
-def run_program(stack: str, stack_path: Optional[Path] = None, main: Optional[Path] = None):
+def run_program(stack: str, stack_path: Optional[Path] = None, main: Optional[Path] = None,
+                phase: Optional[str] = None):
     stack_file = validate(stack, stack_path)
+    config = dict(stack_file.config)
+    if phase:
+        # As `make up PHASE=...` passes it to the CLI: stack config deepseek-serving:phase.
+        config[f"{PROJECT}:phase"] = phase
     try:
         run = mock_engine.run_main(
-            main or PROJECT_DIR / "__main__.py", stack=stack, config=stack_file.config,
+            main or PROJECT_DIR / "__main__.py", stack=stack, config=config,
             secret_keys=stack_file.secret_keys, preview=True, region=stack_file.region)
     except Exception as error:  # noqa: BLE001 - shown to the user as the CLI would
         if _is_user_error(error):
@@ -62,6 +68,7 @@ def run_program(stack: str, stack_path: Optional[Path] = None, main: Optional[Pa
             raise PreviewError(text) from None
         raise
     return stack_file, run
+
 
 
 def _is_user_error(error: BaseException) -> bool:
@@ -96,8 +103,8 @@ def _environment(stack_file) -> str:
 
 
 def preview(stack: str, *, with_policies: bool = True, stack_path: Optional[Path] = None,
-            main: Optional[Path] = None) -> dict:
-    stack_file, run = run_program(stack, stack_path, main)
+            main: Optional[Path] = None, phase: Optional[str] = None) -> dict:
+    stack_file, run = run_program(stack, stack_path, main, phase)
     diagnostics = diagnostics_for(stack_file, run) if with_policies else []
     config = policy_config_path(stack_file)
     return plan_module.build(run, stack_file=stack_file.display_path, diagnostics=diagnostics,
@@ -134,6 +141,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--stack-file", type=Path, help="read this stack file instead")
     parser.add_argument("--plan-out", type=Path, help="also write the plan as JSON here")
     parser.add_argument("--no-policies", action="store_true", help="skip the policy pack")
+    parser.add_argument("--phase", choices=("cluster", "all"),
+                        help="preview one phase of a private EKS stack's bootstrap (default: the stack's)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     args = parser.parse_args(argv)
     if args.plan_out:
@@ -142,7 +151,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: {args.plan_out}: {problem} (--plan-out)", file=sys.stderr)
             return 2
     try:
-        plan = preview(args.stack, with_policies=not args.no_policies, stack_path=args.stack_file)
+        plan = preview(args.stack, with_policies=not args.no_policies, stack_path=args.stack_file,
+                       phase=args.phase)
     except PreviewError as error:
         print(f"error: {error}", file=sys.stderr)
         print("Nothing was registered. Fix the stack file and run the preview again.", file=sys.stderr)

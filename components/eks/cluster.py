@@ -38,6 +38,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.config import Eks, NodePool
+from components.eks.api_tunnel import tls_server_name, tunnelled_server
 from components.iam import service_trust_policy_json
 
 # Label keys this project puts on nodes; pods select their pool with POOL_LABEL.
@@ -179,12 +180,16 @@ class GpuCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[system_group]))
         self.ready = [system_group, *gpu_groups, *early_addons, coredns]
 
+        tunnel_port = settings.api_tunnel_port if settings.api_access == "ssm_tunnel" else None
         self.kubeconfig = pulumi.Output.all(
             self.cluster.name, self.cluster.endpoint, self.cluster.certificate_authority.data,
-        ).apply(lambda parts: _kubeconfig(parts[0], parts[1], parts[2], args.region))
+        ).apply(lambda parts: _kubeconfig(parts[0], parts[1], parts[2], args.region, tunnel_port))
         # Never an ambient kubeconfig: every Kubernetes object gets this provider explicitly.
+        # The cluster's ARN identifies it, so reaching it another way (a tunnel, or from
+        # inside the VPC) updates the provider instead of replacing every object it manages.
         self.provider = k8s.Provider(
             f"{name}-k8s", kubeconfig=self.kubeconfig, enable_server_side_apply=True,
+            cluster_identifier=self.cluster.arn,
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.ready))
 
         self.register_outputs({
@@ -420,13 +425,20 @@ def _pool_info(pool: NodePool) -> GpuPoolInfo:
                        needs_device_plugin=pool.ami_type.startswith("AL2023"))
 
 
-def _kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
-    """A kubeconfig that authenticates with `aws eks get-token` (no static credentials)."""
+def _kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str,
+                tunnel_port: Optional[int] = None) -> str:
+    """A kubeconfig that authenticates with `aws eks get-token` (no static credentials).
+
+    Through the SSM tunnel the server is the local end of the port forward, and TLS still
+    verifies the cluster's own name (`tls-server-name`) against its CA."""
+    cluster = {"server": endpoint, "certificate-authority-data": ca_data}
+    if tunnel_port is not None:
+        cluster = {"server": tunnelled_server(tunnel_port), "certificate-authority-data": ca_data,
+                   "tls-server-name": tls_server_name(endpoint)}
     return json.dumps({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster_name,
-                      "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}],
+        "clusters": [{"name": cluster_name, "cluster": cluster}],
         "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
         "current-context": cluster_name,
         "users": [{"name": cluster_name, "user": {"exec": {

@@ -476,7 +476,7 @@ def _capacity_flags(inventory: Inventory, model: Model, *, gpu_count: int,
         spec, instance, runtime=model.runtime, max_context=model.max_context,
         quantization=SIZING_QUANTIZATION[model.quantization], tensor_parallel=model.tensor_parallel,
         gpu_memory_utilization=model.gpu_memory_utilization,
-        overrides=sizing_overrides(model), stack=inventory.environment, model_name=model.name,
+        overrides=sizing_overrides(model), stack=inventory.stack_name, model_name=model.name,
         workload=resolve_workload(model, spec))
     return _capacity_from_plan(model, plan)
 
