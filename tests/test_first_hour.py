@@ -159,3 +159,36 @@ def test_the_readme_quotes_the_first_run_download_as_the_tool_measured_it():
     assert re.fullmatch(r"about \d+ MB of wheels, measured \d{4}-\d\d-\d\d", quoted)
     assert first_run.phrase(151_234_567, datetime.date(2026, 12, 1)) == "about 150 MB of wheels, measured 2026-12-01"
     assert "no network access" not in readme.lower().replace("any network\naccess", "")
+
+
+def test_sizing_messages_name_the_stack_not_its_environment(tmp_path):
+    def too_fast(inv):
+        inv["gateway"]["tiers"][0]["rate_per_second"] = 500
+    result = subprocess.run([sys.executable, "-m", "tools.preview", "--stack", "team-a", "--stack-file",
+                             str(_write(tmp_path, "dev", too_fast)), "--quiet", "--no-policies"],
+                            cwd=ROOT, capture_output=True, text=True)
+    message = refused(result)
+    assert "'team-a'" in message and "stack 'dev'" not in message
+
+
+def _write(tmp_path: Path, stack: str, change) -> Path:
+    document = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())
+    change(document["config"][KEY])
+    path = tmp_path / "Pulumi.team-a.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_a_base_revision_whose_own_preview_fails_is_reported_in_one_line(monkeypatch):
+    from tools import diff
+    monkeypatch.setenv("MAKELEVEL", "1")  # as `make diff` runs it
+    job = diff._PlanJob("base `abc` (abc)", "dev", ROOT, ROOT / "none.json")
+
+    class Finished:
+        returncode = 1
+    job.process = Finished()
+    stderr = ('Traceback (most recent call last):\n  File "/x/tools/preview.py", line 3, in <module>\n'
+              "    import thing\nModuleNotFoundError: No module named 'thing'\n")
+    message = diff.preview_failure(job, stderr)
+    assert "Traceback" not in message and "File " not in message
+    assert "No module named 'thing'" in message and "NO_POLICIES=1" in message and "BASE=<rev>" in message

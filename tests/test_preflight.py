@@ -25,6 +25,7 @@ import yaml
 from moto.server import ThreadedMotoServer
 from moto.servicequotas.models import ServiceQuotasBackend
 
+from components.aws_regions import REGION_AZ_COUNT
 from components.serving.catalog import INSTANCES
 from tools import preflight
 from tools.preflight import InstanceNeed, load_needs_from_stack_file, run_preflight
@@ -254,3 +255,31 @@ def test_module_runs_as_a_command(aws, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     assert "g6e.12xlarge" in result.stdout and "quota" in result.stdout
+
+
+def test_the_offerings_snapshot_is_written_from_describe_instance_type_offerings(aws, tmp_path):
+    import json
+
+    from components.serving import availability
+    from tools import offerings
+    out = tmp_path / "offerings.json"
+    assert offerings.main(["--endpoint-url", aws, "--source", "the emulator", "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["source"] == "the emulator" and set(written["regions"]) == set(REGION_AZ_COUNT)
+    # The committed snapshot has the same shape, so the preview reads either.
+    committed = availability.snapshot()
+    assert set(committed) == set(written) and committed["instance_types"] == written["instance_types"]
+    for region, types in written["regions"].items():
+        assert all(zone.startswith(region) for zones in types.values() for zone in zones)
+
+
+def test_chosen_zones_reach_preflight_under_the_inventorys_own_key(tmp_path):
+    import yaml
+
+    document = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())
+    document["config"]["deepseek-serving:inventory"]["network"]["availability_zones"] = ["us-east-1b", "us-east-1c"]
+    document["config"]["deepseek-serving:inventory"]["network"].pop("az_count", None)
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump(document))
+    needs = preflight.load_needs_from_stack_file(path, "dev")
+    assert needs.azs == ["us-east-1b", "us-east-1c"] and needs.az_count == 2
