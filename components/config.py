@@ -605,8 +605,26 @@ class Alarms(_Strict):
     thresholds: Thresholds = Thresholds()
 
 
+class Tracing(_Strict):
+    # An OTLP/gRPC collector the model servers can reach, e.g. an ADOT or OpenTelemetry
+    # collector that forwards to AWS X-Ray: http://otel-collector.observability.svc:4317.
+    otlp_endpoint: str
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _collector_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}", value):
+            raise PydanticCustomError(
+                "otlp_endpoint", "expected the collector's OTLP/gRPC URL, scheme host and port and nothing "
+                "else, e.g. http://otel-collector.observability.svc:4317")
+        return value
+
+
 class Observability(_Strict):
     log_retention_days: int = 90
+    # OpenTelemetry traces from vLLM and TGI (Ollama has none); unset: off. The gateway's own
+    # traces are gateway.xray_tracing.
+    tracing: Optional[Tracing] = None
     # EKS: days of history the cluster's Prometheus keeps on its encrypted volume (dashboards,
     # recording rules); the volume is sized for it.
     metrics_retention_days: int = Field(default=15, ge=2, le=90)

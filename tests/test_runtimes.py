@@ -222,3 +222,58 @@ def test_an_inventory_image_override_replaces_the_catalog_image_and_counts_as_pi
     inventory = parse_inventory(raw, stack="staging", secret_keys=set())
     launch = render_for_inventory(inventory, inventory.models[0])
     assert launch.image == rebuilt and launch.image_pinned_by_digest is True
+
+
+# --- OpenTelemetry tracing (observability.tracing) ----------------------------------------
+
+def _traced(raw: dict) -> None:
+    raw.setdefault("observability", {})["tracing"] = {"otlp_endpoint": "http://otel-collector.observability.svc:4317"}
+
+
+def test_tracing_is_off_unless_the_stack_names_a_collector():
+    for stack, model in (("prod", "r1-qwen-7b"), ("staging", "r1-llama-8b")):
+        launch = launch_of(stack, model)
+        assert not any("otlp" in arg for arg in launch.args)
+        assert not any(name.startswith("OTEL_") for name in launch.env)
+
+
+def test_vllm_sends_traces_to_the_stack_s_collector():
+    launch = launch_of("prod", "r1-qwen-7b", _traced)
+    assert flag(launch.args, "--otlp-traces-endpoint") == "http://otel-collector.observability.svc:4317"
+    assert launch.env["OTEL_SERVICE_NAME"] == "deepseek-r1-qwen-7b"
+    assert launch.env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "grpc"
+
+
+def test_tgi_sends_traces_with_its_own_flags_and_ollama_has_none():
+    launch = launch_of("staging", "r1-llama-8b", _traced)
+    assert flag(launch.args, "--otlp-endpoint") == "http://otel-collector.observability.svc:4317"
+    assert flag(launch.args, "--otlp-service-name") == "deepseek-r1-llama-8b"
+    ollama = launch_of("dev", "r1-qwen-1-5b-gguf", _traced)
+    assert not any("otlp" in arg for arg in ollama.args) and "OTEL_SERVICE_NAME" not in ollama.env
+
+
+@pytest.mark.parametrize("endpoint", ["otel-collector:4317", "http://collector", "grpc://c:4317", "http://a b:1"])
+def test_a_collector_that_is_not_an_http_url_with_a_port_is_refused(endpoint):
+    from components.config import InventoryError
+
+    def change(raw: dict) -> None:
+        raw.setdefault("observability", {})["tracing"] = {"otlp_endpoint": endpoint}
+
+    with pytest.raises(InventoryError, match="observability.tracing.otlp_endpoint"):
+        inventory("prod", change)
+
+
+def test_a_traced_stack_renders_the_flag_into_the_model_pods_and_keeps_gateway_xray_separate():
+    from tests import stack_runs
+
+    def change(raw: dict) -> None:
+        _traced(raw)
+        raw["gateway"]["xray_tracing"] = True
+
+    run = stack_runs.run_with_inventory("prod", change)
+    containers = [c for d in stack_runs.inputs(run, "kubernetes:apps/v1:Deployment")
+                  for c in d["spec"]["template"]["spec"]["containers"]]
+    vllm = [c for c in containers if "--otlp-traces-endpoint" in (c.get("args") or [])]
+    assert len(vllm) == len(inventory("prod").models)
+    (stage,) = stack_runs.inputs(run, "aws:apigateway/stage:Stage")
+    assert stage["xrayTracingEnabled"] is True

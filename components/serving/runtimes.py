@@ -220,6 +220,8 @@ def render_runtime(inventory: Inventory, model: Model, *, gpu_count: int, gpu_me
     weights = _weights_gib(model)
     render = {"vllm": _vllm, "tgi": _tgi, "ollama": _ollama}[model.runtime]
     launch = render(inventory, model, capacity, image, bind_host)
+    args, env = tracing_settings(inventory, model)
+    launch["args"], launch["env"] = [*launch["args"], *args], {**launch["env"], **env}
     return RuntimeLaunch(
         **launch,
         startup_budget_seconds=startup_budget_seconds(weights, model.runtime),
@@ -231,6 +233,26 @@ def render_runtime(inventory: Inventory, model: Model, *, gpu_count: int, gpu_me
         # Refused above unless pinned: by the catalog's digest or the inventory's override.
         image_pinned_by_digest=True,
     )
+
+
+def tracing_settings(inventory: Inventory, model: Model) -> tuple[list[str], dict[str, str]]:
+    """Flags and environment that send a runtime's OpenTelemetry traces to the stack's collector.
+
+    vLLM v0.11.0: `--otlp-traces-endpoint` (vllm/config/observability.py), OTLP over gRPC
+    unless OTEL_EXPORTER_OTLP_TRACES_PROTOCOL says otherwise (vllm/tracing.py), the service
+    named by the OpenTelemetry SDK's OTEL_SERVICE_NAME; the image must carry the
+    opentelemetry-sdk/-exporter-otlp packages, which the vLLM wheel does not require (a
+    `models[].image` build; docs/OPERATIONS.md). TGI 3.3.5: `--otlp-endpoint` and
+    `--otlp-service-name` (launcher/src/main.rs), built in. Ollama has no tracing.
+    """
+    tracing = inventory.observability.tracing
+    if tracing is None or model.runtime == "ollama":
+        return [], {}
+    service = f"deepseek-{model.name}"
+    if model.runtime == "vllm":
+        return (["--otlp-traces-endpoint", tracing.otlp_endpoint],
+                {"OTEL_SERVICE_NAME": service, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"})
+    return ["--otlp-endpoint", tracing.otlp_endpoint, "--otlp-service-name", service], {}
 
 
 def startup_budget_seconds(weights_gib: float, runtime: str) -> int:
