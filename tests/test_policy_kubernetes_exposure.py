@@ -569,3 +569,28 @@ def test_ingress_nginx_internal_service_is_internal_only_through_its_annotations
                                                                "internal": {"enabled": True}}}})
     expect_violation(judge(pack, program), "helm-chart-values", RELEASE, "nginx",
                      contains=["values.controller.service.internal"])
+
+
+def test_a_compliant_serving_stack_passes_in_prod_including_the_closed_world_rule(pack):
+    def program():
+        k8s.apiextensions.CustomResource("runtime", api_version="serving.kserve.io/v1alpha1",
+                                         kind="ServingRuntime", metadata={"name": "vllm"},
+                                         spec={"supportedModelFormats": [{"name": "huggingface"}],
+                                               "containers": [_container()]})
+        k8s.apiextensions.CustomResource("isvc", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
+                                         metadata={"labels": {"networking.kserve.io/visibility": "cluster-local"}},
+                                         spec={"predictor": {"model": {"runtime": "vllm",
+                                                                       "modelFormat": {"name": "huggingface"}}}})
+        k8s.apiextensions.CustomResource("class", api_version="gateway.networking.k8s.io/v1", kind="GatewayClass",
+                                         metadata={"name": "aws-alb"}, spec={"controllerName": "gateway.k8s.aws/alb"})
+        _gateway("edge", "aws-alb")
+        k8s.apiextensions.CustomResource("route", api_version="gateway.networking.k8s.io/v1", kind="HTTPRoute",
+                                         metadata={"name": "chat", "namespace": "edge"},
+                                         spec={"parentRefs": [{"name": "edge"}]})
+        k8s.helm.v3.Release("web", chart="nginx", repository_opts={"repo": "https://charts.bitnami.com/bitnami"},
+                            values={"service": {"type": "ClusterIP"}})
+    verdict = judge(pack, program, "prod")
+    family_1 = {"k8s-service-internal", "k8s-ingress-internal", "k8s-no-host-network", "k8s-entry-points",
+                "helm-chart-values", "entry-point-classified"}
+    flagged = [d for d in verdict.diagnostics if d.policy_name in family_1]
+    assert not flagged, verdict.describe()

@@ -1070,3 +1070,45 @@ def test_outsider_kubernetes_look_alikes_raise_no_family_1_diagnostic(pack, prog
     verdict = judge(pack, program, "dev")
     flagged = [d for d in verdict.diagnostics if d.policy_name in FAMILY_1]
     assert not flagged, "\n".join(f"{d.policy_name} @ {d.urn.rsplit('::', 1)[-1]}: {d.message}" for d in flagged)
+
+
+# Values computed from other resources: each is unknown in a first preview and decides exposure.
+
+def helm_values_computed():
+    lb = aws.lb.LoadBalancer("edge", internal=True, load_balancer_type="network", subnets=["subnet-1"])
+    k8s.helm.v3.Release("app", chart="webapp", repository_opts={"repo": "https://charts.example"},
+                        values={"service": lb.dns_name.apply(lambda _: {"type": "LoadBalancer"})})
+
+
+def kserve_labels_computed():
+    k8s.apiextensions.CustomResource("r1", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
+                                     metadata={"labels": unknown_of(_PRIVATE_KSERVE)},
+                                     spec={"predictor": {"containers": [_VLLM]}})
+
+
+def gateway_class_computed():
+    k8s.apiextensions.CustomResource("gw", api_version="gateway.networking.k8s.io/v1", kind="Gateway",
+                                     metadata={"name": "edge"},
+                                     spec={"gatewayClassName": unknown_of("amazon-vpc-lattice"),
+                                           "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]})
+
+
+def rollout_template_computed():
+    k8s.apiextensions.CustomResource("rollout", api_version="argoproj.io/v1alpha1", kind="Rollout", spec={
+        "replicas": 1, "selector": {"matchLabels": {"app": "m"}},
+        "template": unknown_of({"spec": {"containers": [_VLLM]}})})
+
+
+UNKNOWN_3 = [
+    ("helm-values-computed", helm_values_computed, "helm-chart-values", HELM_RELEASE, "app"),
+    ("kserve-labels-computed", kserve_labels_computed, "k8s-ingress-internal", ISVC, "r1"),
+    ("gateway-class-computed", gateway_class_computed, "k8s-entry-points", GATEWAY, "gw"),
+    ("rollout-template-computed", rollout_template_computed, "k8s-no-host-network", ROLLOUT, "rollout"),
+]
+
+
+@pytest.mark.parametrize("program,policy,type_token,name",
+                         [pytest.param(*case[1:], id=case[0]) for case in UNKNOWN_3])
+def test_outsider_kubernetes_unknowns_fail_closed_and_say_so(pack, program, policy, type_token, name):
+    expect_violation(judge(pack, program, "dev"), policy, type_token, name, level="mandatory",
+                     contains=["unknown during preview"])

@@ -94,7 +94,14 @@ POD_TOKENS = tuple(f"kubernetes:{gv}:{kind}{form}" for gv, kinds in _POD_KIND_VE
                    for kind in kinds for form in _FORMS)
 GATEWAY_API_TOKENS = tuple(f"kubernetes:gateway.networking.k8s.io/{version}:{kind}"
                            for version in ("v1", "v1beta1", "v1alpha2")
-                           for kind in ("Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute"))
+                           for kind in ("Gateway", "GatewayClass", "HTTPRoute", "GRPCRoute", "TLSRoute",
+                                        "TCPRoute", "UDPRoute"))
+# Custom resources of serving stacks that carry pod templates without exposing them
+# (KServe runtimes, Knative configurations and revisions): judged for host access.
+POD_TEMPLATE_CRD_TOKENS = ("kubernetes:serving.kserve.io/v1alpha1:ServingRuntime",
+                           "kubernetes:serving.kserve.io/v1alpha1:ClusterServingRuntime",
+                           "kubernetes:serving.knative.dev/v1:Configuration",
+                           "kubernetes:serving.knative.dev/v1:Revision")
 SERVING_TOKENS = ("kubernetes:serving.knative.dev/v1:Service", "kubernetes:serving.knative.dev/v1:Route",
                   "kubernetes:serving.kserve.io/v1beta1:InferenceService",
                   "kubernetes:serving.kserve.io/v1alpha1:InferenceGraph",
@@ -436,7 +443,7 @@ K8S_NO_HOST_NETWORK = resource_policy(
     description="No pod uses hostNetwork or hostPort, in any object that carries a pod spec "
                 "(workloads, their Patches, and custom resources such as KServe, LeaderWorkerSet, "
                 "Argo Rollouts, KEDA ScaledJob, KubeRay).",
-    resource_types=POD_TOKENS + ("kubernetes:*",),
+    resource_types=POD_TOKENS + POD_TEMPLATE_CRD_TOKENS + ("kubernetes:*",),
     check=_check_host_network,
     remediation="Remove hostNetwork/hostPort; use a ClusterIP Service.",
 )
