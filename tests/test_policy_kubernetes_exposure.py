@@ -212,7 +212,10 @@ def test_auth_modes_that_let_anonymous_requests_through_are_not_authentication(p
                  "nginx")
         _ingress("traefik", {}, "traefik")
         _ingress("no-class", {})
+        _ingress("nginx-optional-client-cert", {"nginx.ingress.kubernetes.io/auth-tls-verify-client": "optional",
+                                                "nginx.ingress.kubernetes.io/auth-tls-secret": "edge/ca"}, "nginx")
     verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-ingress-internal", INGRESS, "nginx-optional-client-cert")
     for name, fragment in (("alb-allow", "anonymously"), ("alb-none", "auth-type"),
                            ("nginx-basic-no-secret", "auth-secret"), ("nginx-satisfy-any-world", "satisfy"),
                            ("traefik", "traefik"), ("no-class", "default class")):
@@ -232,6 +235,9 @@ def test_ingresses_that_authenticate_every_request_or_stay_private_pass(pack):
         _ingress("nginx-private-allowlist", {"nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8"},
                  "nginx")
         _ingress("traefik", {}, "traefik")
+        _ingress("nginx-mtls", {"nginx.ingress.kubernetes.io/auth-tls-verify-client": "on",
+                                "nginx.ingress.kubernetes.io/auth-tls-secret": "edge/ca"}, "nginx")
+        _ingress("nginx-inc-jwt", {"nginx.org/jwt-key": "jwk-secret"}, "nginx")
     verdict = judge(pack, program, config={"k8s-ingress-internal": {"internalIngressClasses": ["traefik"]}})
     expect_clean(verdict, "k8s-ingress-internal")
 

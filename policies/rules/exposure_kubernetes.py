@@ -26,7 +26,8 @@ Sources for the defaults relied on here:
   auth-on-unauthenticated-request authenticate|allow|deny, where `allow` forwards
   anonymous requests: https://kubernetes-sigs.github.io/aws-load-balancer-controller/latest/guide/ingress/annotations/
 - ingress-nginx annotations (auth-url, auth-type basic|digest with auth-secret, satisfy,
-  whitelist-source-range / allowlist-source-range):
+  whitelist-source-range / allowlist-source-range, auth-tls-verify-client on|off|optional|
+  optional_no_ca with auth-tls-secret):
   https://kubernetes.github.io/ingress-nginx/user-guide/nginx-configuration/annotations/
 - Knative private services (networking.knative.dev/visibility=cluster-local):
   https://knative.dev/docs/serving/services/private-services/ ; KServe uses
@@ -633,15 +634,24 @@ def _judge_nginx_ingress(annotations: dict, ann_path: str, cls: Any) -> Iterator
         return annotations.get(NGINX + name)
 
     values = {name: get(name) for name in ("auth-url", "auth-type", "auth-secret", "satisfy",
-                                           "whitelist-source-range", "allowlist-source-range")}
-    for name, value in values.items():
+                                           "whitelist-source-range", "allowlist-source-range",
+                                           "auth-tls-verify-client", "auth-tls-secret")}
+    # The NGINX Inc. controller (also class "nginx") spells its own: nginx.org/basic-auth-secret,
+    # and NGINX Plus JWT validation nginx.org/jwt-key.
+    nginx_org = {name: annotations.get("nginx.org/" + name) for name in ("basic-auth-secret", "jwt-key")}
+    for name, value in list(values.items()) + list(nginx_org.items()):
         if is_unknown(value):
-            yield unknown(f"{ann_path}[{NGINX}{name}]", INGRESS_FIX)
+            yield unknown(f"{ann_path}[{name}]", INGRESS_FIX)
             return
     auth_url = str(values["auth-url"] or "").strip()
     auth_type = str(values["auth-type"] or "").strip().lower()
     auth_secret = str(values["auth-secret"] or "").strip()
-    authenticated = bool(auth_url) or (auth_type in ("basic", "digest") and bool(auth_secret))
+    # Client certificates count only when verification is `on`: `optional` and
+    # `optional_no_ca` let requests without a certificate through.
+    mutual_tls = (str(values["auth-tls-verify-client"] or "").strip().lower() == "on"
+                  and bool(str(values["auth-tls-secret"] or "").strip()))
+    authenticated = (bool(auth_url) or (auth_type in ("basic", "digest") and bool(auth_secret)) or mutual_tls
+                     or any(str(v or "").strip() for v in nginx_org.values()))
     ranges_key = "allowlist-source-range" if values["allowlist-source-range"] is not None else "whitelist-source-range"
     private = _private_ranges(values[ranges_key])
     satisfy_any = str(values["satisfy"] or "").strip().lower() == "any"
