@@ -98,9 +98,10 @@ diff-stacks: $(DEPS)
 manifests: $(DEPS)
 	$(PY) -m tools.manifests --stack $(STACK) --out $(if $(filter command line environment,$(origin OUT)),$(OUT),build/manifests/$(STACK))
 
-## Preview time, peak memory and policy time per resource; exits 1 when a target is missed.
+## Preview time, peak memory and policy time per resource; exits 1 when a target is missed. README=1
+## also writes the figures into README.md.
 bench: $(DEPS)
-	$(PY) -m tools.bench
+	$(PY) -m tools.bench $(if $(README),--readme)
 
 ## Remove the virtualenv and everything built.
 clean:

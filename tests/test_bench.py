@@ -75,3 +75,16 @@ def test_the_verdicts_follow_the_targets():
 def test_least_squares_fit_recovers_a_line():
     intercept, slope, r2 = bench.fit([(100, 3.0), (200, 5.0), (400, 9.0)])
     assert (round(intercept, 6), round(slope, 6), round(r2, 6)) == (1.0, 0.02, 1.0)
+
+
+def test_the_readme_section_is_the_tools_own_output(tmp_path):
+    text = ("Machine: 2 cores, AMD EPYC, CPython 3.11.7, Linux 6; load average at start 0.1 0.1 0.1\n\n"
+            "| scenario | resources |\n|---|---|\n| dev | 188 |\n\n"
+            "PASS  prod preview with policies: 4.71 s (target < 10 s)\n")
+    section = bench.readme_section(text, {}, "2026-12-01")
+    assert section.startswith("Offline preview with the policy pack") and "2026-12-01" in section
+    assert "| dev | 188 |" in section and "```\nPASS  prod preview" in section
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- bench:start (generated) -->\nold\n<!-- bench:end -->\nafter\n")
+    bench.write_readme(readme, section)
+    assert readme.read_text() == f"before\n<!-- bench:start (generated) -->\n{section}<!-- bench:end -->\nafter\n"

@@ -24,9 +24,11 @@ Exit status 0 when every target is met, 1 when one is missed (the table says whi
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -243,12 +245,33 @@ def _model_count(stack: str) -> int:
     return len(inventory.get("models") or [])
 
 
+README_MARKERS = re.compile(r"(<!-- bench:start[^>]*-->\n)(.*?)(<!-- bench:end -->)", re.S)
+
+
+def readme_section(text: str, info: dict[str, str], when: str) -> str:
+    """What the README quotes: the machine and date, the table, the verdicts."""
+    machine_line, _, rest = text.partition("\n\n")
+    table, _, verdicts = rest.partition("\n\n")
+    return (f"Offline preview with the policy pack, each run in its own process, measured on {when} "
+            f"with `make bench README=1` on this project's development machine "
+            f"({machine_line.removeprefix('Machine: ')}).\n\n{table}\n\n```\n{verdicts.rstrip()}\n```\n")
+
+
+def write_readme(path: Path, section: str) -> None:
+    text = path.read_text()
+    if not README_MARKERS.search(text):
+        raise SystemExit(f"{path} has no bench markers")
+    path.write_text(README_MARKERS.sub(lambda m: m.group(1) + section + m.group(3), text))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stacks", nargs="*", default=list(DEFAULT_STACKS), help="committed stacks to time")
     parser.add_argument("--models", nargs="*", type=int, default=list(DEFAULT_MODELS),
                         help="model counts of generated inventories")
+    parser.add_argument("--readme", action="store_true",
+                        help="also write the figures into README.md (Preview performance)")
     parser.add_argument("--phases", metavar="STACK", help=argparse.SUPPRESS)
     parser.add_argument("--stack-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -263,6 +286,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             results.append(run_scenario(scenario))
     text, ok = render(results, info)
     sys.stdout.write(text)
+    if args.readme:
+        write_readme(PROJECT_DIR / "README.md", readme_section(text, info, datetime.date.today().isoformat()))
     return 0 if ok else 1
 
 
