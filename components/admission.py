@@ -16,11 +16,12 @@ from components.observability import ObservabilityError, check_alarm_thresholds
 from components.serving import catalog
 from components.serving.availability import offering_problem
 from components.serving.catalog import CatalogError
+from components.serving.rollout import RolloutHeadroomError, check_rollout_headroom
 from components.serving.runtimes import LaunchError, render_for_inventory
 from components.serving.sizing import SizingError
 
 INVENTORY_PROBLEMS = (InventoryError, SizingError, ThrottleError, ObservabilityError, LaunchError,
-                      CatalogError)
+                      CatalogError, RolloutHeadroomError)
 
 
 def require_engine() -> None:
@@ -76,6 +77,7 @@ def admit(stack: str) -> AdmittedInventory:
         for model in inventory.models:
             render_for_inventory(inventory, model)
         throttles = gateway_throttles(inventory, stack)
+        check_rollout_headroom(inventory, stack)
         check_alarm_thresholds(inventory, stack)
     except INVENTORY_PROBLEMS as error:
         raise InventoryRefused(str(error)) from None

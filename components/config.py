@@ -370,6 +370,7 @@ class NodePool(_Strict):
     name: Name
     instance_type: str = Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
     min_size: int = Field(default=1, ge=0, le=100)
+    # Must hold its models at max_replicas plus one surge pod each for rolling updates at full scale.
     max_size: int = Field(default=2, ge=1, le=100)
     # AL2023 needs the NVIDIA device plugin; Bottlerocket NVIDIA ships it.
     ami_type: Literal["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"] = "AL2023_x86_64_NVIDIA"

@@ -145,11 +145,15 @@ def test_the_group_uses_elb_health_with_a_grace_period_covering_the_model_load(d
     assert "desiredCapacity" not in group
 
 
-def test_replicas_follow_the_inventory(dev):
+def test_replicas_follow_the_inventory_with_room_for_a_rollout_at_full_scale(dev):
+    # An instance refresh launches before it terminates: at max_replicas it needs one
+    # instance more, or a key rotation at full scale would wait for room forever.
     raw = {m["name"]: m for m in inventory_of("dev")["models"]}
     for model in MODELS:
         group = dev.one(ASG, f"{model}-asg").inputs
-        assert (group["minSize"], group["maxSize"]) == (raw[model]["min_replicas"], raw[model]["max_replicas"])
+        assert (group["minSize"], group["maxSize"]) == (raw[model]["min_replicas"], raw[model]["max_replicas"] + 1)
+        refresh = group["instanceRefresh"]["preferences"]
+        assert refresh["minHealthyPercentage"] == 100 and refresh["maxHealthyPercentage"] == 200
 
 
 @pytest.mark.parametrize("model", MODELS)

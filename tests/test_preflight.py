@@ -211,15 +211,16 @@ def test_stack_file_needs_count_node_pools_once(tmp_path):
     stack = load_needs_from_stack_file(write_stack(tmp_path, prod_stack_with_shared_pool()))
     assert stack.region == "us-east-1" and stack.az_count == 3 and stack.azs is None
     assert sorted(stack.needs, key=lambda n: n.instance_type) == [
-        InstanceNeed("g6e.12xlarge", 4, "node pool gpu-l40s-x4: r1-qwen-32b, r1-qwen-32b-canary"),
-        InstanceNeed("g6e.xlarge", 6, "node pool gpu-l40s: r1-qwen-7b"),
+        InstanceNeed("g6e.12xlarge", 5, "node pool gpu-l40s-x4: r1-qwen-32b, r1-qwen-32b-canary"),
+        InstanceNeed("g6e.xlarge", 7, "node pool gpu-l40s: r1-qwen-7b"),
     ]
 
 
-def test_ec2_stack_needs_max_replicas_per_model():
+def test_ec2_stack_needs_max_replicas_plus_the_rollout_surge_per_model():
+    # An instance refresh at full scale launches one instance beyond max_replicas.
     stack = load_needs_from_stack_file(ROOT / "stacks" / "Pulumi.dev.yaml")
-    assert stack.needs == [InstanceNeed("g6e.xlarge", 2, "r1-qwen-7b"),
-                           InstanceNeed("g6.xlarge", 1, "r1-qwen-1-5b-gguf")]
+    assert stack.needs == [InstanceNeed("g6e.xlarge", 3, "r1-qwen-7b"),
+                           InstanceNeed("g6.xlarge", 2, "r1-qwen-1-5b-gguf")]
 
 
 def test_stack_file_with_an_undefined_node_pool_is_refused_with_the_inventory_message(tmp_path):
@@ -238,8 +239,8 @@ def test_cli_prints_the_table_and_fails_on_a_blocker(aws, ec2_quotas, tmp_path, 
     ec2_quotas["L-DB2E81BA"] = 12
     assert preflight.main(["--stack", "prod", "--stack-file", str(path), "--endpoint-url", aws]) == 1
     out = capsys.readouterr().out
-    # 4 x g6e.12xlarge (48 vCPUs) + 6 x g6e.xlarge (4 vCPUs), all in the G and VT class.
-    assert "BLOCKER   quota" in out and "216 vCPUs needed" in out
+    # 5 x g6e.12xlarge (48 vCPUs) + 7 x g6e.xlarge (4 vCPUs), all in the G and VT class.
+    assert "BLOCKER   quota" in out and "268 vCPUs needed" in out
 
 
 def test_cli_reports_an_unreadable_stack_file(tmp_path, capsys):

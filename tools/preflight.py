@@ -41,6 +41,7 @@ import boto3
 import botocore.exceptions
 import yaml
 
+from components.serving.rollout import asg_max_size
 from components.serving.catalog import INSTANCES, QUOTA_G_AND_VT, QUOTA_NAMES, QUOTA_P
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -339,7 +340,8 @@ def load_needs_from_stack_file(path: str | Path, stack: str | None = None) -> St
         if model.node_pool:
             pool_models[model.node_pool].append(model.name)
         else:
-            needs.append(InstanceNeed(model.instance_type, model.max_replicas, model.name))
+            # The fleet's group may run one instance more during a rollout at full scale.
+            needs.append(InstanceNeed(model.instance_type, asg_max_size(model.max_replicas), model.name))
     pools = {p.name: p for p in (inventory.eks.gpu_pools if inventory.eks else [])}
     for pool_name, models in pool_models.items():
         pool = pools[pool_name]

@@ -30,6 +30,7 @@ import pulumi_aws as aws
 
 from components.ec2 import host as host_provisioning
 from components.serving import runtimes
+from components.serving.rollout import asg_max_size
 from components.config import Inventory, Model
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
 from components.backend_key import BackendApiKey, backend_key_secret_name
@@ -330,7 +331,10 @@ class GpuFleet(pulumi.ComponentResource):
             f"{self._name}-asg",
             vpc_zone_identifiers=list(args.subnet_ids),
             min_size=model.min_replicas,
-            max_size=model.max_replicas,
+            # One instance beyond max_replicas: an instance refresh launches before it
+            # terminates, and at full scale it would otherwise wait for room that never comes
+            # (components/serving/rollout.py). Throttles still count max_replicas only.
+            max_size=asg_max_size(model.max_replicas),
             # No desired_capacity: it would reset what the scaling policy chose on every `up`.
             launch_template={"id": self.launch_template.id,
                              "version": self.launch_template.latest_version.apply(str)},
