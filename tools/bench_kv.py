@@ -17,7 +17,9 @@ cache"). Two kinds of point:
 
 Where a log predates vLLM V1 the profile ran over ``max_num_batched_tokens``, which
 without chunked prefill equals ``max_model_len``; each point records the value its
-version profiled. Exit status 1 when any point misses its target.
+version profiled and the overhead profile of that release (``sizing.PROFILES``: what it
+counts as non-torch memory, how its sampler peak combines with the forward pass). Exit
+status 1 when any point misses its target.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from components.serving.catalog import ModelSpec, get_model, get_reference_model
 from components.serving.sizing import (
     GIB,
     KV_BLOCK_TOKENS,
+    PROFILES,
     gpu_memory_budget,
     kv_bytes_per_token,
 )
@@ -55,6 +58,9 @@ class ReferencePoint:
     reported_tokens: int
     kind: str  # "capacity" or "formula"
     source: str
+    vllm_version: str  # as the log or the issue states it
+    profile: str  # the components.serving.sizing.PROFILES entry for that release
+    max_num_seqs: int = 256
     reported_kv_gib: float | None = None  # formula points: the KV memory the log states
     note: str = ""
 
@@ -63,50 +69,67 @@ LLAMA31_8B = get_reference_model("llama-3.1-8b")
 LLAMA3_8B = get_reference_model("llama-3-8b")
 QWEN25_7B = get_reference_model("qwen2.5-7b-instruct")
 QWEN3_235B = get_reference_model("qwen3-235b-a22b")
+QWEN15_7B = get_reference_model("qwen1.5-7b-chat")
+QWEN3_17B = get_reference_model("qwen3-1.7b")
 
 POINTS: tuple[ReferencePoint, ...] = (
     ReferencePoint(
         "llama3.1-8b 3090 20k", LLAMA31_8B, "RTX 3090", 23.58, 0.90, 1, 20000, 20000, "bf16",
         1952 * 16, "capacity", "https://github.com/vllm-project/vllm/issues/10517",
-        note="v0.6 log: kv_cache_size=3.81GiB, '# GPU blocks: 1952'"),
+        "0.6.4", "vllm-0.6",
+        note="log: kv_cache_size=3.81GiB, '# GPU blocks: 1952'"),
     ReferencePoint(
         "llama3.1-8b 3090 29k", LLAMA31_8B, "RTX 3090", 23.58, 0.90, 1, 29000, 29000, "bf16",
         23648, "capacity", "https://github.com/vllm-project/vllm/issues/10517",
+        "0.6.4", "vllm-0.6",
         note="refused: max seq len 29000 > 23648 tokens of KV cache"),
     ReferencePoint(
         "llama3-8b H100 TP1", LLAMA3_8B, "H100 80GB", 79.22, 0.90, 1, 8192, 8192, "bf16",
         int(53.29 * GIB / 131072), "capacity", "https://github.com/vllm-project/vllm/pull/10511",
+        "0.6.5.dev (PR #10511)", "vllm-0.6",
         note="log: available_kv_cache_memory 53.29GiB (tokens = GiB / 128 KiB)"),
     ReferencePoint(
         "llama3-8b H100 TP2", LLAMA3_8B, "H100 80GB", 79.22, 0.90, 2, 8192, 8192, "bf16",
         int((71.29 - 7.48 - 3.58 - 1.26) * GIB / 65536), "capacity",
-        "https://github.com/vllm-project/vllm/pull/10511",
+        "https://github.com/vllm-project/vllm/pull/10511", "0.6.5.dev (PR #10511)", "vllm-0.6",
         note="available = 71.29 - 7.48 weights - 3.58 non_torch - 1.26 activation (printed terms)"),
+    ReferencePoint(
+        "qwen1.5-7b-gptq 3090 32k", QWEN15_7B, "RTX 3090", 23.58, 0.90, 1, 32768, 32768, "gptq",
+        24320, "capacity", "https://github.com/QwenLM/Qwen3/issues/16", "0.3.0 (Feb 2024)",
+        "vllm-0.6",
+        note="Qwen1.5-7B-Chat-GPTQ-Int4, refused: max seq len 32768 > 24320 tokens of KV cache"),
     ReferencePoint(
         "r1-distill-qwen-14b 2x4090 TP2", get_model("deepseek-r1-distill-qwen-14b"),
         "2x RTX 4090", 23.55, 0.98, 2, 131072, 2048, "bf16", 81536, "capacity",
-        "https://github.com/vllm-project/vllm/issues/13061",
+        "https://github.com/vllm-project/vllm/issues/13061", "0.7.2", "vllm-0.7",
         note="refused at 131072; total from the issue's 23.08 GiB = 0.98 x total; "
              "chunked prefill (2048 tokens) auto-enabled above 32K"),
     ReferencePoint(
         "qwen2.5-7b-awq 4060 8GB", QWEN25_7B, "RTX 4060 8GB", 8.00, 0.70, 1, 4096, 4096, "awq",
-        0, "capacity", "https://github.com/vllm-project/vllm/issues/13882",
+        0, "capacity", "https://github.com/vllm-project/vllm/issues/13882", "0.7.x", "vllm-0.7",
         note="refused: 'the rest of the memory reserved for KV Cache is -1.05GiB'"),
     ReferencePoint(
         "deepseek-v2-lite 4xL4 TP2 PP2", replace(get_model("deepseek-v2-lite"), num_layers=14),
         "4x L4", 22.0, 0.90, 2, 1024, 0, "bf16", 807792, "formula",
-        "https://github.com/vllm-project/vllm/pull/20665", reported_kv_gib=12.13,
+        "https://github.com/vllm-project/vllm/pull/20665", "0.9.x (PR #20665)", "vllm-0.11",
+        reported_kv_gib=12.13,
         note="MLA, TP=2 x PP=2: the first stage holds 14 of 27 layers; latent not split by TP"),
     ReferencePoint(
         "deepseek-v2-lite-chat 32k", get_model("deepseek-v2-lite-chat"), "2x 22GB", 22.0, 0.90,
         1, 32768, 0, "bf16", 32768, "formula",
-        "https://github.com/vllm-project/vllm/issues/15871", reported_kv_gib=0.95,
+        "https://github.com/vllm-project/vllm/issues/15871", "0.8.x", "vllm-0.11",
+        reported_kv_gib=0.95,
         note="'(0.95 GiB KV cache is needed' for max seq len 32768 = 27 x 576 x 2 B/token"),
     ReferencePoint(
         "qwen3-235b-a22b-fp8 4xH100 TP4", QWEN3_235B, "4x H100", 79.22, 0.90, 4, 40960, 0, "fp8",
-        178880, "formula", "https://github.com/vllm-project/vllm/issues/21348",
-        reported_kv_gib=8.11,
+        178880, "formula", "https://github.com/vllm-project/vllm/issues/21348", "0.9.x (V1)",
+        "vllm-0.11", reported_kv_gib=8.11,
         note="GQA with 4 KV heads at TP=4: one KV head per rank"),
+    ReferencePoint(
+        "qwen3-1.7b 24GB", QWEN3_17B, "24 GB GPU", 0.0, 0.90, 1, 40960, 0, "bf16", 175856,
+        "formula", "https://github.com/vllm-project/vllm/issues/33263", "V1 (Jan 2026)",
+        "vllm-0.11", max_num_seqs=1, reported_kv_gib=18.78,
+        note="'Available KV cache memory: 18.78 GiB', 'GPU KV cache size: 175,856 tokens'"),
 )
 
 
@@ -137,23 +160,25 @@ def evaluate(point: ReferencePoint) -> Result:
             point.model, gpu_total_gib=point.gpu_total_gib,
             gpu_memory_utilization=point.gpu_memory_utilization,
             tensor_parallel=point.tensor_parallel, quantization=point.quantization,
-            prefill_tokens=point.profiled_tokens, max_num_seqs=256)
+            prefill_tokens=point.profiled_tokens, max_num_seqs=point.max_num_seqs,
+            profile=PROFILES[point.profile])
         predicted = budget.kv_capacity_tokens
     error = None if point.reported_tokens == 0 else predicted / point.reported_tokens - 1
     return Result(point, predicted, error)
 
 
 def render(results: list[Result]) -> str:
-    header = (f"{'point':<32} {'kind':<8} {'GPU':<13} {'util':>4} {'TP':>2} {'max_len':>7} "
-              f"{'reported':>9} {'predicted':>9} {'error':>7}  target  source")
+    header = (f"{'point':<32} {'kind':<8} {'GPU':<13} {'vLLM':<22} {'util':>4} {'TP':>2} "
+              f"{'max_len':>7} {'seqs':>4} {'reported':>9} {'predicted':>9} {'error':>7}  target  source")
     lines = [header, "-" * len(header)]
     for r in results:
         p = r.point
         error = "refusal" if r.error is None else f"{r.error:+.1%}"
         verdict = "ok" if r.within_target else "MISS"
-        lines.append(f"{p.label:<32} {p.kind:<8} {p.gpu:<13} {p.gpu_memory_utilization:>4.2f} "
-                     f"{p.tensor_parallel:>2} {p.max_model_len:>7} {p.reported_tokens:>9} "
-                     f"{r.predicted_tokens:>9} {error:>7}  {verdict:<6}  {p.source}")
+        lines.append(f"{p.label:<32} {p.kind:<8} {p.gpu:<13} {p.vllm_version:<22} "
+                     f"{p.gpu_memory_utilization:>4.2f} {p.tensor_parallel:>2} {p.max_model_len:>7} "
+                     f"{p.max_num_seqs:>4} {p.reported_tokens:>9} {r.predicted_tokens:>9} "
+                     f"{error:>7}  {verdict:<6}  {p.source}")
     misses = [r for r in results if not r.within_target]
     capacity = [r.error for r in results if r.point.kind == "capacity" and r.error is not None]
     lines.append("")
@@ -162,6 +187,10 @@ def render(results: list[Result]) -> str:
     if capacity:
         lines.append(f"capacity points: highest error {max(capacity):+.1%}, lowest "
                      f"{min(capacity):+.1%}")
+    small = sum(1 for r in results if 0 < r.point.gpu_total_gib <= 16)
+    large = sum(1 for r in results if r.point.gpu_total_gib >= 75)
+    lines.append(f"coverage: {len(results)} cited points, {small} on GPUs of 16 GB or less, "
+                 f"{large} on 80 GB-class GPUs")
     for r in misses:
         lines.append(f"MISS {r.point.label}: {r.point.note}")
     return "\n".join(lines)

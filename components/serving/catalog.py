@@ -264,6 +264,19 @@ REFERENCE_MODELS: dict[str, ModelSpec] = {m.name: m for m in (
         num_kv_heads=4, head_dim=128, vocab_size=152064, max_position_embeddings=32768,
         total_params=7_615_616_512, native_dtype="bf16",
         source=_hf("Qwen/Qwen2.5-7B-Instruct")),
+    # Qwen1.5 uses full multi-head attention (32 KV heads): 512 KiB of KV per token.
+    ModelSpec(
+        name="qwen1.5-7b-chat", hf_repo="Qwen/Qwen1.5-7B-Chat", architecture="qwen2",
+        num_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,
+        num_kv_heads=32, head_dim=128, vocab_size=151936, max_position_embeddings=32768,
+        total_params=7_721_324_544, native_dtype="bf16",
+        source=_hf("Qwen/Qwen1.5-7B-Chat")),
+    ModelSpec(
+        name="qwen3-1.7b", hf_repo="Qwen/Qwen3-1.7B", architecture="qwen3",
+        num_layers=28, hidden_size=2048, intermediate_size=6144, num_attention_heads=16,
+        num_kv_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
+        total_params=2_031_739_904, native_dtype="bf16", tie_word_embeddings=True,
+        source=_hf("Qwen/Qwen3-1.7B")),
     ModelSpec(
         name="qwen3-235b-a22b", hf_repo="Qwen/Qwen3-235B-A22B", architecture="qwen3_moe",
         num_layers=94, hidden_size=4096, intermediate_size=12288, num_attention_heads=64,

@@ -6,27 +6,36 @@ directly. Every number a plan derives is one the runtime would also arrive at (o
 smaller one): a plan that promises more KV cache than vLLM allocates would pass review
 and then fail at start-up or under load.
 
-Memory model (per GPU, vLLM V1 and TGI; both profile once at start-up and give the rest
-to a paged KV cache):
+Memory model (per GPU; each runtime release measures its overhead its own way, see
+``RuntimeProfile`` and ``PROFILES``; the pinned images are vLLM v0.11 and TGI 3.3):
 
     budget      = gpu_memory_utilization x CUDA-visible device memory
     weights     = weight_bytes(model, quantization) / tensor_parallel
-    non_torch   = CUDA context, cuBLAS workspaces, NCCL / custom all-reduce buffers
-    activation  = peak of one forward pass over max_num_batched_tokens (prefill)
-    logits      = max_num_seqs x vocab x 4 bytes (the sampler's float32 logits)
-    kv_pool     = (budget - weights - non_torch - activation - logits) x (1 - safety)
+    non_torch   = what the release counts outside PyTorch's allocator (v0.11: only what
+                  profiling adds after the CUDA context; more with tensor parallelism)
+    activation  = peak of one forward pass over the batched token budget (prefill)
+    logits      = sequences x vocab x logits_bytes (v0.11's sampler sorts float32 logits:
+                  about 24 bytes per element; V0 and TGI about 4)
+    peak        = max(activation, logits) when the sampler runs after the forward pass
+                  (v0.11), their sum otherwise
+    kv_pool     = (budget - weights - non_torch - peak) x (1 - safety)
     kv_tokens   = floor(kv_pool / kv_bytes_per_token / block) x block
 
 vLLM prints the same terms at start-up ("model weights take ...; non_torch_memory takes
 ...; PyTorch activation peak memory takes ...; the rest of the memory reserved for KV
 Cache is ...", https://github.com/vllm-project/vllm/pull/10511) and refuses to start
 when one sequence of ``--max-model-len`` tokens does not fit ("To serve at least one
-request with the model's max seq len ..."). CUDA graphs are captured after profiling and
-live outside the budget, which is why ``1 - gpu_memory_utilization`` of the device must
-stay free (``CUDA_GRAPH_HEADROOM_GIB``).
+request with the model's max seq len ..."). In v0.11 CUDA graphs are captured after the KV
+cache is allocated and live outside the budget, which is why ``1 - gpu_memory_utilization``
+of the device must stay free (``CUDA_GRAPH_HEADROOM_GIB``). TGI 3 derives its batch budget
+the same way at warm-up, keeping ``1 - CUDA_MEMORY_FRACTION x 0.9`` free.
 
-The constants were calibrated against published start-up logs; ``tools/bench_kv.py``
-prints the comparison and must show every prediction at most 5% above, and within 20%
+The workload shape (components/serving/workload.py) then sizes the scheduler: sequences of
+p95 prompt + max output tokens that the KV cache holds, and the typical request for
+throughput and queues.
+
+``tools/bench_kv.py`` compares the predictions with published start-up logs, each under the
+profile of its release, and must show every prediction at most 5% above, and within 20%
 below, what vLLM reported.
 """
 from __future__ import annotations
@@ -252,16 +261,19 @@ class RuntimeProfile:
 
 
 PROFILES: dict[str, RuntimeProfile] = {p.name: p for p in (
-    # v0.6.4/0.6.5 (V0): the first releases that print the terms (PR #10511). Their baseline
-    # still counted part of the CUDA context and cuBLAS workspaces as non-torch: 0.35 GiB on
-    # a 24 GiB RTX 3090 (issue #10517), 1.79 GiB on an 80 GB H100 and 3.58 GiB at TP=2
-    # (PR #10511). V0's profile samples one token per sequence (float32 logits).
+    # V0 up to v0.6.5: the peak is total minus free memory after profiling, so the CUDA
+    # context and cuBLAS workspaces count as non-torch: 0.35 GiB on a 24 GiB RTX 3090
+    # (issue #10517), 1.79 GiB on an 80 GB H100 and 3.58 GiB at TP=2 (PR #10511). V0's
+    # profile samples one token per sequence (float32 logits) after the forward pass's
+    # activations, which the allocator still holds: the two add up.
     RuntimeProfile("vllm-0.6", "vllm", 0.3, 0.018, 0.3 + 0.018 * 79.22, 4.0, False, False, 0.0,
                    "https://github.com/vllm-project/vllm/pull/10511"),
     # v0.7/0.8 (V0 with memory_profiling): the baseline is taken after the CUDA context, so
     # non_torch is what profiling adds: 0.25 GiB on 2x RTX 4090 TP=2 (issue #13061), 0.20 GiB
-    # on RTX 3090s (PR #14447). Consumer GPUs have no custom all-reduce (no P2P).
-    RuntimeProfile("vllm-0.7", "vllm", 0.25, 0.0, 0.25, 4.0, True, False, 0.0,
+    # on RTX 3090s (PR #14447). With TP > 1 the capacity is the smallest rank's: in #13061
+    # the driver printed 8.69 GiB for the KV cache, yet the engine held 81,536 tokens
+    # (7.47 GiB), so another rank had about 1.2 GiB less; the plan counts that per rank.
+    RuntimeProfile("vllm-0.7", "vllm", 0.25, 0.0, 1.25, 4.0, True, False, 0.0,
                    "https://github.com/vllm-project/vllm/issues/13061"),
     # v0.11 (V1, the pinned image). gpu_worker.determine_available_memory: available =
     # total x gpu_memory_utilization - (weights + torch peak increase + non-torch increase),
@@ -273,8 +285,9 @@ PROFILES: dict[str, RuntimeProfile] = {p.name: p for p in (
     # values (4), int64 sort indices (8), softmax probabilities (4) = 22 bytes per element,
     # rounded up to 24. CUDA graphs are captured after the KV cache is allocated, outside
     # the budget (graph memory profiling became the default only later, in v0.21).
-    # With TP > 1 the NCCL communicators and custom all-reduce buffers add to non-torch.
-    RuntimeProfile("vllm-0.11", "vllm", 0.25, 0.0, 0.75, 24.0, True, False, 0.0,
+    # With TP > 1 the NCCL communicators and custom all-reduce buffers add to non-torch, and
+    # capacity is the smallest rank's: the 1.25 GiB seen on v0.7 (above) is kept.
+    RuntimeProfile("vllm-0.11", "vllm", 0.25, 0.0, 1.25, 24.0, True, False, 0.0,
                    "https://github.com/vllm-project/vllm/blob/v0.11.0/vllm/v1/worker/gpu_worker.py"),
     # TGI 3.3 (flash-attention models): warmup() runs one prefill of
     # --max-batch-prefill-tokens, then gives the KV cache
