@@ -129,6 +129,11 @@ POINTS: tuple[ReferencePoint, ...] = (
         "vllm-0.11", reported_kv_gib=8.11,
         note="GQA with 4 KV heads at TP=4: one KV head per rank"),
     ReferencePoint(
+        "llama3-8b A100-40GB", LLAMA3_8B, "A100 40GB", 39.50, 0.90, 1, 8192, 0, "bf16",
+        5691 * 16, "formula", "https://github.com/vllm-project/vllm/issues/12330",
+        "0.6.6 (Jan 2025)", "vllm-0.7", reported_kv_gib=11.12,
+        note="'the rest of the memory reserved for KV Cache is 11.12GiB', '# GPU blocks: 5691'"),
+    ReferencePoint(
         "qwen3-1.7b 24GB", QWEN3_17B, "24 GB GPU", 0.0, 0.90, 1, 40960, 0, "bf16", 175856,
         "formula", "https://github.com/vllm-project/vllm/issues/33263", "V1 (Jan 2026)",
         "vllm-0.11", max_num_seqs=1, reported_kv_gib=18.78,
