@@ -15,10 +15,10 @@ PACK_NAME = "deepseek-serving-guardrails"
 
 def all_policies() -> list:
     """Every policy of the pack, Family 1 first, in the order the reference lists them."""
-    from . import (aws_hygiene, exposure_classified, exposure_compute, exposure_edge, exposure_helm,
-                   exposure_integrations, exposure_kubernetes, exposure_platforms, exposure_prefix_lists,
-                   exposure_resource_policies, exposure_service_networks, public_endpoints, reachability,
-                   runtime_hygiene, stack_hygiene)
+    from . import (aws_hygiene, exposure_classified, exposure_compute, exposure_datastores, exposure_edge,
+                   exposure_helm, exposure_integrations, exposure_kubernetes, exposure_platforms,
+                   exposure_prefix_lists, exposure_resource_policies, exposure_service_networks,
+                   public_endpoints, reachability, runtime_hygiene, stack_hygiene)
 
     return [
         *public_endpoints.POLICIES,
@@ -32,6 +32,7 @@ def all_policies() -> list:
         *exposure_service_networks.POLICIES,
         *exposure_platforms.POLICIES,
         *exposure_prefix_lists.POLICIES,
+        *exposure_datastores.POLICIES,
         *exposure_classified.POLICIES,
         *runtime_hygiene.POLICIES,
         *aws_hygiene.POLICIES,

@@ -88,7 +88,7 @@ AWS_ENTRY_POINTS = frozenset({
     # Data stores with a "publicly accessible" switch or a public endpoint.
     "aws:rds/instance:Instance", "aws:rds/clusterInstance:ClusterInstance", "aws:redshift/cluster:Cluster",
     "aws:redshiftserverless/workgroup:Workgroup", "aws:dms/replicationInstance:ReplicationInstance",
-    "aws:mq/broker:Broker", "aws:msk/cluster:Cluster", "aws:neptunegraph/graph:Graph",
+    "aws:mq/broker:Broker", "aws:msk/cluster:Cluster",
     "aws:opensearch/domain:Domain", "aws:opensearch/domainPolicy:DomainPolicy",
     "aws:opensearch/serverlessSecurityPolicy:ServerlessSecurityPolicy",
     "aws:elasticsearch/domain:Domain", "aws:elasticsearch/domainPolicy:DomainPolicy",
@@ -102,6 +102,7 @@ AWS_ENTRY_POINTS = frozenset({
 # Not listed, on purpose: aws:ec2/defaultVpc:DefaultVpc opens nothing itself; what launches into
 # it is judged where it launches (an instance or group without a subnet, a DefaultSubnet that
 # maps public IPs). aws:lightsail/staticIp:StaticIp only reserves an address; attaching it is judged.
+# aws:neptunegraph/graph:Graph requires IAM authentication even with public connectivity.
 
 # AWS modules where a type the table has never heard of (a newer provider) may be an entry
 # point: it fails closed until the table is regenerated and reviewed.
