@@ -149,3 +149,13 @@ def test_judged_and_harmless_types_raise_nothing(pack):
         pulumi.CustomResource("kubernetes:monitoring.coreos.com/v1:ServiceMonitor", "sm", {"spec": {}})
 
     expect_clean(judge(pack, program, "prod"), POLICY)
+
+
+def test_the_check_fails_when_the_table_is_stale(tmp_path, monkeypatch, capsys):
+    stale = _committed()
+    stale["types"].pop("aws:ec2/instance:Instance")
+    path = tmp_path / "classification.json"
+    path.write_text(json.dumps(stale, indent=1) + "\n")
+    monkeypatch.setattr(type_classes, "TABLE_PATH", path)
+    assert classify.main(["--check"]) == 1
+    assert "make classify" in capsys.readouterr().err
