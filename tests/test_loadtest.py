@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import json
 import random
 from types import SimpleNamespace
@@ -255,3 +256,48 @@ def test_calibration_uses_the_stack_s_own_sizing_estimate():
                        profile="realistic", prompt_median=1024, output_median=512)
     assert result["capacity_rps_per_replica"]["estimated"] == model_plan(inventory, model, "dev").capacity_rps
     assert {t["name"] for t in result["proposed_tiers"]} == {t.name for t in inventory.gateway.tiers}
+
+
+# ------------------------------------------------- the model's own workload shape
+
+
+def test_a_stack_s_load_follows_the_workload_the_sizing_estimate_used():
+    from components.config import PROJECT, parse_inventory
+    from components.gateway.api import model_plan
+    from tools import stack_files
+
+    stack_file = stack_files.load("prod")
+    inventory = parse_inventory(stack_file.config[f"{PROJECT}:inventory"], stack="prod",
+                                secret_keys=stack_file.secret_keys)
+    model = inventory.models[0]
+    plan = model_plan(inventory, model, "prod")
+    args = cli.build_parser().parse_args(["--stack", "prod"])
+    shape = cli._shape(args, model, plan)
+    workload = plan.workload
+    assert (shape.prompt_median, shape.output_median) == (workload.prompt_typical, workload.output_typical)
+    assert shape.max_output == workload.output_max and shape.max_context == model.max_context
+    rng = random.Random(11)
+    draws = [draw(shape, rng) for _ in range(4000)]
+    prompts = [d.prompt_tokens for d in draws]
+    # The drawn prompts put their p95 where the workload says (within sampling noise).
+    assert percentile(prompts, 95) == pytest.approx(workload.prompt_p95, rel=0.12)
+    assert max(d.output_tokens for d in draws) <= workload.output_max
+    # Options still override the shape part by part.
+    custom = cli._shape(cli.build_parser().parse_args(["--stack", "prod", "--prompt-median", "64"]), model, plan)
+    assert custom.prompt_median == 64 and custom.output_median == workload.output_typical
+    # The calibration sees the same typical request as the estimate: no "different work" note.
+    result = calibrate(inventory, "prod", model, _summary(1.0, completed=200), replicas=1, concurrency=10_000,
+                       profile="realistic", prompt_median=shape.prompt_median, output_median=shape.output_median,
+                       plans={model.name: plan})
+    assert not any("differs from the estimate" in note for note in result["notes"])
+
+
+def test_spread_puts_the_quantile_where_asked():
+    from tools.loadtest.workload import Z95, from_sizing, spread_for
+
+    assert spread_for(100, 100, Z95) == 0.1  # no spread given: a small floor, never zero
+    sigma = spread_for(1000, 4000, Z95)
+    assert 1000 * math.exp(Z95 * sigma) == pytest.approx(4000)
+    shape = from_sizing(SimpleNamespace(prompt_typical=1000, prompt_p95=4000, output_typical=300, output_max=2000),
+                        max_context=16384)
+    assert shape.sigma == pytest.approx(sigma) and shape.output_sigma > 0 and shape.max_output == 2000

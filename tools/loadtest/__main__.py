@@ -27,15 +27,15 @@ from tools.loadtest import calibrate as calibration
 from tools.loadtest.report import render_text, report, write_chart, write_json
 from tools.loadtest.runner import Limits, Target, run
 from tools.loadtest.stats import summarize
-from tools.loadtest.workload import PROFILES, WorkloadError, WorkloadShape
+from tools.loadtest.workload import PROFILES, WorkloadError, WorkloadShape, from_sizing
 
 EXIT_OK, EXIT_NOTHING_COMPLETED, EXIT_CANNOT_RUN = 0, 1, 2
 # Hard ceilings: a typo must not turn a load test into an outage.
 MAX_REQUESTS = 100_000
 MAX_DURATION_S = 3600.0
 MAX_CONCURRENCY = 1024
-# The typical request of the sizing estimate (components/serving/sizing.py plan_runtime).
-DEFAULT_PROMPT_MEDIAN, DEFAULT_OUTPUT_MEDIAN = 1024, 512
+# Without a stack (--base-url only): a chat-like shape.
+DEFAULT_PROMPT_MEDIAN, DEFAULT_OUTPUT_MEDIAN, DEFAULT_SIGMA = 1024, 512, 0.8
 
 
 class CannotRun(Exception):
@@ -61,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--read-timeout", type=float, default=120.0, help="seconds a stream may stay silent")
     shape = parser.add_argument_group("workload")
     shape.add_argument("--profile", choices=PROFILES, default="realistic")
-    shape.add_argument("--prompt-median", type=int, default=DEFAULT_PROMPT_MEDIAN)
-    shape.add_argument("--output-median", type=int, default=DEFAULT_OUTPUT_MEDIAN)
-    shape.add_argument("--sigma", type=float, default=0.8, help="lognormal spread of lengths")
+    shape.add_argument("--prompt-median", type=int, help="default: the model's typical prompt (its sizing workload)")
+    shape.add_argument("--output-median", type=int, help="default: the model's typical output")
+    shape.add_argument("--sigma", type=float, help="lognormal spread of lengths (default: from the workload's p95)")
     shape.add_argument("--max-context", type=int, help="default: the model's max_context from the inventory")
-    shape.add_argument("--max-output", type=int, help="default: the model's max_new_tokens from the inventory")
+    shape.add_argument("--max-output", type=int, help="default: the workload's max output (the runtime's ceiling)")
     shape.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", metavar="DIR", help="where report.json and chart.png go (default build/loadtest/<stack>)")
     parser.add_argument("--calibrate", action="store_true",
@@ -112,6 +112,33 @@ def _model(inventory, wanted: Optional[str]):
             return model
     names = ", ".join(m.name for m in inventory.models)
     raise CannotRun(f"--model {wanted}: not in the inventory; models: {names}")
+
+
+def _sizing_plan(inventory, stack: str, model):
+    from components.gateway.api import model_plan
+
+    try:
+        return model_plan(inventory, model, stack)
+    except ValueError as error:  # the inventory or the catalog cannot size it
+        raise CannotRun(str(error)) from None
+
+
+def _shape(args: argparse.Namespace, model, plan) -> WorkloadShape:
+    """The model's sizing workload (with a stack), each option overriding its part."""
+    if plan is not None and getattr(plan, "workload", None) is not None:
+        base = from_sizing(plan.workload, max_context=model.max_context)
+    else:
+        base = WorkloadShape(prompt_median=DEFAULT_PROMPT_MEDIAN, output_median=DEFAULT_OUTPUT_MEDIAN,
+                             sigma=DEFAULT_SIGMA, max_context=model.max_context if model else 8192,
+                             max_output=4096)
+    sigma = base.sigma if args.sigma is None else args.sigma
+    return WorkloadShape(
+        profile=args.profile,
+        prompt_median=args.prompt_median or base.prompt_median,
+        output_median=args.output_median or base.output_median,
+        sigma=sigma, output_sigma=base.output_sigma if args.sigma is None else args.sigma,
+        max_context=args.max_context or base.max_context,
+        max_output=args.max_output or base.max_output)
 
 
 def _secret_env(var: Optional[str], option: str) -> Optional[str]:
@@ -172,11 +199,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise CannotRun("--calibrate needs --stack (the inventory holds the sizing estimate's inputs)")
         if args.replicas < 1:
             raise CannotRun(f"--replicas {args.replicas} must be at least 1")
-        max_context = args.max_context or (model.max_context if model else 8192)
-        max_output = args.max_output or (model.max_new_tokens if model else 4096)
-        shape = WorkloadShape(profile=args.profile, prompt_median=args.prompt_median,
-                              output_median=args.output_median, sigma=args.sigma,
-                              max_context=max_context, max_output=max_output)
+        plan = _sizing_plan(inventory, args.stack, model) if model is not None else None
+        shape = _shape(args, model, plan)
         target = _target(args, inventory, model)
     except (CannotRun, WorkloadError) as error:
         print(f"loadtest: {error}", file=sys.stderr)
@@ -198,7 +222,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.calibrate:
         calibrated = calibration.calibrate(
             inventory, args.stack, model, summary, replicas=args.replicas, concurrency=limits.concurrency,
-            profile=shape.profile, prompt_median=shape.prompt_median, output_median=shape.output_median)
+            profile=shape.profile, prompt_median=shape.prompt_median, output_median=shape.output_median,
+            plans={model.name: plan} if plan is not None else None)
     document = report(summary, settings=settings, stopped_by=result.stopped_by,
                       interrupted_clients=result.interrupted_clients, calibration=calibrated)
     write_json(document, out / "report.json")

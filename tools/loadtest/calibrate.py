@@ -39,7 +39,10 @@ def calibrate(inventory: Inventory, stack: str, model: Model, summary: dict, *, 
 
     if replicas < 1:
         raise ValueError(f"--replicas {replicas} must be at least 1")
-    plans = plans or {m.name: model_plan(inventory, m, stack) for m in inventory.models}
+    plans = {**{m.name: None for m in inventory.models}, **(plans or {})}
+    plans = {name: plan if plan is not None else model_plan(inventory, next(m for m in inventory.models
+                                                                             if m.name == name), stack)
+             for name, plan in plans.items()}
     plan = plans[model.name]
     measured = summary["throughput"]["requests_per_s"] / replicas
     estimated = plan.capacity_rps
@@ -58,12 +61,11 @@ def calibrate(inventory: Inventory, stack: str, model: Model, summary: dict, *, 
     if concurrency < slots:
         notes.append(f"CONCURRENCY {concurrency} is below the {slots} sequences {replicas} replica(s) run at "
                      f"once: the replicas were not saturated; raise CONCURRENCY to >= {slots}")
-    assumed = plan.assumptions
-    if profile != "realistic" or (prompt_median, output_median) != (assumed.get("prompt_tokens"),
-                                                                    assumed.get("output_tokens")):
+    typical = typical_request(plan.assumptions)
+    if profile != "realistic" or (prompt_median, output_median) != typical:
         notes.append(f"the workload ({profile}, median prompt {prompt_median}, output {output_median} tokens) "
-                     f"differs from the estimate's typical request ({assumed.get('prompt_tokens')} prompt, "
-                     f"{assumed.get('output_tokens')} output tokens): the two rates describe different work")
+                     f"differs from the estimate's typical request ({typical[0]} prompt, {typical[1]} output "
+                     "tokens): the two rates describe different work")
 
     capacity = {m.name: (measured if m.name == model.name else plans[m.name].capacity_rps) * m.max_replicas
                 for m in inventory.models}
@@ -88,6 +90,14 @@ def calibrate(inventory: Inventory, stack: str, model: Model, summary: dict, *, 
         "proposed_tiers": tiers,
         "notes": notes,
     }
+
+
+def typical_request(assumptions: dict) -> tuple[Any, Any]:
+    """(prompt, output) tokens of the request the estimate assumed: sizing records them as
+    {"typical": n, ...} per side (components/serving/sizing.py `_assumptions`)."""
+    def typical(value: Any) -> Any:
+        return value.get("typical") if isinstance(value, dict) else value
+    return typical(assumptions.get("prompt_tokens")), typical(assumptions.get("output_tokens"))
 
 
 def render_calibration(result: dict, stack_file: str) -> str:
