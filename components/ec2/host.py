@@ -343,7 +343,8 @@ GATE_SERIES = {
 }
 # What the CloudWatch agent's Prometheus scrape keeps and turns into metrics (EMF, namespace
 # and dimensions Stack + Model as the gate's): counters arrive as per-scrape deltas (Sum per
-# minute = per minute), gauges as they are. Names as components/serving/metrics.py lists them.
+# minute = per minute), gauges as they are. Names as components/serving/metrics.py lists them
+# (CloudWatch constrains a metric name's length only, colons included: API reference, Metric).
 AGENT_SERIES = {
     "vllm": ("vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:num_preemptions_total",
              "vllm:request_success_total", "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"),
