@@ -177,7 +177,7 @@ def _policy_section(policy: Any, titles: dict[int, str], configs: dict[str, dict
 
 
 _WILDCARDS = {
-    "kubernetes:*": "any other Kubernetes kind whose spec embeds a pod template (CRDs included)",
+    "kubernetes:*": "any other Kubernetes kind (CRDs included), walked for the pod or Service specs it embeds",
     "*:*": "every resource type, looked up in the exposure classification",
 }
 

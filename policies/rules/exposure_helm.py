@@ -99,8 +99,10 @@ def chart_identity(props: dict) -> tuple[Any, Any, Any]:
     chart = props.get("chart")
     repo = as_dict(props.get("repositoryOpts")).get("repo") if not is_unknown(props.get("repositoryOpts")) else None
     version = props.get("version")
-    if is_unknown(chart) or not isinstance(chart, str):
+    if is_unknown(chart):
         return chart, repo, version
+    if not isinstance(chart, str):
+        return None, repo, version  # not a chart reference Helm accepts: no name to match
     name = chart.rstrip("/")
     if "://" in name and not repo and not name.startswith("oci://"):
         repo = name
