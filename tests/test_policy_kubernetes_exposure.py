@@ -600,3 +600,18 @@ def test_a_compliant_serving_stack_passes_in_prod_including_the_closed_world_rul
                 "helm-chart-values", "entry-point-classified"}
     flagged = [d for d in verdict.diagnostics if d.policy_name in family_1]
     assert not flagged, verdict.describe()
+
+
+@pytest.mark.parametrize("props", [
+    {"chart": ["not", "a", "name"], "values": {"service": {"type": "ClusterIP"}}},
+    {"chart": "webapp", "values": {"service": ["odd"], "ingress": {"enabled": "yes", "annotations": "x"}}},
+    {"chart": "webapp", "valueYamlFiles": [{"text": ": : not yaml"}], "values": None},
+])
+def test_odd_helm_shapes_are_judged_without_the_rule_crashing(props):
+    from policies.rules._framework import Stack, StackResource
+    from policies.rules.exposure_helm import HELM_CHART_VALUES
+
+    # A rule that raised would be reported as an unreadable-properties violation by the
+    # framework: the check itself must get through these shapes.
+    findings = list(HELM_CHART_VALUES.check(Stack([StackResource(RELEASE, "r", "urn:r", props)]), {}))
+    assert all(urn == "urn:r" for urn, _ in findings)
