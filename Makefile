@@ -10,7 +10,7 @@ OUT ?= build/plan-$(STACK).json
 # `make` alone lists the targets.
 .DEFAULT_GOAL := help
 
-.PHONY: help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke loadtest kv-bench diff diff-stacks manifests bench clean
+.PHONY: cost help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke loadtest kv-bench diff diff-stacks manifests bench clean
 
 $(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt tools/crd_schemas/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,10 @@ loadtest: $(DEPS)
 ## The sizing calculator against published vLLM KV-cache figures.
 kv-bench: $(DEPS)
 	$(PY) -m tools.bench_kv
+
+## Monthly cost estimate of a stack's plan from the dated price snapshot (tools/prices.json).
+cost: $(DEPS)
+	$(PY) -m tools.cost --stack $(STACK) $(if $(PLAN),--plan $(PLAN))
 
 ## Markdown diff of a stack's plan between a git revision (default: merge base with main) and the working tree.
 diff: $(DEPS)

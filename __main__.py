@@ -49,7 +49,11 @@ if admitted.phase == "all":
         max_request_bytes=derive_max_request_bytes(inventory.gateway, inventory.models),
         throttles=admitted.gateway_throttles, logs_key_arn=keys.logs_key_arn,
         log_retention_days=inventory.observability.log_retention_days,
-        region=inventory.region, account_id=identity.account_id), opts=aws_opts)
+        region=inventory.region, account_id=identity.account_id,
+        cold_start_possible=any(model.min_replicas == 0 for model in inventory.models)), opts=aws_opts)
+    # Models that scale to zero wake on the gateway's request count for their routes.
+    platform.wake_on_requests(inventory, rest_api_name=gateway.rest_api.name,
+                              stage_name=gateway.stage_name, opts=aws_opts)
 
     # The request path watched end to end: alert topic, alarms, dashboard; on EKS the
     # cluster's Prometheus alerts reach the same topic through Alertmanager.

@@ -10,12 +10,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from components.config import PROJECT, Inventory, InventoryError, load_inventory, stack_file_for
+from components.config import INVENTORY_KEY, PROJECT, Inventory, InventoryError, load_inventory, stack_file_for
 from components.gateway.api import ThrottleError, gateway_throttles
 from components.observability import ObservabilityError, check_alarm_thresholds
 from components.serving import catalog
 from components.serving.availability import offering_problem
-from components.serving.catalog import CatalogError
+from components.serving.catalog import CatalogError, spot_instance_types
 from components.serving.rollout import RolloutHeadroomError, check_rollout_headroom
 from components.serving.runtimes import LaunchError, render_for_inventory
 from components.serving.sizing import SizingError
@@ -74,8 +74,17 @@ def admit(stack: str) -> AdmittedInventory:
         inventory = load_inventory()
         phase = read_phase(stack, inventory)
         check_catalog(inventory, stack)
-        for model in inventory.models:
+        for index, model in enumerate(inventory.models):
             render_for_inventory(inventory, model)
+            if model.spot is not None:
+                # Alternatives that would change the replica's sizing are refused here, before
+                # anything registers.
+                try:
+                    spot_instance_types(inventory.gpu_instance_type(model), model.spot.instance_types)
+                except CatalogError as error:
+                    raise InventoryError(
+                        f"{stack_file_for(stack)}: invalid inventory\n  {PROJECT}:{INVENTORY_KEY}."
+                        f"models[{index}].spot.instance_types: {error}") from None
         throttles = gateway_throttles(inventory, stack)
         check_rollout_headroom(inventory, stack)
         check_alarm_thresholds(inventory, stack)

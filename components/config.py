@@ -256,6 +256,59 @@ class Workload(_Strict):
 
 
 CapacityType = Literal["spot", "on-demand"]
+_CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+# ASG scheduled actions and KEDA's cron scaler both take cron day-of-week fields.
+SCHEDULE_DAYS = {"MON-FRI": "1-5", "MON-SAT": "1-6", "DAILY": "*"}
+
+
+class Spot(_Strict):
+    """EC2 Spot above an on-demand floor: an Auto Scaling mixed instances policy."""
+
+    # Replicas that are always on-demand, whatever the spot market does.
+    on_demand_base: int = Field(default=1, ge=0, le=100)
+    # Share (percent) of the replicas above the base that are on-demand; 0 = all spot.
+    on_demand_percentage_above_base: int = Field(default=0, ge=0, le=100)
+    # Instance types spot may use besides the model's own; empty = every catalog type with the
+    # same GPUs and at least the same host memory and vCPUs (identical runtime sizing).
+    instance_types: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]] = []
+
+
+class Schedule(_Strict):
+    """Business hours: at least `min_replicas` from `start` to `end` on `days`, in `timezone`."""
+
+    # An IANA time zone name, for example Europe/Berlin.
+    timezone: str = "UTC"
+    days: Literal["MON-FRI", "MON-SAT", "DAILY"] = "MON-FRI"
+    start: str = Field(pattern=_CLOCK)
+    end: str = Field(pattern=_CLOCK)
+    # 0 (dev and staging only): the model scales to zero after `idle_minutes` without a request
+    # and wakes on the next one, which is answered 503 + Retry-After while it starts.
+    min_replicas: int = Field(default=1, ge=0, le=100)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError(
+                "timezone", "not a known IANA time zone; use a name such as UTC or Europe/Berlin") from None
+        return zone
+
+    @model_validator(mode="after")
+    def _order(self) -> "Schedule":
+        if self.start >= self.end:
+            raise PydanticCustomError(
+                "schedule", "start {start} must be before end {end} (same day)",
+                {"start": self.start, "end": self.end})
+        return self
+
+    def cron(self, clock: str) -> str:
+        """`minute hour * * days` for a clock time, as both ASG and KEDA read cron."""
+        hour, minute = clock.split(":")
+        return f"{int(minute)} {int(hour)} * * {SCHEDULE_DAYS[self.days]}"
 
 
 class Model(_Strict):
@@ -270,7 +323,9 @@ class Model(_Strict):
     instance_type: Optional[str] = Field(default=None, pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
     # Platform eks: the eks.gpu_pools entry the pods are scheduled on.
     node_pool: Optional[Name] = None
-    min_replicas: int = Field(default=1, ge=1, le=100)
+    # 0 (dev and staging only): the model scales to zero after `idle_minutes` without a request
+    # and wakes on the next one, which is answered 503 + Retry-After while it starts.
+    min_replicas: int = Field(default=1, ge=0, le=100)
     # Also caps the gateway: no tier may ask for more than max_replicas can serve.
     max_replicas: int = Field(default=2, ge=1, le=100)
     # Longest prompt plus completion in tokens; checked against the GPU's KV cache capacity.
@@ -300,6 +355,12 @@ class Model(_Strict):
     hf_token: Optional[SecretRef] = None
     # Explicit runtime limits (see RUNTIME_OVERRIDE_KEYS); sizing checks them like derived ones.
     runtime_overrides: dict[str, Union[int, float]] = {}
+    # With min_replicas 0: minutes without a request before the last replica is removed.
+    idle_minutes: int = Field(default=30, ge=5, le=1440)
+    # Platform ec2: spot capacity above an on-demand base (on eks, a pool's capacity_types).
+    spot: Optional[Spot] = None
+    # Business hours with a higher floor than min_replicas (scheduled scaling).
+    schedule: Optional[Schedule] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -320,6 +381,16 @@ class Model(_Strict):
                 "min_replicas must be <= max_replicas",
                 {"min": self.min_replicas, "max": self.max_replicas},
             )
+        if self.schedule is not None and not (
+                self.min_replicas < self.schedule.min_replicas <= self.max_replicas):
+            raise PydanticCustomError(
+                "schedule_replicas", "schedule.min_replicas {value} must be above min_replicas "
+                "{min} and at most max_replicas {max}",
+                {"value": self.schedule.min_replicas, "min": self.min_replicas, "max": self.max_replicas})
+        if self.spot is not None and self.spot.on_demand_base > self.max_replicas:
+            raise PydanticCustomError(
+                "spot_base", "spot.on_demand_base {base} is above max_replicas {max}; allowed: 0..{max}",
+                {"base": self.spot.on_demand_base, "max": self.max_replicas})
         if self.runtime == "ollama":
             if self.quantization not in GGUF_QUANTIZATIONS:
                 raise PydanticCustomError(
@@ -698,6 +769,15 @@ class Inventory(_Strict):
                 if model.instance_type is None:
                     raise _at(("models", index, "instance_type"), None,
                               "platform ec2 needs an instance_type per model (for example g6e.xlarge)")
+        for index, model in enumerate(self.models):
+            if model.min_replicas == 0 and self.environment == "prod":
+                raise _at(("models", index, "min_replicas"), 0,
+                          "prod keeps every model warm: a cold start takes minutes; allowed: 1.."
+                          f"{model.max_replicas} (scale to zero is for dev and staging)")
+            if model.spot is not None and self.platform != "ec2":
+                raise _at(("models", index, "spot"), "<section>",
+                          "spot on platform eks is a property of the pool: set "
+                          "eks.gpu_pools[].capacity_types: [spot, on-demand]")
         if self.environment == "prod" and self.network.nat_gateways != "per_az":
             raise _at(("network", "nat_gateways"), self.network.nat_gateways,
                       "prod must survive an AZ outage: use per_az")

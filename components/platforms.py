@@ -20,10 +20,12 @@ from components.eks.cluster import GpuCluster, GpuClusterArgs
 from components.eks.grafana import ClusterDashboards, ClusterDashboardsArgs
 from components.eks.karpenter import Karpenter, KarpenterArgs
 from components.eks.logging import ClusterLogging, ClusterLoggingArgs
-from components.eks.model_service import ModelService, ModelServiceArgs, eks_load_balancer_args, staging_seconds
+from components.ec2.wake import ScaleToZero, ScaleToZeroArgs
+from components.eks.model_service import (ModelService, ModelServiceArgs, RequestMetrics, eks_load_balancer_args,
+                                          staging_seconds)
 from components.eks.monitoring import (ALERTMANAGER_TARGET, ClusterMonitoring, ClusterMonitoringArgs,
                                        prometheus_alert_rules, prometheus_recording_rules, rule_names)
-from components.gateway.api import Backend
+from components.gateway.api import Backend, request_metric_dimensions
 from components.keys import StackKeys
 from components.load_balancer import LoadBalancer
 from components.network import Network
@@ -100,6 +102,22 @@ class Platform:
                                   topic_arns=[topic_arn, *inventory.observability.alarms.sns_topic_arns],
                                   topic_key_arn=topic_key_arn, region=inventory.region, stack=stack),
             opts=opts)
+
+    def wake_on_requests(self, inventory: Inventory, *, rest_api_name: pulumi.Input[str],
+                         stage_name: pulumi.Input[str], opts: pulumi.ResourceOptions) -> None:
+        """Models with min_replicas 0 sleep when idle and wake on the gateway's request count
+        (AWS/ApiGateway Count per route): alarms on EC2, KEDA triggers on EKS."""
+        for model in inventory.models:
+            if model.min_replicas != 0:
+                continue
+            dimensions = request_metric_dimensions(rest_api_name, stage_name, model.name)
+            if model.name in self.fleets:
+                ScaleToZero(f"{model.name}-wake", ScaleToZeroArgs(
+                    model_name=model.name, asg_name=self.fleets[model.name].asg_name,
+                    request_dimensions=dimensions, idle_minutes=model.idle_minutes), opts=opts)
+            else:
+                self.model_services[model.name].wake_on_requests(
+                    RequestMetrics(region=inventory.region, dimensions=tuple(dimensions)))
 
     def stack_outputs(self) -> dict[str, Any]:
         """Names, namespaces and metric dimensions of what serves each model; never keys
@@ -195,7 +213,8 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
         ClusterAddonsArgs(cluster=cluster, target_group_tags={"project": "deepseek-serving", "stack": stack},
                           alert_rules=alert_rules, alertmanager_target=ALERTMANAGER_TARGET,
                           recording_rules=prometheus_recording_rules(inventory), data_key_arn=keys.data_key_arn,
-                          metrics_retention_days=inventory.observability.metrics_retention_days),
+                          metrics_retention_days=inventory.observability.metrics_retention_days,
+                          keda_reads_cloudwatch=any(m.min_replicas == 0 for m in inventory.models)),
         opts=opts)
     # The model pods' logs leave the nodes for an encrypted log group, filtered of request content.
     ClusterLogging("eks-logging", ClusterLoggingArgs(cluster=cluster, inventory=inventory, stack=stack,

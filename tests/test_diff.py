@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tools import diff_markdown, plan_diff
+from tools import cost
 from tools.diff_markdown import render_markdown
 from tools.plan_diff import ABSENT, diff_plans
 
@@ -81,6 +82,12 @@ def test_an_added_model_lists_its_workload_load_balancer_and_routes_as_added(rep
     assert ("aws:apigateway/resource:Resource", "gateway-path-r1-qwen-1-5b-v1-chat-completions") in added
     assert "| + | `kubernetes:apps/v1:Deployment` | `r1-qwen-1-5b-deployment` |" in markdown
     assert "#### `deepseek:model_service:ModelService r1-qwen-1-5b` (+" in markdown
+
+
+def test_the_diff_states_the_monthly_cost_before_and_after(fixture_plans, report, markdown):
+    expected = cost.change_line(cost.estimate(fixture_plans["base"]), cost.estimate(fixture_plans["changed"]))
+    assert report.cost == expected
+    assert expected.startswith("**Monthly cost**") and expected in markdown
 
 
 # ---- (b) a changed limit --------------------------------------------------------------------

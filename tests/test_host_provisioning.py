@@ -367,6 +367,10 @@ def test_the_health_gate_is_ready_only_when_warm_and_the_model_is_listed(tmp_pat
         (tmp_path / "warm").touch()
         assert _status(ready) == 200
         assert _status(f"http://127.0.0.1:{gate_port}/live") == 200
+        (tmp_path / "draining").touch()  # the spot watcher got a notice: stop admitting
+        assert _status(ready) == 503
+        (tmp_path / "draining").unlink()
+        assert _status(ready) == 200
         server.shutdown()
         server.server_close()
         assert _status(ready) == 503  # the runtime went away: stop sending traffic
@@ -393,7 +397,7 @@ def test_rendered_scripts_are_valid_shell_and_python():
     config = cloud_config(plan_for("r1-qwen-7b"))
     for entry in config["write_files"]:
         if entry["path"].startswith("/usr/local/sbin/"):
-            subprocess.run(["bash", "-n"], input=entry["content"], text=True, check=True)
+            subprocess.run(["bash", "-n"], input=written(config, entry["path"]), text=True, check=True)
     compile(written(config, "/usr/local/lib/deepseek/health_gate.py"), "health_gate.py", "exec")
 
 

@@ -52,6 +52,9 @@ def render_markdown(report: Report, *, max_property_rows: int = MAX_PROPERTY_ROW
                  f"{old.get('mandatory', 0)} → {new.get('mandatory', 0)}, advisory "
                  f"{old.get('advisory', 0)} → {new.get('advisory', 0)})")
     lines.append("")
+    if report.cost:
+        lines.append(report.cost)
+        lines.append("")
     if not report.has_changes:
         lines.append("No changes.")
         return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from tools.cost import plan_change
 from tools.plan import SCHEMA
 
 # Lines of a text diff (cloud-init, scripts) are clipped to this many characters.
@@ -91,6 +92,8 @@ class Report:
     old_counts: dict = field(default_factory=dict)  # resources, mandatory, advisory
     new_counts: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # Monthly cost before -> after (tools/cost.py), or "" when neither plan has resources.
+    cost: str = ""
 
     def count(self, action: str) -> int:
         return sum(1 for r in self.resources if r.action == action)
@@ -179,6 +182,7 @@ def diff_plans(old_plan: dict, new_plan: dict, *, match: str = "urn",
         old_counts=_counts(old_plan),
         new_counts=_counts(new_plan),
         notes=tuple(notes),
+        cost=plan_change(old_plan, new_plan),
     )
 
 

@@ -15,6 +15,15 @@ a restart policy" (the serving guide's simplest production shape), done properly
   100% healthy (launch before terminate); target tracking on requests waiting per replica,
   a serving metric, never CPU. Scale-in waits for the target group's deregistration delay,
   so streams in flight finish before an instance terminates.
+- Spot (a model's `spot`): a mixed instances policy keeps `on_demand_base` replicas
+  on-demand and fills the rest with spot across interchangeable instance types
+  (catalog.interchangeable_instances: same GPUs, at least the same host), allocated
+  price-capacity-optimized, with capacity rebalancing (Auto Scaling replaces an instance
+  that gets a rebalance recommendation before it is reclaimed). Each host drains itself on
+  the two-minute notice (host.py WATCHER_SCRIPT).
+- Schedules (a model's `schedule`): two scheduled actions raise the group's minimum at the
+  start of business hours and lower it back at the end, in the schedule's time zone.
+  Scale to zero (`min_replicas: 0`): components/ec2/wake.py.
 Host configuration is rendered by components/ec2/host.py.
 """
 from __future__ import annotations
@@ -35,6 +44,7 @@ from components.config import Inventory, Model
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
 from components.backend_key import BackendApiKey, backend_key_secret_name
 from components.iam import service_trust_policy_json
+from components.serving.catalog import spot_instance_types as catalog_spot_types
 
 # AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), x86_64: NVIDIA
 # driver, Docker and the NVIDIA container toolkit preinstalled; supports G5/G6/G6e/P4/P5
@@ -88,6 +98,14 @@ def max_instance_lifetime_seconds(model: Model) -> Optional[int]:
     if model.max_lifetime_days is None:
         return None
     return max(86400, model.max_lifetime_days * 86400)
+
+
+def spot_instance_types(inventory: Inventory, model: Model) -> list[str]:
+    """The model's instance type first (on-demand launches it), then the spot alternatives."""
+    declared = inventory.gpu_instance_type(model)
+    if model.spot is None:
+        return [declared]
+    return catalog_spot_types(declared, model.spot.instance_types)
 
 
 def runtime_log_group_name(stack: str, model_name: str) -> str:
@@ -170,7 +188,8 @@ class GpuFleet(pulumi.ComponentResource):
             s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
             api_key_secret_name=self.backend_api_key_secret_name,
             hf_token_secret_arn=_hf_token_secret_arn(model),
-            log_group_name=self.log_group_name, metrics_namespace=METRICS_NAMESPACE)
+            log_group_name=self.log_group_name, metrics_namespace=METRICS_NAMESPACE,
+            spot=model.spot is not None)
         self.user_data = host_provisioning.render_user_data(plan)
         self._agent_config = self._create_agent_config(plan, args)
 
@@ -180,6 +199,9 @@ class GpuFleet(pulumi.ComponentResource):
         self.launch_template = self._create_launch_template(args, profile)
         self.group = self._create_group(args)
         self._create_scaling_policy(inventory, model)
+        self._create_schedule(model)
+        if model.spot is not None:
+            self._allow_drain(role, stack, model)
 
         self.asg_name = self.group.name
         self.asg_arn = self.group.arn
@@ -323,6 +345,33 @@ class GpuFleet(pulumi.ComponentResource):
             tags={"model": model.name},
             opts=self._child)
 
+    def _capacity(self, args: GpuFleetArgs) -> dict:
+        """Where instances come from: the launch template alone, or on-demand + spot."""
+        version = self.launch_template.latest_version.apply(str)
+        spot = args.model.spot
+        if spot is None:
+            return {"launch_template": {"id": self.launch_template.id, "version": version}}
+        return {
+            "mixed_instances_policy": {
+                "instances_distribution": {
+                    "on_demand_base_capacity": spot.on_demand_base,
+                    "on_demand_percentage_above_base_capacity": spot.on_demand_percentage_above_base,
+                    # The model's own type first for on-demand (what quotas were sized for).
+                    "on_demand_allocation_strategy": "prioritized",
+                    # Deepest spot pools at a low price: fewer interruptions than lowest-price.
+                    "spot_allocation_strategy": "price-capacity-optimized",
+                },
+                "launch_template": {
+                    "launch_template_specification": {"launch_template_id": self.launch_template.id,
+                                                      "version": version},
+                    "overrides": [{"instance_type": name}
+                                  for name in spot_instance_types(args.inventory, args.model)],
+                },
+            },
+            # Replace a spot instance on its rebalance recommendation, before the reclaim.
+            "capacity_rebalance": True,
+        }
+
     def _create_group(self, args: GpuFleetArgs) -> aws.autoscaling.Group:
         model = args.model
         grace = self.health_check_grace_seconds
@@ -336,8 +385,7 @@ class GpuFleet(pulumi.ComponentResource):
             # (components/serving/rollout.py). Throttles still count max_replicas only.
             max_size=asg_max_size(model.max_replicas),
             # No desired_capacity: it would reset what the scaling policy chose on every `up`.
-            launch_template={"id": self.launch_template.id,
-                             "version": self.launch_template.latest_version.apply(str)},
+            **self._capacity(args),
             target_group_arns=[args.load_balancer.target_group_arn],
             # The load balancer's verdict (the health gate: model listed and warmed up),
             # not just "the VM is running".
@@ -361,9 +409,31 @@ class GpuFleet(pulumi.ComponentResource):
                              "GroupTerminatingInstances"],
             metrics_granularity="1Minute",
             tags=[{"key": "Name", "value": self._name, "propagate_at_launch": True},
-                  {"key": "model", "value": model.name, "propagate_at_launch": True}],
+                  {"key": "model", "value": model.name, "propagate_at_launch": True},
+                  # Scopes the hosts' own drain permission to this group (see _allow_drain).
+                  {"key": "stack", "value": pulumi.get_stack(), "propagate_at_launch": True}],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[
                 *([args.data_key_grant] if args.data_key_grant else []), *self._agent_config]))
+
+    def _allow_drain(self, role: aws.iam.Role, stack: str, model: Model) -> None:
+        aws.iam.RolePolicy(f"{self._name}-drain", role=role.id,
+                           policy=self.group.arn.apply(lambda arn: json.dumps(
+                               drain_policy(group_arn=arn, stack=stack, model_name=model.name))),
+                           opts=self._child)
+
+    def _create_schedule(self, model: Model) -> None:
+        """Business hours: the minimum rises at start and falls back at end (ASG scheduled
+        actions take cron recurrences in the named time zone)."""
+        schedule = model.schedule
+        if schedule is None:
+            return
+        for role, clock, floor in (("business-hours-start", schedule.start, schedule.min_replicas),
+                                   ("business-hours-end", schedule.end, model.min_replicas)):
+            aws.autoscaling.Schedule(
+                f"{self._name}-{role}", autoscaling_group_name=self.group.name,
+                scheduled_action_name=f"{model.name}-{role}",
+                recurrence=schedule.cron(clock), time_zone=schedule.timezone,
+                min_size=floor, max_size=model.max_replicas, opts=self._child)
 
     def _create_scaling_policy(self, inventory: Inventory, model: Model) -> None:
         # NLBs publish no request count per target (that metric is ALB-only), so the
@@ -387,6 +457,18 @@ class GpuFleet(pulumi.ComponentResource):
                 },
             },
             opts=self._child)
+
+
+def drain_policy(*, group_arn: str, stack: str, model_name: str) -> dict:
+    """A host may find its own group and put itself in Standby, in this model's group only.
+    DescribeAutoScalingInstances has no resource-level permissions (read-only, on "*")."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "FindOwnGroup", "Effect": "Allow", "Action": "autoscaling:DescribeAutoScalingInstances",
+         "Resource": "*"},
+        {"Sid": "StandbyOnSpotNotice", "Effect": "Allow", "Action": "autoscaling:EnterStandby",
+         "Resource": group_arn, "Condition": {"StringEquals": {
+             "aws:ResourceTag/stack": stack, "aws:ResourceTag/model": model_name}}},
+    ]}
 
 
 def _volume(device: pulumi.Input[str], size_gib: int, kms_key_arn: pulumi.Input[str], *,

@@ -15,6 +15,13 @@ reboot or a re-run converges instead of repeating work:
   is listed by the runtime on every probe;
 - logs: the container logs to journald; an exporter writes the unit's journal as JSON
   lines that the CloudWatch agent ships. Prompts are never logged (see runtimes.py).
+- spot hosts run a watcher (WATCHER_SCRIPT) that polls IMDSv2 for the two-minute
+  interruption notice (`spot/instance-action`, EC2 User Guide "Spot Instance interruption
+  notices") and then drains: the health gate answers 503 from that moment, the instance
+  enters Standby (Auto Scaling deregisters it from the target group, so the NLB sends no
+  new flow while in-flight streams drain, and launches the replacement at once instead of
+  after the reclaim), and the runtime is stopped once its connections are gone or just
+  before the reclaim time, so streams finish what they can and the server exits cleanly.
 - metrics: the CloudWatch agent (configuration in SSM, see `agent_config_parameter`) scrapes
   the runtime's Prometheus counters and gauges; the health gate publishes the queue for
   scaling and the per-minute p95 of the runtime's latency histograms, which the agent drops.
@@ -83,6 +90,8 @@ class HostPlan:
     hf_token_secret_arn: Optional[str]
     log_group_name: str
     metrics_namespace: str
+    # Spot capacity in the group: the host watches for interruption notices and drains.
+    spot: bool = False
 
     @property
     def model_dir(self) -> str:
@@ -238,6 +247,8 @@ def get(path, auth=False):
         return r.status, r.read().decode("utf-8", "replace")
 
 def ready():
+    if os.path.exists(RUN + "/draining"):  # spot notice: stop admitting (WATCHER_SCRIPT)
+        return False
     try:
         s, body = get(E["READINESS_PATH"], E["READINESS_AUTH"] == "1")
         return os.path.exists(RUN + "/warm") and s == 200 and E["READINESS_BODY"] in body
@@ -314,6 +325,73 @@ class Gate(H):
 
 threading.Thread(target=publish, daemon=True).start()
 S((E["HOST_PRIVATE_IP"], int(E["GATE_PORT"])), Gate).serve_forever()
+'''
+
+
+# The spot interruption watcher (stdlib only); IMDS_ENDPOINT and STATE_DIR exist so tests run
+# the real script against a fake IMDS on 127.0.0.1.
+WATCHER_SCRIPT = r'''import datetime as d, json, os, subprocess, sys, time, urllib.error, urllib.request as u
+E = os.environ
+IMDS = E.get("IMDS_ENDPOINT", "http://169.254.169.254")
+RUN = E.get("STATE_DIR", "/run/deepseek")
+POLL = float(E.get("WATCH_INTERVAL", "5"))
+MARGIN = float(E.get("STOP_MARGIN_SECONDS", "15"))
+
+def imds(path):
+    req = u.Request(IMDS + "/latest/api/token", method="PUT",
+                    headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+    token = u.urlopen(req, timeout=2).read().decode()
+    req = u.Request(IMDS + "/latest/meta-data/" + path, headers={"X-aws-ec2-metadata-token": token})
+    try:
+        with u.urlopen(req, timeout=2) as r:
+            return r.read().decode()
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+def aws(*args):
+    return subprocess.run(["aws", "--region", E["AWS_REGION"], *args], capture_output=True, text=True)
+
+def busy():
+    out = subprocess.run(["ss", "-Htn", "state", "established", "( sport = :%s )" % E["RUNTIME_PORT"]],
+                         capture_output=True, text=True).stdout
+    return bool(out.strip())
+
+def notice():
+    """Seconds left before EC2 reclaims this spot instance, or None."""
+    action = imds("spot/instance-action")
+    if not action:
+        return None
+    when = d.datetime.strptime(json.loads(action)["time"], "%Y-%m-%dT%H:%M:%SZ")
+    return (when.replace(tzinfo=d.timezone.utc) - d.datetime.now(d.timezone.utc)).total_seconds()
+
+def drain(left):
+    deadline = time.monotonic() + left - MARGIN
+    open(RUN + "/draining", "w").close()  # the health gate answers 503 from now on
+    me = imds("instance-id")
+    found = aws("autoscaling", "describe-auto-scaling-instances", "--instance-ids", me, "--output", "json")
+    groups = [i["AutoScalingGroupName"] for i in json.loads(found.stdout or "{}").get("AutoScalingInstances", [])]
+    for group in groups:
+        # Standby deregisters from the target groups (in-flight streams drain) and, without
+        # decrementing, makes Auto Scaling launch the replacement now, not in two minutes.
+        aws("autoscaling", "enter-standby", "--instance-ids", me, "--auto-scaling-group-name", group,
+            "--no-should-decrement-desired-capacity")
+    while time.monotonic() < deadline and busy():
+        time.sleep(POLL)
+    subprocess.run(["systemctl", "stop", "--no-block", "deepseek-runtime.service"])
+    print("drained for spot interruption", flush=True)
+
+while True:
+    try:
+        left = notice()
+    except Exception as error:
+        print("imds: %s" % error, file=sys.stderr, flush=True)
+        left = None
+    if left is not None:
+        drain(left)
+        break
+    time.sleep(POLL)
 '''
 
 
@@ -482,6 +560,14 @@ def systemd_units(plan: HostPlan) -> dict[str, str]:
             "Restart=always\nRestartSec=5\n"
             "ProtectSystem=strict\nPrivateTmp=yes\n\n"
             "[Install]\nWantedBy=multi-user.target\n"),
+        **({"deepseek-spot-watcher.service": (
+            "[Unit]\nDescription=Drain on a spot interruption notice\n"
+            "Requires=deepseek-host-env.service\nAfter=deepseek-host-env.service\n\n"
+            f"[Service]\nType=simple\n{env_files}"
+            "ExecStart=/usr/bin/python3 /usr/local/lib/deepseek/spot_watcher.py\n"
+            # It exits after draining: that instance is going away.
+            "Restart=on-failure\nRestartSec=5\n\n"
+            "[Install]\nWantedBy=multi-user.target\n")} if plan.spot else {}),
         "deepseek-log-export.service": (
             "[Unit]\nDescription=Runtime journal as JSON lines for the CloudWatch agent\n\n"
             "[Service]\nType=simple\n"
@@ -591,16 +677,19 @@ def cloud_config(plan: HostPlan) -> dict:
         *(_file(f"{RUNTIME_CONFIG_DIR}/{name}", text, "0644")
           for name, text in sorted(launch.config_files.items())),
         _file("/usr/local/sbin/deepseek-prepare-host", PREPARE_HOST, "0755"),
-        _file("/usr/local/sbin/deepseek-host-env", HOST_ENV, "0755"),
+        _gzip_file("/usr/local/sbin/deepseek-host-env", HOST_ENV, "0755"),
         _file("/usr/local/sbin/deepseek-fetch-key", FETCH_KEY, "0755"),
-        _file("/usr/local/sbin/deepseek-fetch-weights", FETCH_WEIGHTS, "0755"),
-        _file("/usr/local/sbin/deepseek-warmup", warmup_script(launch.runtime), "0755"),
+        # Compressed too (16 KB cap): scripts with no runtime flag or secret in them.
+        _gzip_file("/usr/local/sbin/deepseek-fetch-weights", FETCH_WEIGHTS, "0755"),
+        _gzip_file("/usr/local/sbin/deepseek-warmup", warmup_script(launch.runtime), "0755"),
         # Compressed: the gate is the largest file and user data is capped at 16 KB; its
         # source is GATE_SCRIPT above (a plan diff shows that it changed, the repo diff how).
         _gzip_file("/usr/local/lib/deepseek/health_gate.py", GATE_SCRIPT, "0644"),
         _file("/etc/logrotate.d/deepseek", LOGROTATE, "0644"),
         _file("/etc/systemd/journald.conf.d/deepseek.conf", JOURNALD, "0644"),
     ]
+    if plan.spot:
+        files.append(_gzip_file("/usr/local/lib/deepseek/spot_watcher.py", WATCHER_SCRIPT, "0644"))
     files += [_file(f"/etc/systemd/system/{name}", text, "0644")
               for name, text in systemd_units(plan).items()]
     return {
@@ -621,7 +710,8 @@ def cloud_config(plan: HostPlan) -> dict:
             ["/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl", "-a", "fetch-config",
              "-m", "ec2", "-s", "-c", f"ssm:{plan.agent_config_parameter}"],
             ["systemctl", "enable", "--now", "deepseek-log-export.service",
-             "deepseek-health-gate.service"],
+             "deepseek-health-gate.service"]
+            + (["deepseek-spot-watcher.service"] if plan.spot else []),
             # Not waited for: weights and model load outlast cloud-init; the ASG grace
             # period and the health gate cover them.
             ["systemctl", "enable", "--now", "--no-block", "deepseek-runtime.service"],
@@ -640,6 +730,13 @@ def _gzip_file(path: str, content: str, permissions: str) -> dict:
     bytes, and so the plan, the same between runs."""
     data = base64.b64encode(gzip.compress(content.encode(), mtime=0)).decode()
     return {**_file(path, data, permissions), "encoding": "gz+b64"}
+
+
+def file_content(entry: dict) -> str:
+    """A write_files entry's text as cloud-init writes it (plain, or gz+b64)."""
+    if entry.get("encoding") == "gz+b64":
+        return gzip.decompress(base64.b64decode(entry["content"])).decode()
+    return entry["content"]
 
 
 class _Dumper(yaml.SafeDumper):

@@ -74,6 +74,8 @@ LBC_SERVICE_ACCOUNT = "aws-load-balancer-controller"
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
 ENCRYPTED_STORAGE_CLASS = "deepseek-gp3-encrypted"
 AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
+# The keda chart's operator service account (values serviceAccount.operator.name default).
+KEDA_OPERATOR_SERVICE_ACCOUNT = "keda-operator"
 
 # Pods the model-server scrape job considers (set by ModelService on its pods).
 PART_OF_LABEL = "app.kubernetes.io/part-of"
@@ -91,6 +93,8 @@ class ClusterAddonsArgs:
     # (host:port) it sends them to: components/eks/monitoring.py. None: no alerting.
     alert_rules: Optional[dict] = None
     alertmanager_target: Optional[str] = None
+    # A model scales to zero: KEDA's operator reads the gateway's request count in CloudWatch.
+    keda_reads_cloudwatch: bool = False
     # Recording rules (a rule file's content) for the token and GPU signals.
     recording_rules: Optional[dict] = None
     # The stack's data key: Prometheus keeps its history on a volume encrypted with it.
@@ -136,9 +140,16 @@ class ClusterAddons(pulumi.ComponentResource):
             values = with_persistent_storage(values, args.metrics_retention_days)
         self.prometheus = self._release("prometheus", MONITORING_NAMESPACE, values,
                                         depends_on=[monitoring, *storage])
+        keda_deps: list[pulumi.Resource] = [keda_ns]
+        if args.keda_reads_cloudwatch:
+            # Pods get Pod Identity credentials only if the association exists at their start.
+            keda_deps += args.cluster.workload_role(
+                f"{name}-keda", namespace=KEDA_NAMESPACE, service_account=KEDA_OPERATOR_SERVICE_ACCOUNT,
+                policy=json.dumps(_keda_cloudwatch_policy()), parent=self,
+                description="KEDA operator: read the gateway's request metrics to wake idle models").resources
         self.keda = self._release("keda", KEDA_NAMESPACE, {
             "nodeSelector": {POOL_LABEL: SYSTEM_POOL},
-        }, depends_on=[keda_ns])
+        }, depends_on=keda_deps)
 
         self.register_outputs({
             "monitoring_namespace": self.monitoring_namespace,
@@ -460,6 +471,14 @@ def _load_balancer_controller_policy(target_group_tags: dict[str, str], partitio
                                             for key, value in sorted(target_group_tags.items())}}},
         ],
     }
+
+
+def _keda_cloudwatch_policy() -> dict:
+    """GetMetricData has no resource-level permissions (CloudWatch "Actions, resources, and
+    condition keys"): it is read-only, on every metric of the account."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "ReadGatewayRequestCounts", "Effect": "Allow",
+        "Action": ["cloudwatch:GetMetricData"], "Resource": "*"}]}
 
 
 def _autoscaler_policy(cluster_name: str) -> dict:

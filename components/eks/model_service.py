@@ -25,6 +25,15 @@ Decisions (why, not what):
   where other pods and hosts could reach the runtime's unkeyed admin routes; the security
   group rule below narrows it further at the ENI level to the NLB's own security group.
   Metrics are admitted from the `monitoring` namespace only.
+- Scale to zero and schedules: with `min_replicas: 0` the ScaledObject may take the
+  Deployment to zero once no trigger is active for `idle_minutes` (cooldownPeriod). With no
+  pod there is no queue metric, so the wake signal is the gateway's own request count
+  (KEDA's aws-cloudwatch scaler on AWS/ApiGateway Count per route of the model, through
+  the KEDA operator's Pod Identity role): any request activates the ScaledObject and KEDA
+  scales to one replica; those triggers' targets are set so high that above one replica
+  only the queue drives scaling. The gateway answers the first requests 503 + Retry-After
+  while the replica starts (components/gateway/responses.py). A `schedule` adds KEDA's
+  cron scaler: at least schedule.min_replicas during business hours.
 - Autoscaling: KEDA ScaledObjects querying the in-cluster Prometheus (components/
   k8s_addons.py). vLLM scales on `vllm:num_requests_waiting`, TGI on `tgi_queue_size`
   (requests admitted but not yet in a batch), per replica. Ollama has no /metrics: it
@@ -583,11 +592,69 @@ def scaling_trigger(model: Model, launch: RuntimeLaunch, prometheus_url: str) ->
         "threshold": str(OLLAMA_GPU_UTILIZATION_TARGET)}}
 
 
-def scaled_object_spec(model: Model, launch: RuntimeLaunch, deployment: str, prometheus_url: str) -> dict:
+# The TriggerAuthentication the gateway-request triggers use (KEDA operator identity).
+GATEWAY_METRICS_AUTH = "gateway-metrics"
+# A wake trigger's target per replica: unreachable, so it only ever activates (0 -> 1).
+WAKE_TARGET = "1000000"
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """Where the gateway counts a model's requests: AWS/ApiGateway Count, per route."""
+
+    region: str
+    # Per route: {"ApiName", "Stage", "Resource", "Method"} (values may be Outputs).
+    dimensions: tuple
+
+
+def wake_triggers(metrics: RequestMetrics) -> list[dict]:
+    """KEDA aws-cloudwatch triggers, one per route: active while the route saw requests in
+    the last minute (https://keda.sh/docs/2.17/scalers/aws-cloudwatch/)."""
+    triggers = []
+    for dims in metrics.dimensions:
+        names = list(dims)
+        triggers.append({
+            "type": "aws-cloudwatch",
+            "authenticationRef": {"name": GATEWAY_METRICS_AUTH},
+            "metadata": {
+                "namespace": "AWS/ApiGateway", "metricName": "Count",
+                "dimensionName": ";".join(names),
+                "dimensionValue": pulumi.Output.all(*[dims[n] for n in names]).apply(";".join),
+                "metricStat": "Sum", "metricStatPeriod": "60", "metricCollectionTime": "180",
+                "metricEndTimeOffset": "60", "minMetricValue": "0",
+                "targetMetricValue": WAKE_TARGET, "activationTargetMetricValue": "0",
+                "awsRegion": metrics.region,
+            },
+        })
+    return triggers
+
+
+def schedule_trigger(model: Model) -> Optional[dict]:
+    """KEDA's cron scaler: business hours keep schedule.min_replicas replicas."""
+    schedule = model.schedule
+    if schedule is None:
+        return None
+    return {"type": "cron", "metadata": {
+        "timezone": schedule.timezone, "start": schedule.cron(schedule.start),
+        "end": schedule.cron(schedule.end), "desiredReplicas": str(schedule.min_replicas)}}
+
+
+def scaled_object_spec(model: Model, launch: RuntimeLaunch, deployment: str, prometheus_url: str,
+                       wake: Optional[RequestMetrics] = None) -> dict:
+    if model.min_replicas == 0 and wake is None:
+        raise ModelServiceError(f"model {model.name}: min_replicas 0 needs the gateway's request "
+                                "metrics to wake it")
+    triggers = [scaling_trigger(model, launch, prometheus_url)]
+    triggers += wake_triggers(wake) if model.min_replicas == 0 and wake is not None else []
+    cron = schedule_trigger(model)
+    if cron is not None:
+        triggers.append(cron)
+    idle = {"cooldownPeriod": model.idle_minutes * 60} if model.min_replicas == 0 else {}
     return {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
         "minReplicaCount": model.min_replicas,
         "maxReplicaCount": model.max_replicas,
+        **idle,
         "pollingInterval": 15,
         "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
             # Add GPUs quickly (a replica takes minutes to load), remove them slowly.
@@ -596,7 +663,7 @@ def scaled_object_spec(model: Model, launch: RuntimeLaunch, deployment: str, pro
             "scaleDown": {"stabilizationWindowSeconds": 600,
                           "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}]},
         }}},
-        "triggers": [scaling_trigger(model, launch, prometheus_url)],
+        "triggers": triggers,
     }
 
 
@@ -800,12 +867,14 @@ class ModelService(pulumi.ComponentResource):
         if model.max_lifetime_days is not None:
             self._create_restarts(name, model, launch, meta, k8s_opts, namespace, deployment)
 
-        scaled = scaled_object_spec(model, launch, self.deployment_name, args.addons.prometheus_url)
-        self.scaling_query = scaled["triggers"][0]["metadata"]["query"]
-        k8s.apiextensions.CustomResource(
-            f"{name}-scaled-object", api_version="keda.sh/v1alpha1", kind="ScaledObject",
-            metadata=meta(model.name), spec=scaled,
-            opts=k8s_opts(deployment, args.addons.keda, args.addons.prometheus))
+        self._name, self._args, self._namespace, self._deployment = name, args, namespace, deployment
+        self._meta = meta
+        self.scaling_query = scaling_trigger(model, launch, args.addons.prometheus_url)["metadata"]["query"]
+        # A model that scales to zero wakes on the gateway's request count, which exists only
+        # once the gateway does: its ScaledObject waits for `wake_on_requests`.
+        self.waits_for_gateway = model.min_replicas == 0
+        if not self.waits_for_gateway:
+            self._create_scaled_object(None)
 
         self.target_group_arn = lb.target_group_arn
         self.target_group_arn_suffix = lb.target_group_arn_suffix
@@ -838,6 +907,30 @@ class ModelService(pulumi.ComponentResource):
         k8s.batch.v1.CronJob(
             f"{name}-restart", metadata=meta("rolling-restart"), spec=restart_cronjob_spec(model, launch),
             opts=k8s_opts(account, role, binding, deployment))
+
+
+    def wake_on_requests(self, metrics: RequestMetrics) -> None:
+        """The ScaledObject of a scale-to-zero model, with the gateway's request triggers."""
+        args = self._args
+        auth = k8s.apiextensions.CustomResource(
+            f"{self._name}-gateway-metrics-auth", api_version="keda.sh/v1alpha1",
+            kind="TriggerAuthentication", metadata=self._meta(GATEWAY_METRICS_AUTH),
+            # The KEDA operator's own Pod Identity role reads CloudWatch (components/eks/addons.py).
+            spec={"podIdentity": {"provider": "aws"}},
+            opts=pulumi.ResourceOptions.merge(args.cluster.k8s_opts(self, [self._namespace, args.addons.keda]),
+                                              pulumi.ResourceOptions()))
+        self._create_scaled_object(metrics, auth)
+
+    def _create_scaled_object(self, wake: Optional[RequestMetrics],
+                              auth: Optional[pulumi.Resource] = None) -> None:
+        args = self._args
+        spec = scaled_object_spec(args.model, args.launch, self.deployment_name,
+                                  args.addons.prometheus_url, wake)
+        k8s.apiextensions.CustomResource(
+            f"{self._name}-scaled-object", api_version="keda.sh/v1alpha1", kind="ScaledObject",
+            metadata=self._meta(args.model.name), spec=spec,
+            opts=args.cluster.k8s_opts(self, [self._deployment, args.addons.keda, args.addons.prometheus,
+                                              *([auth] if auth else [])]))
 
 
 def _hf_token(model: Model, parent: pulumi.Resource) -> pulumi.Output[str]:

@@ -189,6 +189,13 @@ def routes_for(model_names: Sequence[str]) -> list[Route]:
     return routes
 
 
+def request_metric_dimensions(rest_api_name: Any, stage_name: Any, model: str) -> list[dict]:
+    """Per route of `model`, the dimensions its AWS/ApiGateway Count carries (detailed
+    metrics are on for every method: _create_method_settings)."""
+    return [{"ApiName": rest_api_name, "Stage": stage_name, "Resource": route.resource_path,
+             "Method": route.http_method} for route in routes_for([model])]
+
+
 def authorization_type(authorizer: Optional[AuthorizerSettings]) -> str:
     if authorizer is None:
         return "NONE"
@@ -403,6 +410,8 @@ class ApiGatewayArgs:
     region: str
     account_id: pulumi.Input[str]
     partition: str = "aws"
+    # A model may have no replica (scaled to zero): 503s say so and ask for a longer wait.
+    cold_start_possible: bool = False
 
 
 class ApiGateway(pulumi.ComponentResource):
@@ -434,7 +443,8 @@ class ApiGateway(pulumi.ComponentResource):
 
         responses = render_gateway_responses(
             max_request_bytes=args.max_request_bytes,
-            integration_timeout_ms=settings.integration_timeout_ms, streaming=settings.streaming)
+            integration_timeout_ms=settings.integration_timeout_ms, streaming=settings.streaming,
+            cold_start_possible=args.cold_start_possible)
         self.redeployment_hash = definition_hash(api_definition(settings, args.backends, responses))
 
         self.rest_api = aws.apigateway.RestApi(

@@ -28,6 +28,15 @@ server side):
 - THROTTLED and QUOTA_EXCEEDED -> 429 with `Retry-After`; REQUEST_TOO_LARGE -> 413;
   INTEGRATION_TIMEOUT -> 504; INTEGRATION_FAILURE -> 503 + Retry-After (no healthy model
   server: the guide's "503 for temporary overload or if the model is not loaded").
+- A model scaled to zero has no registered target behind its NLB. AWS documents what API
+  Gateway then answers through a VPC link: HTTP 500, "Execution failed due to configuration
+  error" when "the registered target for the target group is unhealthy, or isn't in use"
+  (AWS re:Post knowledge center, "api-gateway-500-error-vpc"), which is the
+  API_CONFIGURATION_ERROR type; connection failures to the NLB are INTEGRATION_FAILURE.
+  Both answer 503 + Retry-After here ("the model is not loaded" is the guide's 503). When a
+  model of the API can be cold (`cold_start_possible`), Retry-After is COLD_RETRY_AFTER_S and
+  the message says the model may be starting; docs/CLIENTS.md says how long to keep trying.
+  A genuine misconfiguration also answers 503: the 5XX alarm is what catches it.
 - DEFAULT_4XX / DEFAULT_5XX keep the status of whichever type fired: setting a status on a
   DEFAULT_* response would replace the status of every type without its own entry.
 
@@ -61,6 +70,9 @@ THROTTLED_RETRY_AFTER_S = 1
 QUOTA_RETRY_AFTER_S = 3600
 # Model servers come back within a health-check interval or two, or a replica starts.
 UNAVAILABLE_RETRY_AFTER_S = 5
+# A model starting from zero: minutes (components/ec2/wake.py, model_service.py), so a
+# client that polls every 30 s neither hammers the gateway nor waits long after it is up.
+COLD_RETRY_AFTER_S = 30
 
 
 @dataclass(frozen=True)
@@ -136,8 +148,12 @@ def _spec(response_type: str, status: Optional[int], error_type: str, message: s
 
 
 def render_gateway_responses(*, max_request_bytes: int, integration_timeout_ms: int,
-                             streaming: bool) -> list[GatewayResponseSpec]:
+                             streaming: bool, cold_start_possible: bool = False) -> list[GatewayResponseSpec]:
     """Every gateway response the API customises, in a stable order."""
+    retry_unavailable = COLD_RETRY_AFTER_S if cold_start_possible else UNAVAILABLE_RETRY_AFTER_S
+    unavailable = ("No model server could take the request (none healthy, or all restarting"
+                   + (", or the model is starting from zero after being idle" if cold_start_possible else "")
+                   + "). Retry after the Retry-After seconds, with backoff.")
     timeout_s = integration_timeout_ms / 1000
     timeout_text = f"{timeout_s:g} s"
     timeout_advice = ("lower max_tokens or shorten the prompt" if streaming
@@ -171,10 +187,8 @@ def render_gateway_responses(*, max_request_bytes: int, integration_timeout_ms: 
         _spec("INTEGRATION_TIMEOUT", 504, "timeout_error",
               f"The model did not answer within {timeout_text}; {timeout_advice}. Retrying "
               "with backoff is safe."),
-        _spec("INTEGRATION_FAILURE", 503, "server_error",
-              "No model server could take the request (none healthy, or all restarting). "
-              "Retry after the Retry-After seconds, with backoff.",
-              retry_after_s=UNAVAILABLE_RETRY_AFTER_S),
+        _spec("INTEGRATION_FAILURE", 503, "server_error", unavailable, retry_after_s=retry_unavailable),
+        _spec("API_CONFIGURATION_ERROR", 503, "server_error", unavailable, retry_after_s=retry_unavailable),
         _spec("DEFAULT_4XX", None, "invalid_request_error", "", from_gateway_message=True,
               code=RESPONSE_TYPE),
         _spec("DEFAULT_5XX", None, "server_error", "", from_gateway_message=True,

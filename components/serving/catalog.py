@@ -28,6 +28,7 @@ Sources, once for all entries:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 
 class CatalogError(KeyError):
@@ -486,3 +487,17 @@ def interchangeable_instances(name: str) -> list[InstanceSpec]:
             and i.memory_gib >= base.memory_gib and i.vcpus >= base.vcpus
             and i.gpu.native_fp8 >= base.gpu.native_fp8]
     return sorted(same, key=lambda i: (i.name != name, i.vcpus, i.memory_gib, i.name))
+
+
+def spot_instance_types(declared: str, requested: Sequence[str] = (), limit: int = 4) -> list[str]:
+    """The types a spot group may launch for a replica sized for `declared`: `declared` first
+    (on-demand launches it), then `requested`, or the interchangeable types when none are."""
+    fitting = [i.name for i in interchangeable_instances(declared)]
+    if not requested:
+        return fitting[:limit]
+    for name in requested:
+        if name not in fitting:
+            raise CatalogError(
+                f"spot.instance_types lists {name}, which does not run a replica sized for "
+                f"{declared} unchanged; allowed: {', '.join(fitting)}")
+    return [declared] + [t for t in requested if t != declared]
