@@ -770,10 +770,6 @@ class Inventory(_Strict):
                     raise _at(("models", index, "instance_type"), None,
                               "platform ec2 needs an instance_type per model (for example g6e.xlarge)")
         for index, model in enumerate(self.models):
-            if model.min_replicas == 0 and self.environment == "prod":
-                raise _at(("models", index, "min_replicas"), 0,
-                          "prod keeps every model warm: a cold start takes minutes; allowed: 1.."
-                          f"{model.max_replicas} (scale to zero is for dev and staging)")
             if model.spot is not None and self.platform != "ec2":
                 raise _at(("models", index, "spot"), "<section>",
                           "spot on platform eks is a property of the pool: set "
@@ -992,6 +988,13 @@ def parse_inventory(raw: Any, *, stack: str, secret_keys: Optional[Container[str
         raise InventoryError(
             f"{where}: invalid inventory\n  {key}.environment: {inventory.environment!r} does not "
             f"match stack {stack!r}; policies and defaults are chosen by environment")
+    # After the environment is known to be the stack's own: a mismatch is the first thing to fix.
+    for index, model in enumerate(inventory.models):
+        if model.min_replicas == 0 and inventory.environment == "prod":
+            raise InventoryError(
+                f"{where}: invalid inventory\n  {key}.models[{index}].min_replicas: 0 is not allowed: "
+                f"prod keeps every model warm (a cold start takes minutes); allowed: 1..{model.max_replicas} "
+                "(scale to zero is for dev and staging)")
     for path, ref in inventory.secret_refs():
         if ref.config is not None:
             qualified = f"{PROJECT}:{ref.config}"

@@ -215,20 +215,41 @@ def gateway_alarms(thresholds: Thresholds, *, api_name: Any, stage: Any, api_id:
 
 
 def load_balancer_alarms(model: Model, *, load_balancer: Any, target_group: Any,
-                         startup_seconds: int) -> list[AlarmSpec]:
-    """No healthy target at all, and targets unhealthy for longer than a replica takes to load."""
+                         startup_seconds: int, asg_name: Any = None) -> list[AlarmSpec]:
+    """No healthy target at all, and targets unhealthy for longer than a replica takes to load.
+
+    A model that scales to zero has no target while it sleeps, on purpose: on EC2 its
+    no-healthy-targets alarm counts only while the group wants an instance and only after a
+    cold start's time; on EKS (no group metric in CloudWatch) it has none, and a wake that
+    fails shows as unhealthy targets and as the gateway's 5XX rate.
+    """
     dims = {"TargetGroup": target_group, "LoadBalancer": load_balancer}
     # A replica that is loading its model is unhealthy on purpose; only one that stays
     # unhealthy past its whole start budget (plus five minutes) is broken.
     window = _minutes(startup_seconds) + 5
-    return [
-        AlarmSpec(
+    healthy = Metric(NLB_NAMESPACE, "HealthyHostCount", dims, "Minimum", 60)
+    if model.min_replicas > 0:
+        none_healthy = AlarmSpec(
             key="no-healthy-targets", model=model.name, severity="critical",
             summary="the load balancer has no healthy replica: every request to this model fails.",
-            metric=Metric(NLB_NAMESPACE, "HealthyHostCount", dims, "Minimum", 60),
-            threshold=1, comparison="LessThanThreshold", evaluation_periods=3, datapoints_to_alarm=3,
+            metric=healthy, threshold=1, comparison="LessThanThreshold", evaluation_periods=3,
+            datapoints_to_alarm=3,
             # No data means no target reports healthy.
-            treat_missing_data="breaching"),
+            treat_missing_data="breaching")
+    elif asg_name is not None:
+        none_healthy = AlarmSpec(
+            key="no-healthy-targets", model=model.name, severity="critical",
+            summary=f"the group has wanted an instance for {window} minutes (longer than a cold "
+                    "start) and none is healthy: every request to this model fails.",
+            inputs={"healthy": healthy, "desired": Metric(ASG_NAMESPACE, "GroupDesiredCapacity",
+                                                          {"AutoScalingGroupName": asg_name}, "Maximum", 60)},
+            expression="IF(FILL(desired, 0) >= 1 AND FILL(healthy, 0) < 1, 1, 0)",
+            threshold=1, comparison="GreaterThanOrEqualToThreshold", evaluation_periods=window,
+            datapoints_to_alarm=window)
+    else:
+        none_healthy = None
+    return [
+        *([none_healthy] if none_healthy else []),
         AlarmSpec(
             key="unhealthy-targets", model=model.name, severity="warning",
             summary=f"a replica has been unhealthy for {window} minutes, longer than loading takes.",
@@ -292,7 +313,8 @@ def ec2_fleet_alarms(model: Model, launch: RuntimeLaunch, thresholds: Thresholds
             expression=f"IF(running > 0 AND gpu < {STUCK_GPU_PERCENT}, 1, 0)",
             threshold=1, comparison="GreaterThanOrEqualToThreshold",
             evaluation_periods=10, datapoints_to_alarm=10))
-    if model.min_replicas < model.max_replicas:
+    # A model that sleeps at 0..1 is "at its maximum" whenever it is awake: nothing to say.
+    if max(model.min_replicas, 1) < model.max_replicas:
         group = {"AutoScalingGroupName": asg_name}
         alarms.append(AlarmSpec(
             key="replicas-at-max", model=model.name, severity="warning",
@@ -652,7 +674,7 @@ class Observability(pulumi.ComponentResource):
             self.alarm_specs += load_balancer_alarms(
                 model, load_balancer=targets.load_balancer_arn_suffix,
                 target_group=targets.target_group_arn_suffix,
-                startup_seconds=targets.startup_seconds)
+                startup_seconds=targets.startup_seconds, asg_name=targets.asg_name)
             if inventory.platform == "ec2":
                 self.alarm_specs += ec2_fleet_alarms(
                     model, launch, settings.thresholds, stack=stack, asg_name=targets.asg_name,

@@ -369,7 +369,9 @@ def test_the_autoscaler_follows_the_model_replica_bounds(case):
 @pytest.mark.parametrize("runtime,metric", [("vllm", "vllm:num_requests_waiting"), ("tgi", "tgi_queue_size")])
 def test_vllm_and_tgi_scale_on_their_queue_depth(runtime, metric):
     case = _by_runtime(runtime)
-    (trigger,) = _scaled_object(case)["spec"]["triggers"]
+    # Beside the queue trigger a sleeping model has wake and business-hours triggers
+    # (tests/test_scale_to_zero.py).
+    (trigger,) = [t for t in _scaled_object(case)["spec"]["triggers"] if t["type"] == "prometheus"]
     assert trigger["type"] == "prometheus"
     assert trigger["metricType"] == "AverageValue"
     assert trigger["metadata"]["query"] == f'sum({metric}{{namespace="{case.model_name}"}})'
@@ -414,7 +416,7 @@ def test_ollama_keeps_the_model_loaded_and_bounds_parallelism_and_queue():
 
 def test_ollama_scales_on_gpu_utilisation_not_on_metrics_it_lacks():
     case = _by_runtime("ollama")
-    (trigger,) = _scaled_object(case)["spec"]["triggers"]
+    (trigger,) = [t for t in _scaled_object(case)["spec"]["triggers"] if t["type"] == "prometheus"]
     assert trigger["metricType"] == "Value"
     assert "DCGM_FI_DEV_GPU_UTIL" in trigger["metadata"]["query"]
     assert f'namespace="{case.model_name}"' in trigger["metadata"]["query"]

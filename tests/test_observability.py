@@ -48,7 +48,9 @@ def _by_type(registrations, type_token):
 
 
 def _alarms(registrations) -> dict[str, dict]:
-    return {r.inputs["name"]: r.inputs for r in _by_type(registrations, ALARM)}
+    """The observability alarms (named); scale-to-zero alarms (components/ec2/wake.py) are
+    auto-named and act on scaling policies, not on the topic."""
+    return {r.inputs["name"]: r.inputs for r in _by_type(registrations, ALARM) if "name" in r.inputs}
 
 
 def _policy(text: str) -> dict:

@@ -198,3 +198,15 @@ def test_the_deployed_gateway_of_a_stack_with_a_sleeping_model_says_so(dev):
     for kind in ("INTEGRATION_FAILURE", "API_CONFIGURATION_ERROR"):
         assert responses[kind]["statusCode"] == "503"
         assert responses[kind]["responseParameters"]["gatewayresponse.header.Retry-After"] == f"'{COLD_RETRY_AFTER_S}'"
+
+
+def test_a_sleeping_fleet_does_not_page_for_having_no_target(dev):
+    alarms = {r.inputs.get("name"): r.inputs for r in dev.by_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    asleep = alarms[f"deepseek-dev-{SLEEPY_EC2}-no-healthy-targets"]
+    queries = {q["id"]: q for q in asleep["metricQueries"]}
+    # Only while the group wants an instance, and only after a cold start's time.
+    assert "FILL(desired, 0) >= 1" in next(q["expression"] for q in queries.values() if q.get("expression"))
+    assert queries["desired"]["metric"]["metricName"] == "GroupDesiredCapacity"
+    assert asleep["evaluationPeriods"] > 3
+    awake = alarms["deepseek-dev-r1-qwen-7b-no-healthy-targets"]
+    assert awake["metricName"] == "HealthyHostCount" and awake["evaluationPeriods"] == 3

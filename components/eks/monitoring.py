@@ -215,7 +215,7 @@ def model_alert_rules(model: Model, launch: RuntimeLaunch, thresholds: Threshold
                 "DeepSeekKvCacheHigh", f"{kv} > {thresholds.kv_cache_percent:g}", "10m", "warning", model,
                 f"the KV cache is more than {thresholds.kv_cache_percent:g} % full for 10 minutes: long "
                 "contexts are queued or preempted.", "kv-cache", stack))
-    if model.min_replicas < model.max_replicas:
+    if max(model.min_replicas, 1) < model.max_replicas:
         replicas = (f"count({up})" if model.runtime in _QUEUE
                     else f"count(count by (pod) ({gpu}))")
         rules.append(_rule(
