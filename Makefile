@@ -10,7 +10,7 @@ OUT ?= build/plan-$(STACK).json
 # `make` alone lists the targets.
 .DEFAULT_GOAL := help
 
-.PHONY: cost help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke loadtest kv-bench diff diff-stacks manifests bench clean
+.PHONY: cost help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke rotate-key loadtest kv-bench diff diff-stacks manifests bench clean
 
 $(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt tools/crd_schemas/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ help:
 	@awk '/^## /{doc = doc (doc ? " " : "") substr($$0, 4); next} \
 	     /^[a-z][a-z-]*:/{split($$0, t, ":"); if (doc) printf "  make %-18s %s\n", t[1], doc; doc = ""; next} \
 	     {doc = ""}' $(MAKEFILE_LIST)
-	@echo "Variables: STACK (default dev), BASE, A, B, OUT, OUTPUTS, AUTH_ENV, PHASE, NO_POLICIES=1."
+	@echo "Variables: STACK (default dev), BASE, A, B, OUT, OUTPUTS, AUTH_ENV, PHASE, NO_POLICIES=1, CLIENT, STEP, NEW_KEY_ID, KEY_OUT."
 
 ## Offline preview of a stack with the policy pack (exit 1 on a mandatory violation); PHASE=cluster
 ## previews the first apply of a private EKS stack, NO_POLICIES=1 skips the pack.
@@ -81,6 +81,12 @@ loadtest: $(DEPS)
 	  $(if $(API_KEY_ENV),--api-key-env $(API_KEY_ENV)) --requests $(or $(REQUESTS),100) --concurrency $(or $(CONCURRENCY),8) \
 	  --duration $(or $(DURATION),300) --profile $(or $(PROFILE),realistic) $(if $(CALIBRATE),--calibrate --replicas $(or $(REPLICAS),1)) \
 	  $(if $(filter command line environment,$(origin OUT)),--out $(OUT))
+
+## Rotate a client's API key with an overlap (AWS credentials): STEP=start (default) writes the new
+## key to KEY_OUT (0600); after the client switched, STEP=finish NEW_KEY_ID=<id> retires the old one.
+## OUTPUTS: `pulumi stack output --json --stack $(STACK)` saved to a file (default outputs-$(STACK).json).
+rotate-key: $(DEPS)
+	$(PY) -m tools.rotate_key $(or $(STEP),start) --client $(CLIENT) --outputs $(or $(OUTPUTS),outputs-$(STACK).json) $(if $(filter finish,$(STEP)),--new-key-id $(NEW_KEY_ID),--out $(or $(KEY_OUT),$(CLIENT)-$(STACK)-new-key.txt))
 
 ## The sizing calculator against published vLLM KV-cache figures.
 kv-bench: $(DEPS)
