@@ -33,6 +33,14 @@ from components.observability import ModelTargets
 from components.serving.runtimes import RuntimeLaunch, render_for_inventory
 
 
+def request_limits(launch: RuntimeLaunch) -> dict[str, int]:
+    """What one request may ask of a model, as clients and the smoke test read it."""
+    capacity = launch.capacity
+    assert capacity is not None  # every rendered launch carries its capacity
+    return {"max_context": capacity.max_context, "max_input_tokens": capacity.max_input_tokens,
+            "max_output_tokens": capacity.max_new_tokens}
+
+
 def startup_seconds(inventory: Inventory, launch: RuntimeLaunch) -> int:
     """How long a new replica is unhealthy on purpose: boot or weight staging plus model load."""
     if inventory.platform == "ec2":
@@ -70,7 +78,8 @@ class Platform:
                         port=self.load_balancers[model.name].listener_port,
                         skip_tls_verification=self.load_balancers[model.name].tls_skip_verification,
                         backend_api_key=self.runtimes[model.name].backend_api_key,
-                        backend_api_key_version=self.runtimes[model.name].backend_api_key_version)
+                        backend_api_key_version=self.runtimes[model.name].backend_api_key_version,
+                        request_limits=request_limits(render_for_inventory(inventory, model)))
                 for model in inventory.models]
 
     def observed_models(self, inventory: Inventory) -> dict[str, ModelTargets]:

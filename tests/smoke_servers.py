@@ -54,6 +54,18 @@ class GatewayBehaviour:
     echoes_key_in_errors: bool = False
     # A Cognito/Lambda authorizer in front of the key: this Authorization value is required.
     required_authorization: Optional[str] = None
+    # The model's limits (stack output model_limits): a prompt (counted in words) plus
+    # max_tokens beyond max_context is refused with 400 in vLLM's error shape.
+    max_context: int = 4096
+    max_input_tokens: int = 4096
+    max_output_tokens: int = 512
+    # This model answers 502 to completions (a replica that lists but cannot generate).
+    failing_model: Optional[str] = None
+    # Long generations (max_tokens above 100) stop mid-stream without [DONE], as when the
+    # gateway's integration timeout ends a stream the model has not finished.
+    cuts_long_streams: bool = False
+    # Long generations never send a byte: the client's own deadline must end the wait.
+    hangs_long_requests_s: float = 0.0
 
 
 @dataclass
@@ -204,6 +216,18 @@ class _GatewayHandler(_Handler):
         model = request.get("model")
         if model not in models_here:
             return self._send(404, b'{"error": {"message": "model not found"}}', "application/json")
+        if model == behaviour.failing_model:
+            return self._send(502, b'{"message": "Internal server error"}', "application/json")
+        prompt = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", []))
+        max_tokens = int(request.get("max_tokens") or 16)
+        if prompt + max_tokens > behaviour.max_context:
+            refusal = {"object": "error", "type": "BadRequestError", "param": None, "code": 400,
+                       "message": f"This model's maximum context length is {behaviour.max_context} tokens. "
+                                  f"However, you requested {prompt + max_tokens} tokens."}
+            return self._send(400, json.dumps(refusal).encode(), "application/json")
+        long_generation = max_tokens > 100
+        if long_generation and behaviour.hangs_long_requests_s:
+            time.sleep(behaviour.hangs_long_requests_s)
         completion = {
             "id": "chatcmpl-smoke",
             "object": "chat.completion",
@@ -222,14 +246,25 @@ class _GatewayHandler(_Handler):
         # A keep-alive comment first, as servers send while a request waits in the queue.
         self._write_chunk(b": ping\n\n")
         time.sleep(behaviour.first_token_delay_s)
-        if not behaviour.stream_without_chunks:
+        if long_generation:
+            # Many tokens, quickly: the worst case's shape, not its duration.
+            deltas = [{"role": "assistant", "content": ""}] + [{"content": f"{n}\n"} for n in range(1, 40)] + [{}]
+            if behaviour.cuts_long_streams:
+                for delta in deltas[:10]:
+                    chunk = {"id": "chatcmpl-smoke", "object": "chat.completion.chunk", "model": model,
+                             "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                    self._write_chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+                return self._end_chunked()
+        else:
             deltas = [{"role": "assistant", "content": ""}, {"content": "o"}, {"content": "k"}, {}]
+        if not behaviour.stream_without_chunks:
             for index, delta in enumerate(deltas):
                 chunk = {
                     "id": "chatcmpl-smoke",
                     "object": "chat.completion.chunk",
                     "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if index == 3 else None}],
+                    "choices": [{"index": 0, "delta": delta,
+                                 "finish_reason": "stop" if index == len(deltas) - 1 else None}],
                 }
                 self._write_chunk(f"data: {json.dumps(chunk)}\n\n".encode())
                 time.sleep(behaviour.token_interval_s)

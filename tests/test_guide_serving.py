@@ -347,3 +347,15 @@ def test_the_allow_list_policy_is_not_an_open_invoke_for_the_pack():
 
     document = source_ip_policy(["203.0.113.0/24"])
     assert policy_documents.open_statements(document, ["execute-api:Invoke"]) == []
+
+
+# --- 7. what the smoke test's worst case is built from ----------------------------------------
+
+def test_the_stack_exports_each_models_request_limits_from_its_launch():
+    run = run_with_inventory("dev", lambda raw: None)
+    limits = run.outputs["model_limits"]
+    for index, model in enumerate(inventory_of("dev")["models"]):
+        capacity = launch_for("dev", model_index=index).capacity
+        assert limits[model["name"]] == {"max_context": capacity.max_context,
+                                         "max_input_tokens": capacity.max_input_tokens,
+                                         "max_output_tokens": capacity.max_new_tokens}

@@ -23,7 +23,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from tests.smoke_servers import FakeGateway, GatewayBehaviour, Scripted, ScriptedServer
+from tests.smoke_servers import DEFAULT_MODELS, FakeGateway, GatewayBehaviour, Scripted, ScriptedServer
 from tools import smoke
 from tools.client_policy import (
     RetryPolicy,
@@ -43,6 +43,8 @@ CHECKS = (
     "list_models",
     "chat_completion",
     "stream_completion",
+    "every_model",
+    "worst_case",
     "oversized_body",
     "burst_throttle",
 )
@@ -106,6 +108,10 @@ def stack_outputs(gateway: FakeGateway, **overrides) -> dict:
         "region": REGION,
         "smoke_tier_limits": {"rate": behaviour.rate, "burst": behaviour.burst},
         "max_request_bytes": behaviour.max_request_bytes,
+        "model_limits": {model: {"max_context": behaviour.max_context,
+                                 "max_input_tokens": behaviour.max_input_tokens,
+                                 "max_output_tokens": behaviour.max_output_tokens}
+                         for model in behaviour.served_models},
     }
     outputs.update(overrides)
     return {name: value for name, value in outputs.items() if value is not None}
@@ -151,7 +157,7 @@ def test_a_gateway_that_keeps_every_promise_passes_every_check(tmp_path, capsys,
     rows = table_rows(out)
     assert set(rows) == set(CHECKS)
     assert all(cells[3] == "yes" for cells in rows.values()), out
-    assert "smoke: all 7 checks passed" in out
+    assert "smoke: all 9 checks passed" in out
     assert re.search(r"time to first token \d+\.\d\d s, total \d+\.\d\d s", rows["stream_completion"][4])
     assert rows["burst_throttle"][4].startswith("Retry-After 1;")
     assert rows["oversized_body"][4].startswith(f"sent {16 * 1024 + 1024} bytes (limit {16 * 1024})")
@@ -211,9 +217,12 @@ BROKEN_PROMISES = [
     pytest.param({"html_auth_errors": True}, {"no_key", "wrong_key"}, id="html-error-pages"),
     pytest.param({"drops_model": True}, {"list_models"}, id="model-missing-from-listing"),
     pytest.param({"omits_usage": True}, {"chat_completion"}, id="completion-without-usage"),
-    pytest.param({"stream_not_sse": True}, {"stream_completion"}, id="stream-not-sse"),
+    # The worst case is streamed too: an answer that is not SSE breaks both.
+    pytest.param({"stream_not_sse": True}, {"stream_completion", "worst_case"}, id="stream-not-sse"),
     pytest.param({"stream_without_chunks": True}, {"stream_completion"}, id="stream-without-chunks"),
     pytest.param({"accepts_oversized": True}, {"oversized_body"}, id="accepts-oversized-body"),
+    pytest.param({"failing_model": DEFAULT_MODELS[1]}, {"every_model"}, id="a-model-that-cannot-generate"),
+    pytest.param({"cuts_long_streams": True}, {"worst_case"}, id="worst-case-cut-off"),
     pytest.param({"never_throttles": True}, {"burst_throttle"}, id="never-throttles"),
     pytest.param({"retry_after": None}, {"burst_throttle"}, id="429-without-retry-after"),
 ]
@@ -359,6 +368,8 @@ VALID_OUTPUTS = {
     "smoke_tier_limits": {"rate": 5, "burst": 3},
     "max_request_bytes": 65536,
     "smoke_api_key_id": "abc123",
+    "model_limits": {"deepseek-r1-distill-qwen-7b": {"max_context": 4096, "max_input_tokens": 4096,
+                                                     "max_output_tokens": 512}},
 }
 
 BAD_OUTPUTS = [
@@ -373,6 +384,10 @@ BAD_OUTPUTS = [
     pytest.param({"api_endpoint": "api.example.com"}, "expected the base URL", id="endpoint-not-a-url"),
     pytest.param({"smoke_tier_limits": {"rate": 5}}, "output 'smoke_tier_limits'", id="tier-without-burst"),
     pytest.param({"max_request_bytes": "1MB"}, "output 'max_request_bytes'", id="size-not-a-number"),
+    pytest.param({"model_limits": {"deepseek-r1-distill-qwen-7b": {"max_context": 4096}}},
+                 "output 'model_limits.deepseek-r1-distill-qwen-7b'", id="limits-incomplete"),
+    pytest.param({"model_limits": {"unknown-model": {"max_context": 1, "max_input_tokens": 1, "max_output_tokens": 1}}},
+                 "expected a served model", id="limits-for-an-unserved-model"),
     pytest.param({"served_models": []}, "non-empty list of served model names", id="no-models"),
     pytest.param(
         {"model_endpoints": {"other-model": "http://127.0.0.1:9/prod/other-model/v1"}},
@@ -636,3 +651,72 @@ def test_a_stream_refused_with_a_transient_status_is_retried_before_it_starts():
         assert stream.first_event == "ok"
         stream.close()
     assert stream.attempts == 2
+
+
+# --------------------------------------------------------------------------- every model, worst case
+
+
+def test_every_model_answers_through_its_own_base_url_ollama_included(tmp_path, capsys, aws_endpoint, api_key):
+    key_id, key_value = api_key
+    models = ("r1-qwen-7b", "r1-qwen-1-5b-gguf")  # the dev stack: vLLM and Ollama's /v1
+    with FakeGateway(GatewayBehaviour(api_key=key_value, served_models=models, per_model_paths=True)) as gateway:
+        endpoints = {m: f"{gateway.api_endpoint}/{m}/v1" for m in models}
+        outputs = write_outputs(tmp_path, stack_outputs(gateway, smoke_api_key_id=key_id, model_endpoints=endpoints))
+        code, out, _ = run_smoke(capsys, "--stack", "dev", "--outputs", str(outputs), "--aws-endpoint-url", aws_endpoint)
+        chats = [r.path for r in gateway.requests if r.method == "POST"]
+    assert code == 0, out
+    assert any(path.endswith("/r1-qwen-1-5b-gguf/v1/chat/completions") for path in chats)
+    assert "answered: r1-qwen-7b, r1-qwen-1-5b-gguf" in out
+
+
+def test_the_worst_case_asks_for_the_longest_prompt_and_the_full_output(tmp_path, capsys, aws_endpoint, api_key):
+    key_id, key_value = api_key
+    behaviour = GatewayBehaviour(api_key=key_value, max_context=4096, max_input_tokens=4096, max_output_tokens=512)
+    with FakeGateway(behaviour) as gateway:
+        outputs = write_outputs(tmp_path, stack_outputs(gateway, smoke_api_key_id=key_id))
+        code, out, _ = run_smoke(capsys, "--stack", "dev", "--outputs", str(outputs), "--aws-endpoint-url", aws_endpoint)
+        sizes = sorted(r.body_bytes for r in gateway.requests if r.method == "POST")
+    assert code == 0, out
+    row = table_rows(out)["worst_case"]
+    assert row[3] == "yes" and "[DONE]" in row[2]
+    # 4096 - 512 output - 256 margin = 3328 prompt tokens of " ok": the largest body sent
+    # (the oversized probe aside) is the worst case.
+    assert "prompt of about 3328 tokens, max_tokens 512" in row[4]
+    assert 3328 * 3 < sizes[-2] < behaviour.max_request_bytes
+
+
+def test_a_worst_case_refused_with_the_runtimes_400_passes(tmp_path, capsys, aws_endpoint, api_key):
+    """The stack claims a longer context than the runtime takes: the runtime's own 400
+    (vLLM's error shape, passed through) is a documented refusal, not a failure."""
+    key_id, key_value = api_key
+    with FakeGateway(GatewayBehaviour(api_key=key_value, max_context=2048)) as gateway:
+        claims = {m: {"max_context": 8192, "max_input_tokens": 8192, "max_output_tokens": 1024}
+                  for m in DEFAULT_MODELS}
+        outputs = write_outputs(tmp_path, stack_outputs(gateway, smoke_api_key_id=key_id, model_limits=claims))
+        code, out, _ = run_smoke(capsys, "--stack", "dev", "--outputs", str(outputs), "--aws-endpoint-url", aws_endpoint)
+    assert code == 0, out
+    row = table_rows(out)["worst_case"]
+    assert row[2] == "400, JSON error" and "maximum context length is 2048" in row[4]
+
+
+def test_a_worst_case_that_never_answers_fails_instead_of_waiting_forever(aws_endpoint, api_key):
+    key_id, key_value = api_key
+    with FakeGateway(GatewayBehaviour(api_key=key_value, hangs_long_requests_s=3.0)) as gateway:
+        target = smoke.target_from_outputs(stack_outputs(gateway, smoke_api_key_id=key_id), "test outputs")
+        run = smoke.SmokeRun(target, key_value, DEFAULT_MODELS[0])
+        run.worst_case_timeouts = smoke.Timeouts(connect_s=2.0, first_byte_s=0.5, total_s=1.0)
+        got, ok, detail = run.check_worst_case()
+        run.session.close()
+    assert (got, ok) == ("timed out", False)
+    assert "neither finished nor was refused" in detail
+
+
+def test_stack_outputs_without_model_limits_fail_the_worst_case_with_a_reason(tmp_path, capsys, aws_endpoint, api_key):
+    key_id, key_value = api_key
+    with FakeGateway(GatewayBehaviour(api_key=key_value)) as gateway:
+        outputs = stack_outputs(gateway, smoke_api_key_id=key_id)
+        del outputs["model_limits"]
+        code, out, _ = run_smoke(capsys, "--stack", "dev", "--outputs", str(write_outputs(tmp_path, outputs)),
+                                 "--aws-endpoint-url", aws_endpoint)
+    assert code == 1 and failed_checks(out) == {"worst_case"}
+    assert "no model_limits" in out

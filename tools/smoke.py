@@ -8,8 +8,12 @@ It reads the stack outputs, fetches the smoke client's API key with boto3 (API G
 key id preferred, Secrets Manager secret otherwise), and checks the endpoint the way a
 client meets it: refused without a key or with a wrong one (JSON errors in the OpenAI
 shape), every served model listed, a chat completion with usage, a stream of SSE
-chunks (time to first token reported), an oversized body refused with 413, and a
-burst over the tier's limit answered with 429 and Retry-After.
+chunks (time to first token reported), a short completion from every served model
+through its own base URL (Ollama's OpenAI-compatible /v1 included), the worst-case
+request (the longest prompt the model accepts with its maximum output, streamed: it must
+finish or be refused with 400/413 and a JSON error, never time out or be cut off), an
+oversized body refused with 413, and a burst over the tier's limit answered with 429 and
+Retry-After.
 
 Requests follow tools/client_policy.py (the policy docs/CLIENTS.md gives clients),
 except the oversized and burst checks: they expect a refusal, and a retry would hide
@@ -24,6 +28,7 @@ Stack outputs read (names are the contract with __main__.py):
     smoke_api_key_id          API Gateway key id (preferred), or
     smoke_api_key_secret_arn  Secrets Manager secret holding the key (text or {"api_key": ...})
     model_endpoints           optional {model: OpenAI base URL} for per-model routing
+    model_limits              {model: {max_context, max_input_tokens, max_output_tokens}}
 
 Exit status: 0 every check passed; 1 a check failed; 2 the test could not run (outputs
 missing or malformed, no API key).
@@ -89,6 +94,14 @@ MAX_BURST_WORKERS = 64
 # Pacing keyed requests at the tier rate, but never slower than this per request.
 MAX_PACING_INTERVAL_S = 2.0
 SNIPPET_CHARS = 160
+# The worst case: the prompt is " ok" repeated (about one token each in DeepSeek's
+# tokenizers), leaving this many tokens for the chat template and tokenizer differences.
+WORST_CASE_MARGIN_TOKENS = 256
+WORST_CASE_INSTRUCTION = "Count upward from one, one number per line, and never stop:"
+# A long prefill may take a while before the first token; the gateway ends every stream at
+# 15 minutes, so a total just past that catches a stream nobody ends.
+WORST_CASE_TIMEOUTS = Timeouts(connect_s=5.0, first_byte_s=120.0, total_s=930.0)
+WORST_CASE_REFUSALS = (400, 413)
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,24 @@ def inspect_error_body(response: requests.Response) -> tuple[bool, str]:
     return True, (
         f"{error_object['code']}: {error_object['message']} (request {error_object['request_id']})"
     )
+
+
+def refusal_body(response: requests.Response) -> tuple[bool, str]:
+    """A refusal the runtime wrote itself passes the gateway unchanged (HTTP_PROXY): vLLM's
+    {"object": "error", "message": ...}, TGI's {"error": ..., "error_type": ...}. Either, or
+    the gateway's OpenAI shape, is a documented refusal; anything else is not."""
+    shaped, description = inspect_error_body(response)
+    if shaped:
+        return True, description
+    try:
+        body = _decode_json(response)
+    except ValueError as error:
+        return False, str(error)
+    if isinstance(body, dict):
+        for field_name in ("message", "error"):
+            if isinstance(body.get(field_name), str) and body[field_name]:
+                return True, _snippet(body[field_name])
+    return False, description
 
 
 def describe_exception(error: BaseException) -> str:
@@ -213,6 +244,7 @@ class SmokeRun:
         # Random per run, and never equal to the real key.
         self._wrong_key = f"smoke-wrong-key-{secrets.token_hex(12)}"
         self.pacer = Pacer(target.tier_rate, sleep, clock)
+        self.worst_case_timeouts = WORST_CASE_TIMEOUTS
 
     def url(self, route: str, model: Optional[str] = None) -> str:
         """An OpenAI route ("/models", "/chat/completions") of a model (default: the one under test)."""
@@ -226,6 +258,8 @@ class SmokeRun:
             ("list_models", f"200 listing all {len(self.target.served_models)} model(s)", self.check_list_models),
             ("chat_completion", "200 with usage", self.check_chat_completion),
             ("stream_completion", "200 SSE chunks, [DONE]", self.check_stream_completion),
+            ("every_model", f"200 from all {len(self.target.served_models)} model(s)", self.check_every_model),
+            ("worst_case", "finishes, or 400/413 JSON error", self.check_worst_case),
             ("oversized_body", "413, JSON error", self.check_oversized_body),
             ("burst_throttle", f"429 + Retry-After in <= {burst_budget} requests", self.check_burst_throttle),
         ]
@@ -419,6 +453,101 @@ class SmokeRun:
             f"time to first token {first_at - stream.started_at:.2f} s, "
             f"total {finished_at - stream.started_at:.2f} s{_attempts_note(stream.attempts)}"
         )
+
+    # every model and the worst case ------------------------------------------
+
+    def check_every_model(self) -> tuple[str, bool, str]:
+        """A short completion from each served model, through the base URL that routes to it."""
+        answered, problems = [], []
+        for model in self.target.served_models:
+            payload = {"model": model, "messages": [{"role": "user", "content": SMOKE_PROMPT}],
+                       "max_tokens": CHAT_MAX_TOKENS, "temperature": 0}
+            self.pacer.wait()
+            try:
+                sent = send(self.session, "POST", self.url("/chat/completions", model), json=payload,
+                            headers=self._keyed, policy=self.policy, sleep=self.sleep)
+            except Exception as error:
+                problems.append(f"{model}: {describe_exception(error)}")
+                continue
+            response = sent.response
+            if response.status_code != 200:
+                problems.append(f"{model}: {response.status_code} {inspect_error_body(response)[1]}")
+                continue
+            try:
+                body = _decode_json(response)
+            except ValueError as error:
+                problems.append(f"{model}: {error}")
+                continue
+            if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not body["choices"]:
+                problems.append(f"{model}: 200 without choices: {_snippet(response.text)!r}")
+                continue
+            answered.append(model)
+        got = f"200 from {len(answered)} of {len(self.target.served_models)}"
+        if problems:
+            return got, False, "; ".join(problems)
+        return got, True, f"answered: {', '.join(answered)}"
+
+    def worst_case_payload(self, limits: dict[str, int]) -> dict:
+        """The longest prompt the model accepts with room for its full output, within the body limit."""
+        output = limits["max_output_tokens"]
+        prompt_tokens = min(limits["max_input_tokens"], limits["max_context"] - output) - WORST_CASE_MARGIN_TOKENS
+        payload = {"model": self.model, "messages": [{"role": "user", "content": WORST_CASE_INSTRUCTION}],
+                   "max_tokens": output, "temperature": 0, "stream": True}
+        envelope = len(json.dumps(payload).encode())
+        # The body stays under the gateway's limit: this request tests the model, not the 413.
+        words = max(1, min(prompt_tokens, (self.target.max_request_bytes - envelope - OVERSIZE_MARGIN_BYTES) // 3))
+        payload["messages"][0]["content"] = WORST_CASE_INSTRUCTION + " ok" * words
+        return payload
+
+    def check_worst_case(self) -> tuple[str, bool, str]:
+        """The guide's "test with some worst-case prompt": it finishes, or is refused with a
+        documented status; a timeout or a stream cut off without [DONE] fails."""
+        limits = self.target.model_limits.get(self.model)
+        if not limits:
+            return "no limits", False, (f"the stack outputs have no model_limits for {self.model}: "
+                                        "the worst case cannot be built (deploy this version)")
+        payload = self.worst_case_payload(limits)
+        self.pacer.wait()
+        asked = (f"prompt of about {payload['messages'][0]['content'].count(' ok')} tokens, "
+                 f"max_tokens {payload['max_tokens']}")
+        stream = None
+        try:
+            # Sent once: a retry would hide what the first attempt did.
+            stream = open_event_stream(
+                self.session, self.url("/chat/completions"), json=payload, headers=self._keyed,
+                policy=dataclasses.replace(self.policy, max_attempts=1), timeouts=self.worst_case_timeouts,
+                sleep=self.sleep, clock=self.clock)
+            response = stream.response
+            if response.status_code in WORST_CASE_REFUSALS:
+                json_error, description = refusal_body(response)
+                got = f"{response.status_code}, {'JSON error' if json_error else 'not a JSON error'}"
+                return got, json_error, f"refused ({asked}): {description}"
+            if response.status_code != 200:
+                return str(response.status_code), False, f"{asked}: {inspect_error_body(response)[1]}"
+            if not is_event_stream(response):
+                content_type = response.headers.get("Content-Type") or "missing"
+                return "200, not SSE", False, f"{asked}: Content-Type {content_type}, expected text/event-stream"
+            chunks, done = 0, False
+            for data in stream.events():
+                if data == "[DONE]":
+                    done = True
+                    break
+                chunks += 1
+            elapsed = self.clock() - stream.started_at
+        except Exception as error:
+            if isinstance(error, StreamTimeout) or is_timeout(error):
+                return "timed out", False, (f"{asked}: {describe_exception(error)}; "
+                                            "the request neither finished nor was refused")
+            raise
+        finally:
+            if stream is not None:
+                stream.close()
+        if not done:
+            return f"200 SSE, cut after {chunks} chunks", False, (
+                f"{asked}: the stream ended after {elapsed:.0f} s without [DONE]; the gateway's integration "
+                "timeout cannot cover this output: lower workload.output_tokens.max or raise "
+                "gateway.integration_timeout_ms")
+        return f"200 SSE, {chunks} chunks, [DONE]", True, f"{asked}: finished in {elapsed:.1f} s"
 
     # 6 ----------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,6 +25,9 @@ OUTPUT_API_KEY_SECRET_ARN = "smoke_api_key_secret_arn"
 # Optional: {served model: its OpenAI base URL} when the gateway routes each model under
 # its own path (one VPC link and NLB per model) instead of one shared <api_endpoint>/v1.
 OUTPUT_MODEL_BASE_URLS = "model_endpoints"
+# {served model: {max_context, max_input_tokens, max_output_tokens}}: the worst-case request.
+OUTPUT_MODEL_LIMITS = "model_limits"
+LIMIT_FIELDS = ("max_context", "max_input_tokens", "max_output_tokens")
 
 # `pulumi stack output --show-secrets=false` prints secret outputs as this string.
 PULUMI_SECRET_PLACEHOLDER = "[secret]"
@@ -53,6 +56,8 @@ class SmokeTarget:
     max_request_bytes: int
     api_key_id: Optional[str]
     api_key_secret_arn: Optional[str]
+    # Per model, the longest request it accepts (absent from stacks older than the output).
+    model_limits: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -194,6 +199,21 @@ def target_from_outputs(outputs: dict, source: str) -> SmokeTarget:
             model: _base_url(url, f"{OUTPUT_MODEL_BASE_URLS}.{model}", source) for model, url in per_model.items()
         }
 
+    model_limits: dict[str, dict[str, int]] = {}
+    if outputs.get(OUTPUT_MODEL_LIMITS) is not None:
+        limits = _output(outputs, OUTPUT_MODEL_LIMITS, source)
+        if not isinstance(limits, dict):
+            raise CannotRun(f"output '{OUTPUT_MODEL_LIMITS}' in {source} is {limits!r}; expected "
+                            f"{{model: {{{', '.join(LIMIT_FIELDS)}}}}}")
+        for model, values in limits.items():
+            good = isinstance(values, dict) and all(
+                isinstance(values.get(name), (int, float)) and not isinstance(values.get(name), bool)
+                and values[name] > 0 for name in LIMIT_FIELDS)
+            if model not in models or not good:
+                raise CannotRun(f"output '{OUTPUT_MODEL_LIMITS}.{model}' in {source} is {values!r}; expected a "
+                                f"served model with positive {', '.join(LIMIT_FIELDS)}")
+            model_limits[model] = {name: int(values[name]) for name in LIMIT_FIELDS}
+
     key_id = outputs.get(OUTPUT_API_KEY_ID)
     secret_arn = outputs.get(OUTPUT_API_KEY_SECRET_ARN)
     if key_id is None and secret_arn is None:
@@ -226,4 +246,5 @@ def target_from_outputs(outputs: dict, source: str) -> SmokeTarget:
         max_request_bytes=int(max_bytes),
         api_key_id=key_id,
         api_key_secret_arn=secret_arn,
+        model_limits=model_limits,
     )

@@ -125,6 +125,8 @@ class Backend:
     backend_api_key: Optional[pulumi.Input[str]] = None
     # The key's secret version id: changes exactly when the key is rotated.
     backend_api_key_version: Optional[pulumi.Input[str]] = None
+    # {max_context, max_input_tokens, max_output_tokens} of one request (stack output model_limits).
+    request_limits: Optional[dict[str, int]] = None
 
 
 @dataclass(frozen=True)
@@ -563,6 +565,8 @@ class ApiGateway(pulumi.ComponentResource):
             "stage_name": self.stage_name,
             "tier_limits": self.tier_limits,
             "max_request_bytes": self.max_request_bytes,
+            # The longest request each model accepts: the smoke test's worst case, and clients'.
+            "model_limits": {b.model_name: b.request_limits for b in self._args.backends if b.request_limits},
             "api_key_ids": self.api_key_ids,
             "api_key_values": self.api_key_values,
         }
