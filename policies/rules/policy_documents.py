@@ -116,7 +116,9 @@ def open_statements(document: dict, wanted_actions: Iterable[str]) -> list[tuple
     wanted = list(wanted_actions)
     found = []
     for index, statement in enumerate(statements(document)):
-        if str(statement.get("Effect", "")).lower() != "allow" or not open_principal(statement.get("Principal")):
+        # An Allow with NotPrincipal lets in everyone but the listed principals.
+        everyone = open_principal(statement.get("Principal")) or "NotPrincipal" in statement
+        if str(statement.get("Effect", "")).lower() != "allow" or not everyone:
             continue
         if "NotAction" in statement or action_matches(statement.get("Action"), wanted):
             if not restricting_condition(statement.get("Condition")):
