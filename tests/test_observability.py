@@ -526,3 +526,27 @@ def test_every_alarm_and_alert_names_a_runbook_section_that_exists():
         rules = k8s_monitoring.prometheus_alert_rules(inventory, stack)
         anchors |= {r["annotations"]["runbook"].rsplit("#", 1)[1] for g in rules["groups"] for r in g["rules"]}
     assert anchors and anchors <= headings, anchors - headings
+
+
+@pytest.mark.parametrize("runtime", ["vllm", "tgi"])
+def test_the_ec2_dashboard_shows_token_metrics_the_hosts_really_publish(runtime):
+    body = obs.dashboard_body(
+        stack="dev", region="us-east-1", platform="ec2", api_name="api", stage="v1", api_id="id1",
+        web_acl="w", waf_rules=[], access_log_group="/gw/access",
+        models={"m1": {"runtime": runtime, "load_balancer": "net/lb/1", "target_group": "targetgroup/tg/2",
+                       "asg": "asg-m1"}},
+        alarm_arns=[])
+    published = ({name for name, *_ in host_provisioning.GATE_SERIES[runtime]}
+                 | set(host_provisioning.AGENT_SERIES[runtime]))
+    token_widgets = [w for w in body["widgets"] if w["type"] == "metric"
+                     and any(word in w["properties"]["title"] for word in ("token", "preemptions"))]
+    titles = {w["properties"]["title"] for w in token_widgets}
+    assert "m1: token timings (s)" in titles and "m1: tokens per second" in titles
+    assert ("m1: preemptions (recomputations) per minute" in titles) == (runtime == "vllm")
+    for widget in token_widgets:
+        for line in widget["properties"]["metrics"]:
+            if isinstance(line[0], dict):
+                continue  # a metric-math expression over the lines below
+            namespace, name = line[0], line[1]
+            assert namespace == obs.SERVING_NAMESPACE and name in published, (widget["properties"]["title"], name)
+            assert line[2:6] == ["Stack", "dev", "Model", "m1"]
