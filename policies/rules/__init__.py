@@ -6,7 +6,9 @@ of entry point (exposure_kubernetes.py and exposure_helm.py for Kubernetes objec
 manifests and Helm charts); exposure_classified.py closes the world (every type classified, see
 type_classes.py); Family 2 (LLM-serving hygiene) in
 runtime_hygiene.py (model servers), aws_hygiene.py (infrastructure) and stack_hygiene.py
-(protections that sit on another resource). Each module lists its policies in POLICIES.
+(protections that sit on another resource); Family 3 (security baseline) in the baseline_*
+modules, one concern each (identities, resource policies and keys, logging, the API
+gateway, Kubernetes, node groups). Each module lists its policies in POLICIES.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ def all_policies() -> list:
                    exposure_helm, exposure_integrations, exposure_kubernetes, exposure_platforms,
                    exposure_prefix_lists, exposure_resource_policies, exposure_service_networks,
                    public_endpoints, reachability, runtime_hygiene, stack_hygiene)
+    from . import (baseline_gateway, baseline_iam, baseline_kubernetes, baseline_logging, baseline_nodes,
+                   baseline_resource_policies)
 
     return [
         *public_endpoints.POLICIES,
@@ -37,4 +41,10 @@ def all_policies() -> list:
         *runtime_hygiene.POLICIES,
         *aws_hygiene.POLICIES,
         *stack_hygiene.POLICIES,
+        *baseline_iam.POLICIES,
+        *baseline_resource_policies.POLICIES,
+        *baseline_logging.POLICIES,
+        *baseline_gateway.POLICIES,
+        *baseline_kubernetes.POLICIES,
+        *baseline_nodes.POLICIES,
     ]

@@ -8,9 +8,10 @@ the policy reference is generated from (family, resource types judged).
 Unknown values are handled here, once, by family:
 - Family 1 (public exposure) fails closed: an unknown deciding value is reported as a
   violation at the policy's level (mandatory), with a message that says it was unknown.
-- Family 2 (hygiene) cannot judge what it cannot see: after reporting every violation it
-  could establish, it raises the SDK's UnknownValueError, which the SDK turns into an
-  ADVISORY "can't run policy ... during preview" naming what was unknown.
+- Families 2 (hygiene) and 3 (security baseline) cannot judge what they cannot see: after
+  reporting every violation they could establish, they raise the SDK's UnknownValueError,
+  which the SDK turns into an ADVISORY "can't run policy ... during preview" naming what
+  was unknown. The engine runs the pack again on `pulumi up`, with the values known.
 """
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ from ._wire import UNKNOWN, is_unknown, raw, show
 
 FAMILY_EXPOSURE = 1
 FAMILY_HYGIENE = 2
+FAMILY_BASELINE = 3
 
 FAMILY_TITLES = {
     FAMILY_EXPOSURE: "No public unauthenticated endpoint",
     FAMILY_HYGIENE: "LLM-serving hygiene",
+    FAMILY_BASELINE: "Security baseline",
 }
 
 _UNKNOWN_WHY_EXPOSURE = (
@@ -65,7 +68,7 @@ def unknown(path: str, fix: str, why: Optional[str] = None) -> Finding:
 
 
 def cannot_check(path: str, why: str = "is unknown during preview") -> Finding:
-    """Family 2: the rule cannot see a value it needs; reported as an advisory, never a pass.
+    """Families 2 and 3: the rule cannot see a value it needs; reported as an advisory, never a pass.
 
     `why` completes the sentence "<path> <why>"."""
     return Finding(path, "not visible", why, "", unknown=True)
@@ -224,7 +227,7 @@ def resource_policy(
         config = _config_with_defaults(args.get_config(), config_schema)
         pending_unknowns: list[Finding] = []
         for finding in _guarded(check, res, config, family):
-            if finding.unknown and family == FAMILY_HYGIENE:
+            if finding.unknown and family != FAMILY_EXPOSURE:
                 pending_unknowns.append(finding)
                 continue
             report_violation(message(res.type, res.name, finding), None)
@@ -270,7 +273,7 @@ def stack_policy(
         config = _config_with_defaults(args.get_config(), config_schema)
         pending_unknowns: list[Finding] = []
         for urn, finding in _guarded(check, stack, config, family, stack_level=True):
-            if finding.unknown and family == FAMILY_HYGIENE:
+            if finding.unknown and family != FAMILY_EXPOSURE:
                 pending_unknowns.append(finding)
                 continue
             res = stack.get(urn)

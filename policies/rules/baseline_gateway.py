@@ -1,0 +1,238 @@
+"""Family 3, API Gateway: the default execute-api endpoint left open behind a custom domain,
+integrations that skip TLS verification, and credentials written into request mappings.
+
+Relations between resources (mapping -> API, integration -> VPC link -> load balancer ->
+listener -> certificate) come from property dependencies, as in reachability.py, because
+ids are unknown during a first preview.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterator, Optional
+from urllib.parse import urlparse
+
+from pulumi_policy import Severity
+
+from ._framework import (
+    FAMILY_BASELINE, Finding, Resource, Stack, StackResource, cannot_check, resource_policy, stack_policy,
+    violation,
+)
+from ._wire import as_bool, as_dict, as_list, is_unknown
+from .public_endpoints import LB_V2_TYPES, LISTENER_TYPES
+
+REST_API = "aws:apigateway/restApi:RestApi"
+BASE_PATH_MAPPING = "aws:apigateway/basePathMapping:BasePathMapping"
+V2_API = "aws:apigatewayv2/api:Api"
+V2_API_MAPPING = "aws:apigatewayv2/apiMapping:ApiMapping"
+INTEGRATION = "aws:apigateway/integration:Integration"
+V2_INTEGRATION = "aws:apigatewayv2/integration:Integration"
+METHOD = "aws:apigateway/method:Method"
+VPC_LINK = "aws:apigateway/vpcLink:VpcLink"
+CERTIFICATE = "aws:acm/certificate:Certificate"
+LISTENER_CERTIFICATE_TYPES = ("aws:lb/listenerCertificate:ListenerCertificate",
+                              "aws:alb/listenerCertificate:ListenerCertificate")
+
+
+# ---- execute-api endpoint behind a custom domain --------------------------------------------
+
+def _body_disables(body: Any) -> Optional[bool]:
+    # An OpenAPI body can carry x-amazon-apigateway-endpoint-configuration.disableExecuteApiEndpoint.
+    if not isinstance(body, str) or is_unknown(body):
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    value = as_dict(as_dict(document).get("x-amazon-apigateway-endpoint-configuration")).get(
+        "disableExecuteApiEndpoint")
+    return value if isinstance(value, bool) else None
+
+
+def _check_execute_api(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
+    fix = ("set disable_execute_api_endpoint=True on the API so clients can only come through the "
+           "custom domain (and its TLS policy, WAF and mTLS)")
+    for mapping_type, api_type, prop in ((BASE_PATH_MAPPING, REST_API, "restApi"),
+                                         (V2_API_MAPPING, V2_API, "apiId")):
+        for mapping in stack.of_type(mapping_type):
+            apis = stack.referenced(mapping, prop, api_type)
+            if not apis:
+                yield mapping.urn, cannot_check(
+                    prop, "names an API this program does not declare (or by a literal id), so whether "
+                    "its execute-api endpoint is disabled")
+                continue
+            for api in apis:
+                disabled = as_bool(api.props.get("disableExecuteApiEndpoint"))
+                if disabled is None:
+                    disabled = _body_disables(api.props.get("body"))
+                if is_unknown(disabled):
+                    yield api.urn, cannot_check("disableExecuteApiEndpoint")
+                elif disabled is not True:
+                    yield api.urn, violation(
+                        "disableExecuteApiEndpoint", api.props.get("disableExecuteApiEndpoint"),
+                        f"the API is mapped to a custom domain ({mapping.name}) but its default "
+                        "https://<id>.execute-api.<region>.amazonaws.com endpoint still answers, a second "
+                        "door that skips whatever the domain enforces", fix)
+
+
+EXECUTE_API_ENDPOINT_DISABLED = stack_policy(
+    name="execute-api-endpoint-disabled",
+    family=FAMILY_BASELINE,
+    description="A REST or HTTP API mapped to a custom domain (base path or API mapping) disables its "
+                "default execute-api endpoint.",
+    resource_types=(BASE_PATH_MAPPING, REST_API, V2_API_MAPPING, V2_API),
+    check=_check_execute_api,
+    remediation="disable_execute_api_endpoint=True once a custom domain serves the API.",
+    severity=Severity.MEDIUM,
+)
+
+
+# ---- TLS verification on integrations -------------------------------------------------------
+
+def _skips_verification(integration: StackResource) -> Any:
+    config = integration.props.get("tlsConfig")
+    if is_unknown(config):
+        return config
+    return as_bool(as_dict(config).get("insecureSkipVerification"))
+
+
+def _private_ca_certificates(stack: Stack, integration: StackResource) -> list[StackResource]:
+    """Private-CA ACM certificates on the load balancer the integration reaches, or whose
+    domain is the integration's host: the reason verification cannot succeed."""
+    certificates = [c for c in stack.of_type(CERTIFICATE)
+                    if isinstance(c.props.get("certificateAuthorityArn"), str)]
+    if not certificates:
+        return []
+    found: list[StackResource] = []
+    for link in stack.referenced(integration, "connectionId", VPC_LINK):
+        for lb in stack.referenced(link, "targetArn", *LB_V2_TYPES):
+            for listener in stack.referencing(lb, "loadBalancerArn", *LISTENER_TYPES):
+                holders = [listener] + stack.referencing(listener, "listenerArn", *LISTENER_CERTIFICATE_TYPES)
+                for holder in holders:
+                    found += [c for c in stack.referenced(holder, "certificateArn", CERTIFICATE)
+                              if c in certificates]
+    uri = integration.props.get("uri")
+    host = urlparse(uri).hostname if isinstance(uri, str) and not is_unknown(uri) else None
+    if host:
+        found += [c for c in certificates if c.props.get("domainName") == host]
+    return list({c.urn: c for c in found}.values())
+
+
+_TLS_FIX = ("set tls_config.insecure_skip_verification=False and serve a certificate from a public CA "
+            "(ACM) on the backend")
+
+
+def _tls_findings(stack: Stack, want_private_ca: bool) -> Iterator[tuple[str, Finding]]:
+    for integration in stack.of_type(INTEGRATION):
+        skips = _skips_verification(integration)
+        if is_unknown(skips):
+            if not want_private_ca:
+                yield integration.urn, cannot_check("tlsConfig.insecureSkipVerification")
+            continue
+        if skips is not True:
+            continue
+        private = _private_ca_certificates(stack, integration)
+        if want_private_ca and private:
+            yield integration.urn, violation(
+                "tlsConfig.insecureSkipVerification", True,
+                f"the backend presents a certificate from a private CA ({private[0].name}), which API "
+                "Gateway does not trust, so verification has to be skipped; API Gateway still checks the "
+                "certificate's expiry and host name, and the VPC link keeps the hop private (AWS API "
+                "Gateway developer guide, x-amazon-apigateway-integration.tlsConfig)",
+                "accepted while the backend uses a private CA; to remove it, serve a public ACM "
+                "certificate on the load balancer")
+        elif not want_private_ca and not private:
+            yield integration.urn, violation(
+                "tlsConfig.insecureSkipVerification", True,
+                "API Gateway then accepts any certificate from the backend, so whoever can answer for "
+                "the backend's address reads prompts and the credentials the gateway forwards", _TLS_FIX)
+
+
+INTEGRATION_TLS_VERIFIED = stack_policy(
+    name="integration-tls-verified",
+    family=FAMILY_BASELINE,
+    description="REST API integrations do not skip TLS verification (tlsConfig.insecureSkipVerification), "
+                "unless the backend's certificate is from a private CA (reported by "
+                "integration-tls-private-ca instead).",
+    resource_types=(INTEGRATION, VPC_LINK, CERTIFICATE) + LISTENER_TYPES,
+    check=lambda stack, config: _tls_findings(stack, want_private_ca=False),
+    remediation="Verify backend certificates; use a public CA on the backend.",
+)
+
+INTEGRATION_TLS_PRIVATE_CA = stack_policy(
+    name="integration-tls-private-ca",
+    family=FAMILY_BASELINE,
+    description="Advisory: an integration skips TLS verification because its backend's certificate "
+                "comes from a private CA (API Gateway trusts only public CAs); the message says which.",
+    resource_types=(INTEGRATION, VPC_LINK, CERTIFICATE) + LISTENER_TYPES,
+    check=lambda stack, config: _tls_findings(stack, want_private_ca=True),
+    remediation="Serve a public ACM certificate on the backend to verify it end to end.",
+    severity=Severity.LOW,
+)
+
+
+# ---- literal credentials in request parameters ----------------------------------------------
+
+# Header and query names that carry credentials (RFC 9110 Authorization/Proxy-Authorization,
+# API key headers, session cookies, token-ish names).
+_CREDENTIAL_NAME = re.compile(
+    r"(^|[-_.])(authorization|proxy-authorization|cookie|x-api-key|api[-_]?key|apikey|"
+    r"[\w-]*token|[\w-]*secret|password|passwd|credentials?|signature|x-amz-security-token)$",
+    re.IGNORECASE)
+_CREDENTIAL_VALUE = re.compile(r"^\s*(bearer|basic|token|apikey|api-key|digest)\s+\S", re.IGNORECASE)
+# REST: a static value is quoted ('...'); anything else is a mapping expression such as
+# method.request.header.X, context.authorizer.x or stageVariables.x.
+# HTTP APIs: a value without a $-variable is static.
+
+
+def _static_value(resource_type: str, value: Any) -> Optional[str]:
+    if not isinstance(value, str) or is_unknown(value):
+        return None
+    text = value.strip()
+    if resource_type == V2_INTEGRATION:
+        return None if "$" in text else text
+    if len(text) >= 2 and text[0] == "'" and text[-1] == "'":
+        return text[1:-1]
+    return None
+
+
+def _check_literal_credentials(res: Resource, config: dict) -> Iterator[Finding]:
+    parameters = res.get("requestParameters")
+    if is_unknown(parameters):
+        yield cannot_check("requestParameters")
+        return
+    for key, value in as_dict(parameters).items():
+        path = f"requestParameters[\"{key}\"]"
+        if is_unknown(value):
+            if _CREDENTIAL_NAME.search(str(key).rsplit(".", 1)[-1].rsplit(":", 1)[-1]):
+                yield cannot_check(path)
+            continue
+        static = _static_value(res.type, value)
+        if static is None or static == "":
+            continue
+        name = str(key).rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+        if _CREDENTIAL_NAME.search(name) or _CREDENTIAL_VALUE.match(static):
+            yield violation(
+                path, None,
+                "a static credential in the integration configuration is readable by every principal "
+                "with apigateway:GET in the account, shows in exports and plan diffs, and never rotates",
+                "map it from the request (method.request.header.X), the authorizer "
+                "(context.authorizer.X) or drop it; if the backend needs its own credential, issue it "
+                "per request (Lambda authorizer context) or rotate it on a schedule",
+                rendered="a static literal (value redacted)")
+
+
+NO_LITERAL_CREDENTIALS = resource_policy(
+    name="no-literal-credentials",
+    family=FAMILY_BASELINE,
+    description="Integration and method request parameters carry no static credential (a quoted "
+                "literal, or an HTTP API value without a variable, on an Authorization/API key/token "
+                "header or query string, or any 'Bearer ...'/'Basic ...' literal).",
+    resource_types=(INTEGRATION, METHOD, V2_INTEGRATION),
+    check=_check_literal_credentials,
+    remediation="Map credentials from the request or the authorizer; never write them into the API.",
+)
+
+
+POLICIES = [EXECUTE_API_ENDPOINT_DISABLED, INTEGRATION_TLS_VERIFIED, INTEGRATION_TLS_PRIVATE_CA,
+            NO_LITERAL_CREDENTIALS]

@@ -1,0 +1,320 @@
+"""Family 3, Kubernetes: default-deny where model servers run, NetworkPolicies that admit
+pods rather than whole namespaces to a model port, and container UIDs of 10000 or above.
+
+A namespace is known by its literal name, or, when the name is computed (an auto-named
+Namespace resource), by the Namespace resource the object's metadata was computed from.
+Anchors: Kubernetes docs "Network Policies" (default deny: an empty podSelector with the
+Ingress policy type and no ingress rules); Checkov CKV_K8S_40 and the NSA/CISA Kubernetes
+hardening guide (run as a UID >= 10000, so no container identity is a host user).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional
+
+from ._framework import (
+    FAMILY_BASELINE, Finding, Resource, Stack, StackResource, cannot_check, resource_policy, stack_policy,
+    violation,
+)
+from ._wire import as_dict, as_list, as_number, is_unknown
+from .workloads import POD_TEMPLATE_TYPES, PodSpec, containers, kubernetes_servings, pod_specs
+
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+NAMESPACE = "kubernetes:core/v1:Namespace"
+DEFAULT_NAMESPACE = "default"
+
+
+def namespace_of(res: StackResource) -> Any:
+    """A literal namespace name, ("resource", urn) of the Namespace it was computed from,
+    or the unknown sentinel."""
+    namespace = as_dict(res.props.get("metadata")).get("namespace") \
+        if not is_unknown(res.props.get("metadata")) else res.props.get("metadata")
+    if isinstance(namespace, str) and not is_unknown(namespace):
+        return namespace
+    for urn in res.property_dependencies.get("metadata", []):
+        if urn.split("::")[-2].endswith(NAMESPACE):
+            return ("resource", urn)
+    if namespace is None:
+        return DEFAULT_NAMESPACE
+    return namespace  # unknown
+
+
+def _same_namespace(a: Any, b: Any) -> bool:
+    return not is_unknown(a) and not is_unknown(b) and a == b
+
+
+def _show_namespace(namespace: Any, stack: Stack) -> str:
+    if isinstance(namespace, tuple):
+        res = stack.get(namespace[1])
+        return f"the namespace {res.name if res else namespace[1]}"
+    return f"namespace {namespace}"
+
+
+# ---- selectors ------------------------------------------------------------------------------
+
+def selector_matches(selector: Any, labels: Any) -> Optional[bool]:
+    """Whether a LabelSelector selects pods with `labels`; None when either is unknown."""
+    if is_unknown(selector) or is_unknown(labels):
+        return None
+    selector = as_dict(selector)
+    labels = as_dict(labels)
+    match_labels = selector.get("matchLabels")
+    if is_unknown(match_labels):
+        return None
+    for key, value in as_dict(match_labels).items():
+        if is_unknown(value) or is_unknown(labels.get(key)):
+            return None
+        if labels.get(key) != value:
+            return False
+    expressions = selector.get("matchExpressions")
+    if is_unknown(expressions):
+        return None
+    for expression in as_list(expressions):
+        expression = as_dict(expression)
+        key, operator = expression.get("key"), str(expression.get("operator", ""))
+        values = as_list(expression.get("values"))
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def selects_everything(selector: Any) -> bool:
+    if is_unknown(selector):
+        return False
+    selector = as_dict(selector)
+    return not as_dict(selector.get("matchLabels")) and not as_list(selector.get("matchExpressions"))
+
+
+# ---- model servers in the stack -------------------------------------------------------------
+
+class ModelPods:
+    def __init__(self, owner: StackResource, pod: PodSpec, ports: list):
+        self.owner = owner
+        self.pod = pod
+        self.ports = ports  # containerPort numbers and names of the serving containers; None if unknown
+
+
+def model_pods(stack: Stack) -> list[ModelPods]:
+    found = []
+    for res in stack.of_type(*POD_TEMPLATE_TYPES):
+        by_pod: dict[int, tuple[PodSpec, list]] = {}
+        for pod, serving in kubernetes_servings(res.type, res.props):
+            entry = by_pod.setdefault(id(pod), (pod, []))
+            container = _container_at(pod, serving.where)
+            ports = as_dict(container).get("ports")
+            if is_unknown(ports) or not ports:
+                entry[1].append(None)
+            for port in as_list(ports):
+                port = as_dict(port)
+                entry[1].extend(v for v in (port.get("containerPort"), port.get("name")) if v is not None)
+        for pod, ports in by_pod.values():
+            found.append(ModelPods(res, pod, ports))
+    return found
+
+
+def _container_at(pod: PodSpec, where: str) -> Any:
+    for path, container in containers(pod, include_init=False):
+        if path == where:
+            return container
+    return None
+
+
+# ---- default deny ---------------------------------------------------------------------------
+
+def _is_default_deny_ingress(policy: StackResource) -> Optional[bool]:
+    spec = policy.props.get("spec")
+    if is_unknown(spec):
+        return None
+    spec = as_dict(spec)
+    selector = spec.get("podSelector")
+    if is_unknown(selector) or is_unknown(spec.get("policyTypes")) or is_unknown(spec.get("ingress")):
+        return None
+    types = [str(t) for t in as_list(spec.get("policyTypes"))] or ["Ingress"]
+    return selects_everything(selector) and "Ingress" in types and not as_list(spec.get("ingress"))
+
+
+def _check_default_deny(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
+    policies = [(namespace_of(p), p) for p in stack.of_type(NETWORK_POLICY)]
+    reported: set = set()
+    for model in model_pods(stack):
+        namespace = namespace_of(model.owner)
+        if is_unknown(namespace):
+            yield model.owner.urn, cannot_check("metadata.namespace")
+            continue
+        if namespace in reported:
+            continue
+        verdicts = [_is_default_deny_ingress(p) for ns, p in policies if _same_namespace(ns, namespace)]
+        if any(v is True for v in verdicts):
+            continue
+        reported.add(namespace)
+        if any(v is None for v in verdicts) or any(is_unknown(ns) for ns, _ in policies):
+            yield model.owner.urn, cannot_check(
+                "NetworkPolicies of its namespace", "are unknown during preview, so a default deny")
+            continue
+        yield model.owner.urn, violation(
+            "NetworkPolicies of its namespace", None,
+            f"{_show_namespace(namespace, stack)} runs a model server but has no default-deny "
+            "NetworkPolicy, so any pod in the cluster (and anything that compromises one) can call the "
+            "model server's open routes (/metrics, /tokenize, /pause, ...)",
+            "add a NetworkPolicy in that namespace with spec {podSelector: {}, policyTypes: [Ingress, "
+            "Egress]} and no rules, then allow only the load balancer and the metrics scraper",
+            rendered="without a default deny")
+
+
+K8S_DEFAULT_DENY = stack_policy(
+    name="k8s-default-deny",
+    family=FAMILY_BASELINE,
+    description="Every namespace that runs a model server has a default-deny NetworkPolicy (empty "
+                "podSelector, Ingress policy type, no ingress rules).",
+    resource_types=(NETWORK_POLICY, NAMESPACE) + POD_TEMPLATE_TYPES,
+    check=_check_default_deny,
+    remediation="Deny by default in model namespaces; allow named pods explicitly.",
+)
+
+
+# ---- namespace-wide peers to a model port ---------------------------------------------------
+
+def _ports_overlap(rule_ports: Any, model_ports: list) -> bool:
+    """Whether an ingress rule's ports reach one of the model container's ports (no ports
+    listed means every port; unknown model ports count as reached)."""
+    if is_unknown(rule_ports) or not as_list(rule_ports) or not model_ports or None in model_ports:
+        return True
+    numbers = {int(p) for p in model_ports if isinstance(p, (int, float)) and not isinstance(p, bool)}
+    names = {p for p in model_ports if isinstance(p, str)}
+    for port in as_list(rule_ports):
+        value = as_dict(port).get("port")
+        if value is None or is_unknown(value):
+            return True  # every port of the protocol
+        if isinstance(value, str):
+            if value in names:
+                return True
+            continue
+        low = as_number(value)
+        high = as_number(as_dict(port).get("endPort"))
+        if not isinstance(low, float):
+            return True
+        high = high if isinstance(high, float) else low
+        if any(low <= number <= high for number in numbers):
+            return True
+    return False
+
+
+def _check_namespace_peers(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
+    models = model_pods(stack)
+    for policy in stack.of_type(NETWORK_POLICY):
+        spec = policy.props.get("spec")
+        if is_unknown(spec):
+            yield policy.urn, cannot_check("spec")
+            continue
+        spec = as_dict(spec)
+        namespace = namespace_of(policy)
+        targets = []
+        for model in models:
+            if not _same_namespace(namespace_of(model.owner), namespace):
+                continue
+            selected = selector_matches(spec.get("podSelector"), model.pod.labels)
+            if selected is not False:
+                targets.append(model)
+        if not targets:
+            continue
+        ingress = spec.get("ingress")
+        if is_unknown(ingress):
+            yield policy.urn, cannot_check("spec.ingress")
+            continue
+        for rule_index, rule in enumerate(as_list(ingress)):
+            rule = as_dict(rule)
+            peers = rule.get("from")
+            if is_unknown(peers):
+                yield policy.urn, cannot_check(f"spec.ingress[{rule_index}].from")
+                continue
+            for peer_index, peer in enumerate(as_list(peers)):
+                peer = as_dict(peer)
+                if "namespaceSelector" not in peer or peer.get("podSelector") is not None:
+                    continue
+                if not any(_ports_overlap(rule.get("ports"), m.ports) for m in targets):
+                    continue
+                path = f"spec.ingress[{rule_index}].from[{peer_index}]"
+                yield policy.urn, violation(
+                    path, peer,
+                    f"it admits every pod of the selected namespace(s) to the model server "
+                    f"({targets[0].owner.name}), not just the one client that needs it",
+                    f"add a podSelector to the same peer ({path}.podSelector: {{matchLabels: "
+                    "{app.kubernetes.io/name: <client>}}}), and limit ports to the one it uses")
+
+
+K8S_NETWORK_POLICY_POD_SELECTED = stack_policy(
+    name="k8s-network-policy-pod-selected",
+    family=FAMILY_BASELINE,
+    description="NetworkPolicies that select model server pods admit peers by pod selector: no "
+                "namespaceSelector-only peer reaches a model port.",
+    resource_types=(NETWORK_POLICY,) + POD_TEMPLATE_TYPES,
+    check=_check_namespace_peers,
+    remediation="Pair every namespaceSelector with a podSelector in the same peer.",
+)
+
+
+# ---- UIDs -----------------------------------------------------------------------------------
+
+DEFAULT_MIN_UID = 10000
+
+
+def _check_uid(res: Resource, config: dict) -> Iterator[Finding]:
+    minimum = int(config.get("minUid") or DEFAULT_MIN_UID)
+    for pod in pod_specs(res.type, res.props):
+        if is_unknown(pod.spec):
+            yield cannot_check(pod.path)
+            continue
+        pod_context = pod.spec.get("securityContext")
+        if is_unknown(pod_context):
+            yield cannot_check(f"{pod.path}.securityContext")
+            continue
+        pod_uid = as_dict(pod_context).get("runAsUser")
+        for path, container in containers(pod):
+            if is_unknown(container):
+                yield cannot_check(path)
+                continue
+            context = as_dict(container).get("securityContext")
+            if is_unknown(context):
+                yield cannot_check(f"{path}.securityContext")
+                continue
+            own = as_dict(context).get("runAsUser")
+            uid, where = (own, f"{path}.securityContext.runAsUser") if own is not None \
+                else (pod_uid, f"{pod.path}.securityContext.runAsUser")
+            number = as_number(uid)
+            if is_unknown(number):
+                yield cannot_check(where)
+            elif number is None:
+                # runAsNonRoot only refuses UID 0: the image's USER (often 1000, the first
+                # host user) decides, so an unset UID is no better than a low one.
+                yield violation(f"{path}.securityContext.runAsUser", None,
+                                "the image's USER decides (UID 0 or 1000 in most images, which match "
+                                "root or the first user on the host)",
+                                f"set securityContext.runAsUser (and runAsGroup) to {minimum} or above "
+                                "on the pod or the container")
+            elif number < minimum:
+                yield violation(where, uid,
+                                f"a UID below {minimum} can match a real user on the node (UID 1000 is "
+                                "ec2-user on Amazon Linux), so a container escape lands as that user",
+                                f"set runAsUser to {minimum} or above")
+
+
+K8S_HIGH_UID = resource_policy(
+    name="k8s-high-uid",
+    family=FAMILY_BASELINE,
+    description="Every container of every pod template runs as a UID of minUid (10000) or above, "
+                "set on the container or the pod (runAsNonRoot alone leaves the image's UID).",
+    resource_types=POD_TEMPLATE_TYPES,
+    check=_check_uid,
+    config_schema={"minUid": {"type": "integer", "minimum": 1, "default": DEFAULT_MIN_UID,
+                              "description": "Lowest UID a container may run as."}},
+    remediation="runAsUser >= 10000 on every pod or container.",
+)
+
+
+POLICIES = [K8S_DEFAULT_DENY, K8S_NETWORK_POLICY_POD_SELECTED, K8S_HIGH_UID]

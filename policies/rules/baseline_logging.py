@@ -1,0 +1,163 @@
+"""Family 3, logging: access logs on API stages, flow logs on every VPC, WAF logs that
+redact credentials, and log groups that are encrypted with a key you control and expire.
+
+Anchors: Checkov CKV_AWS_76 (stage access logging), CKV2_AWS_11 (VPC flow logs),
+CKV_AWS_158/338 (log group KMS and retention); AWS WAF developer guide, "Log fields" and
+"Redacting fields": headers such as authorization are logged verbatim unless redacted.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from pulumi_policy import Severity
+
+from ._framework import (
+    FAMILY_BASELINE, Finding, Resource, Stack, StackResource, cannot_check, resource_policy, stack_policy,
+    violation,
+)
+from ._wire import as_dict, as_list, as_number, is_unknown
+
+# ---- access logs on stages ------------------------------------------------------------------
+
+STAGE_TYPES = ("aws:apigateway/stage:Stage", "aws:apigatewayv2/stage:Stage")
+
+
+def _check_access_logs(res: Resource, config: dict) -> Iterator[Finding]:
+    settings = res.get("accessLogSettings")
+    if is_unknown(settings):
+        yield cannot_check("accessLogSettings")
+        return
+    destination = as_dict(settings).get("destinationArn")
+    if destination is None or destination == "":
+        yield violation("accessLogSettings.destinationArn", destination,
+                        "without access logs there is no record of which caller (key, identity, source "
+                        "address) sent which request, so key abuse cannot be investigated",
+                        "set access_log_settings={destination_arn: <log group ARN>, format: <JSON with "
+                        "$context.requestId, $context.identity.apiKeyId, $context.authorizer.claims.sub>}")
+
+
+STAGE_ACCESS_LOGS = resource_policy(
+    name="stage-access-logs",
+    family=FAMILY_BASELINE,
+    description="API Gateway stages (REST and HTTP APIs) write access logs (accessLogSettings).",
+    resource_types=STAGE_TYPES,
+    check=_check_access_logs,
+    remediation="Send access logs to a CloudWatch log group.",
+    severity=Severity.MEDIUM,
+)
+
+
+# ---- flow logs on every VPC -----------------------------------------------------------------
+
+VPC_TYPES = ("aws:ec2/vpc:Vpc", "aws:ec2/defaultVpc:DefaultVpc")
+FLOW_LOG = "aws:ec2/flowLog:FlowLog"
+
+
+def _check_flow_logs(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
+    flow_logs = stack.of_type(FLOW_LOG)
+    for vpc in stack.of_type(*VPC_TYPES):
+        # A flow log belongs to this VPC when its vpcId was computed from it (ids are
+        # unknown during a first preview; the dependency is not).
+        if any(fl.depends_on(vpc.urn, "vpcId") for fl in flow_logs):
+            continue
+        yield vpc.urn, violation(
+            "flow logs", None,
+            "no aws.ec2.FlowLog takes its vpc_id from this VPC, so rejected and accepted connections "
+            "(exfiltration, scanning, a model pod calling out) leave no trace",
+            "add aws.ec2.FlowLog(vpc_id=vpc.id, traffic_type=\"ALL\", log_destination=<log group or "
+            "bucket>, ...)", rendered="not configured")
+
+
+VPC_FLOW_LOGS = stack_policy(
+    name="vpc-flow-logs",
+    family=FAMILY_BASELINE,
+    description="Every VPC declared in the stack has a flow log whose vpc_id is that VPC.",
+    resource_types=VPC_TYPES + (FLOW_LOG,),
+    check=_check_flow_logs,
+    remediation="Declare an aws.ec2.FlowLog per VPC.",
+    severity=Severity.MEDIUM,
+)
+
+
+# ---- WAF logs redact credentials ------------------------------------------------------------
+
+WAF_LOGGING = "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration"
+DEFAULT_REDACTED_HEADERS = ["authorization", "x-api-key"]
+
+
+def _check_waf_redaction(res: Resource, config: dict) -> Iterator[Finding]:
+    required = [h.lower() for h in config.get("redactedHeaders") or DEFAULT_REDACTED_HEADERS]
+    fields = res.get("redactedFields")
+    if is_unknown(fields):
+        yield cannot_check("redactedFields")
+        return
+    redacted = set()
+    for index, entry in enumerate(as_list(fields)):
+        header = as_dict(entry).get("singleHeader")
+        if is_unknown(header):
+            yield cannot_check(f"redactedFields[{index}].singleHeader")
+            return
+        name = as_dict(header).get("name")
+        if is_unknown(name):
+            yield cannot_check(f"redactedFields[{index}].singleHeader.name")
+            return
+        if isinstance(name, str):
+            redacted.add(name.strip().lower())
+    missing = [h for h in required if h not in redacted]
+    if missing:
+        yield violation("redactedFields", sorted(redacted) or None,
+                        f"WAF logs every request header verbatim, so {', '.join(missing)} (callers' "
+                        "tokens and API keys) would be readable by anyone who can read the log",
+                        "add redacted_fields=[" + ", ".join(
+                            f"{{single_header: {{name: \"{h}\"}}}}" for h in missing) + "]",
+                        rendered=(", ".join(sorted(redacted)) if redacted else "not set"))
+
+
+WAF_LOGS_REDACT_CREDENTIALS = resource_policy(
+    name="waf-logs-redact-credentials",
+    family=FAMILY_BASELINE,
+    description="Web ACL logging configurations redact the authorization and x-api-key headers "
+                "(redactedFields single_header, lowercase).",
+    resource_types=(WAF_LOGGING,),
+    check=_check_waf_redaction,
+    config_schema={"redactedHeaders": {
+        "type": "array", "items": {"type": "string"}, "default": DEFAULT_REDACTED_HEADERS,
+        "description": "Header names every WAF logging configuration must redact.",
+    }},
+    remediation="Redact credential headers in WAF logs.",
+)
+
+
+# ---- log groups: KMS and retention ----------------------------------------------------------
+
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+
+
+def _check_log_group(res: Resource, config: dict) -> Iterator[Finding]:
+    if res.get("kmsKeyId") is None:  # an unknown key ARN is still a key
+        yield violation("kmsKeyId", None,
+                        "the logs (caller identities, request ids, errors) are then encrypted only with "
+                        "a key AWS owns: you cannot restrict or audit who decrypts them",
+                        "set kms_key_id to a customer-managed KMS key whose policy allows "
+                        "logs.<region>.amazonaws.com")
+    days = as_number(res.get("retentionInDays"))
+    if is_unknown(days):
+        yield cannot_check("retentionInDays")
+    elif days is None or days == 0:
+        yield violation("retentionInDays", res.get("retentionInDays"),
+                        "logs then never expire: personal data in them is kept forever and cost grows "
+                        "without bound", "set retention_in_days (e.g. 30, 90, 365)")
+
+
+LOG_GROUP_PROTECTED = resource_policy(
+    name="log-group-protected",
+    family=FAMILY_BASELINE,
+    description="CloudWatch log groups have a customer-managed KMS key and a retention period.",
+    resource_types=(LOG_GROUP,),
+    check=_check_log_group,
+    remediation="Set kms_key_id and retention_in_days on every log group.",
+    severity=Severity.MEDIUM,
+)
+
+
+POLICIES = [STAGE_ACCESS_LOGS, VPC_FLOW_LOGS, WAF_LOGS_REDACT_CREDENTIALS, LOG_GROUP_PROTECTED]
