@@ -31,6 +31,7 @@ keys = StackKeys("keys", StackKeysArgs(region=inventory.region, account_id=ident
                  opts=aws_opts)
 network = Network("net", NetworkArgs(
     settings=inventory.network, region=inventory.region, logs_key_arn=keys.logs_key_arn,
+    account_id=identity.account_id,
     private_subnet_tags={"kubernetes.io/role/internal-elb": "1"} if inventory.platform == "eks" else {}),
     opts=aws_opts)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
+from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -30,6 +31,9 @@ class NetworkArgs:
     settings: NetworkSettings
     region: str
     logs_key_arn: pulumi.Input[str]
+    # Pins the flow-logs role to this account (aws:SourceAccount/aws:SourceArn).
+    account_id: Optional[str] = None
+    partition: str = "aws"
     # Extra tags on private subnets, e.g. the EKS internal-ELB role tag.
     private_subnet_tags: dict[str, str] = field(default_factory=dict)
 
@@ -65,6 +69,7 @@ class Network(pulumi.ComponentResource):
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("deepseek:network:Network", name, None, opts)
         self._name = name
+        self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
         settings = args.settings
         self.vpc_cidr = str(settings.cidr)
@@ -204,13 +209,21 @@ class Network(pulumi.ComponentResource):
                 security_group_ids=[endpoint_sg.id], opts=self._child)
         return endpoint_sg.id
 
+    def _flow_logs_trust(self) -> pulumi.Input[str]:
+        account, region = self._args.account_id, self._args.region
+        if account is None:
+            return service_trust_policy_json("vpc-flow-logs.amazonaws.com")
+        return service_trust_policy_json(
+            "vpc-flow-logs.amazonaws.com", source_account=account,
+            source_arn=f"arn:{self._args.partition}:ec2:{region}:{account}:vpc-flow-log/*")
+
     def _create_flow_logs(self, retention_days: int, logs_key_arn: pulumi.Input[str]) -> None:
         log_group = aws.cloudwatch.LogGroup(
             f"{self._name}-flow-logs", retention_in_days=retention_days, kms_key_id=logs_key_arn,
             opts=self._child)
         role = aws.iam.Role(
             f"{self._name}-flow-logs",
-            assume_role_policy=service_trust_policy_json("vpc-flow-logs.amazonaws.com"),
+            assume_role_policy=self._flow_logs_trust(),
             opts=self._child)
         aws.iam.RolePolicy(
             f"{self._name}-flow-logs", role=role.id,

@@ -202,7 +202,7 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
                        vpc_cidr=network.vpc_cidr, private_subnet_ids=network.private_subnet_ids,
                        data_key_arn=keys.data_key_arn, logs_key_arn=keys.logs_key_arn,
                        log_retention_days=inventory.observability.log_retention_days,
-                       tags=inventory.tags, data_key_grant=keys.autoscaling_grant),
+                       tags=inventory.tags, data_key_grant=keys.autoscaling_grant, account_id=account_id),
         opts=opts)
     tunnel = None
     if inventory.eks.api_access == "ssm_tunnel":

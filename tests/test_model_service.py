@@ -85,6 +85,10 @@ class Case:
         (found,) = self.objects(type_token)
         return found
 
+    def named(self, type_token: str, name: str) -> dict:
+        (found,) = [o for o in self.objects(type_token) if o["metadata"]["name"] == name]
+        return found
+
     def pod(self) -> dict:
         return self.one("kubernetes:apps/v1:Deployment")["spec"]["template"]
 
@@ -337,7 +341,7 @@ def test_a_disruption_budget_keeps_all_but_one_replica(case):
 
 def test_the_network_policy_admits_only_the_load_balancer_path_and_the_scraper(case):
     launch = case.launch()
-    policy = case.one("kubernetes:networking.k8s.io/v1:NetworkPolicy")["spec"]
+    policy = case.named("kubernetes:networking.k8s.io/v1:NetworkPolicy", "load-balancer-and-metrics-only")["spec"]
     assert policy["policyTypes"] == ["Ingress"]
     assert policy["podSelector"]["matchLabels"] == model_service.selector_labels(case.model())
     # Only the load balancers' own subnets: not the VPC, where other pods and hosts live.
@@ -347,8 +351,11 @@ def test_the_network_policy_admits_only_the_load_balancer_path_and_the_scraper(c
     expected = [{"from": [{"ipBlock": {"cidr": cidr}} for cidr in load_balancer_cidrs], "ports": port}]
     assert not any(ipaddress.IPv4Network(c) == inventory.network.cidr for c in load_balancer_cidrs)
     if launch.metrics_path:
+        # The Prometheus server's pods, not every pod of the monitoring namespace.
         expected.append({"from": [{"namespaceSelector": {"matchLabels": {
-            "kubernetes.io/metadata.name": "monitoring"}}}], "ports": port})
+            "kubernetes.io/metadata.name": "monitoring"}}, "podSelector": {"matchLabels": {
+                "app.kubernetes.io/name": "prometheus", "app.kubernetes.io/component": "server"}}}],
+            "ports": port})
     assert policy["ingress"] == expected
 
 

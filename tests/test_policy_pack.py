@@ -68,7 +68,7 @@ def test_every_policy_declares_its_family_and_the_resource_types_it_judges():
     names = [p.name for p in POLICIES]
     assert len(names) == len(set(names))
     for policy in POLICIES:
-        assert policy.family in (1, 2), policy.name
+        assert policy.family in (1, 2, 3), policy.name
         assert policy.resource_types and all(":" in t for t in policy.resource_types), policy.name
         assert policy.remediation_steps, policy.name
 
@@ -92,10 +92,26 @@ def test_family_one_is_mandatory_in_every_environment(env):
             assert config[policy.name]["enforcementLevel"] == expected, (env, policy.name)
 
 
-def test_prod_makes_every_policy_mandatory_and_dev_keeps_hygiene_advisory():
-    assert {entry["enforcementLevel"] for entry in _config("prod").values()} == {"mandatory"}
+# Advisory everywhere by design: it explains an accepted exception (a private CA), and the
+# same integrations are judged mandatory by integration-tls-verified without it.
+ADVISORY_BY_DESIGN = {"integration-tls-private-ca"}
+
+
+def test_prod_makes_every_policy_mandatory_and_dev_keeps_hygiene_and_baseline_advisory():
+    prod = _config("prod")
+    assert {prod[name]["enforcementLevel"] for name in prod if name not in ADVISORY_BY_DESIGN} == {"mandatory"}
     dev = _config("dev")
-    assert {dev[p.name]["enforcementLevel"] for p in POLICIES if p.family == 2} == {"advisory"}
+    assert {dev[p.name]["enforcementLevel"] for p in POLICIES if p.family in (2, 3)} == {"advisory"}
+
+
+def test_the_security_baseline_is_mandatory_in_staging_and_prod():
+    baseline = [p.name for p in POLICIES if p.family == 3]
+    assert len(baseline) >= 15
+    for env in ("staging", "prod"):
+        config = _config(env)
+        assert {config[name]["enforcementLevel"] for name in baseline if name not in ADVISORY_BY_DESIGN} \
+            == {"mandatory"}, env
+        assert {config[name]["enforcementLevel"] for name in ADVISORY_BY_DESIGN} == {"advisory"}
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

@@ -7,6 +7,7 @@ would against a real account.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 ACCOUNT_ID = "123456789012"
@@ -69,8 +70,63 @@ def invoke(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
         return {"id": _fake_id("ami", str(args)), "imageId": _fake_id("ami", str(args)),
                 "architecture": "x86_64", "rootDeviceName": "/dev/xvda"}
     if token == "aws:iam/getPolicyDocument:getPolicyDocument":
-        raise ValueError("build IAM policy documents as JSON; getPolicyDocument is not mocked")
+        document = policy_document(args)
+        return {"id": hashlib.sha256(document.encode()).hexdigest()[:10], "json": document,
+                "minifiedJson": json.dumps(json.loads(document), separators=(",", ":"))}
+    if token == "aws:ec2/getPrefixList:getPrefixList":
+        name = args.get("name") or f"com.amazonaws.{region}.s3"
+        return {"id": _fake_id("pl", name), "name": name, "prefixListId": _fake_id("pl", name),
+                "cidrBlocks": list(S3_PREFIX_LIST_CIDRS)}
     return {}
+
+
+# The shape of com.amazonaws.<region>.s3 (a handful of public S3 ranges); the real list is
+# read from the account at deploy time.
+S3_PREFIX_LIST_CIDRS = ("3.5.0.0/19", "16.15.176.0/20", "16.182.0.0/16", "52.216.0.0/15", "54.231.0.0/16")
+
+
+def policy_document(args: dict[str, Any]) -> str:
+    """What the provider's getPolicyDocument renders from its statements (a single value
+    becomes a string, as the provider writes it)."""
+    def one_or_list(values: list) -> Any:
+        return values[0] if len(values) == 1 else values
+
+    def camel(value: Any) -> Any:
+        # The SDK's dict form (GetPolicyDocumentStatementArgsDict) spells keys in snake_case.
+        if isinstance(value, dict):
+            return {k.split("_")[0] + "".join(p.title() for p in k.split("_")[1:]): camel(v)
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [camel(v) for v in value]
+        return value
+
+    statements = []
+    for raw in camel(args.get("statements") or []):
+        statement: dict[str, Any] = {}
+        if raw.get("sid"):
+            statement["Sid"] = raw["sid"]
+        statement["Effect"] = raw.get("effect") or "Allow"
+        for key, name in (("actions", "Action"), ("notActions", "NotAction"),
+                          ("resources", "Resource"), ("notResources", "NotResource")):
+            if raw.get(key):
+                statement[name] = one_or_list(list(raw[key]))
+        for key, name in (("principals", "Principal"), ("notPrincipals", "NotPrincipal")):
+            if raw.get(key):
+                principals: dict[str, Any] = {}
+                for principal in raw[key]:
+                    principals.setdefault(principal["type"], []).extend(principal["identifiers"])
+                if list(principals) == ["*"]:
+                    statement[name] = "*"
+                else:
+                    statement[name] = {k: one_or_list(v) for k, v in principals.items()}
+        if raw.get("conditions"):
+            conditions: dict[str, Any] = {}
+            for condition in raw["conditions"]:
+                conditions.setdefault(condition["test"], {})[condition["variable"]] = \
+                    one_or_list(list(condition["values"]))
+            statement["Condition"] = conditions
+        statements.append(statement)
+    return json.dumps({"Version": args.get("version") or "2012-10-17", "Statement": statements}, indent=2)
 
 
 # Computed attributes a provider returns after create, by resource type.

@@ -82,8 +82,11 @@ def render(config_dir: Path = CONFIG_DIR) -> str:
         "Run with `pulumi preview --policy-pack policies --policy-pack-config "
         "policies/config/<env>.json`, or offline with `make preview`. A mandatory violation "
         "blocks the deployment; advisory ones are reported. Family 1 fails closed: a deciding "
-        "value that is unknown during preview is a violation. Family 2 reports an advisory "
-        "\"can't run during preview\" for values it cannot see yet.",
+        "value that is unknown during preview is a violation. Families 2 and 3 report an advisory "
+        "\"can't run during preview\" for values they cannot see yet (an IAM document computed "
+        "from another resource's ARN, for example) and judge them when `pulumi up` runs the "
+        "pack again with the values known. Family 3, the security baseline, is mandatory in "
+        "staging and prod and advisory in dev.",
         "",
     ]
     for family in sorted(titles):

@@ -109,6 +109,8 @@ class GpuClusterArgs:
     logs_key_arn: pulumi.Input[str]
     log_retention_days: int
     partition: str = "aws"
+    # Pins Pod Identity roles to this account (aws:SourceAccount).
+    account_id: Optional[str] = None
     tags: dict[str, str] = field(default_factory=dict)
     # The stack's grant that lets Auto Scaling (which launches managed nodes) use the data key.
     data_key_grant: Optional[pulumi.Resource] = None
@@ -212,15 +214,19 @@ class GpuCluster(pulumi.ComponentResource):
                       description: str) -> WorkloadIdentity:
         """An IAM role for one Kubernetes service account, bound through EKS Pod Identity.
 
-        The trust policy names only the Pod Identity service; which pods may use the role is
-        decided by the association (cluster + namespace + service account), so no other
-        service account in the cluster can assume it.
+        The association binds the role to one service account; the trust policy says the
+        same through the session tags Pod Identity sets (cluster, namespace, service
+        account), so an association made elsewhere in the account cannot use the role.
         """
         child = pulumi.ResourceOptions(parent=parent)
         role = aws.iam.Role(
             f"{name}-role", description=description,
             # Pod Identity tags sessions with cluster, namespace and service account.
-            assume_role_policy=service_trust_policy_json(POD_IDENTITY_PRINCIPAL, tag_session=True),
+            assume_role_policy=service_trust_policy_json(
+                POD_IDENTITY_PRINCIPAL, tag_session=True, source_account=self._args.account_id,
+                request_tags={"eks-cluster-name": self._args.cluster_name,
+                              "kubernetes-namespace": namespace,
+                              "kubernetes-service-account": service_account}),
             opts=child)
         aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy, opts=child)
         association = aws.eks.PodIdentityAssociation(

@@ -80,8 +80,11 @@ WEIGHTS_STAGING_IMAGE = ("amazon/aws-cli:2.17.0@sha256:"
 # TGI 3.1+ images install Python under /root (mode 0700) and fail to start as non-root
 # (huggingface/text-generation-inference#3082, fix proposed in #3197), so the catalog's
 # TGI image must be one built with a world-readable interpreter (UV_PYTHON_INSTALL_DIR).
-RUN_AS = 1000
+# 10001 rather than 1000: UID 1000 is ec2-user on Amazon Linux nodes, and a UID of 10000 or
+# above never matches a host user (NSA/CISA Kubernetes Hardening Guide; Checkov CKV_K8S_40).
+RUN_AS = 10001
 CONTAINER = "server"
+WEIGHTS_STAGER = "stage-weights"
 API_KEY_SECRET = "backend-api-key"
 RUNTIME_CONFIG_MAP = "runtime-config"
 API_KEY_SECRET_KEY = "api-key"
@@ -105,6 +108,23 @@ NODE_CPU_SHARE = 0.75
 # How fast weights arrive and are hashed (GiB/s, conservative) for rollout deadlines.
 STAGING_GIB_PER_SECOND = 0.1
 STAGING_FIXED_SECONDS = 300
+
+# Egress a model pod needs (everything else is denied by the namespace's default deny):
+# cluster DNS, and the EKS Pod Identity agent, which serves credentials on a link-local
+# address (EKS user guide, "EKS Pod Identity agent": 169.254.170.23 port 80).
+DNS_PORTS = ({"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53})
+KUBE_DNS_LABELS = {"k8s-app": "kube-dns"}
+POD_IDENTITY_AGENT_CIDR = "169.254.170.23/32"
+POD_IDENTITY_AGENT_PORT = 80
+# Addresses a hub download may reach: the internet (through the NAT), not the VPC, the
+# node's metadata service or other private ranges.
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
+# The Prometheus server's pods (prometheus-community/prometheus chart, selectorLabels in
+# templates/_helpers.tpl): the metrics scraper is admitted by these, not by its namespace.
+PROMETHEUS_SERVER_LABELS = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/component": "server"}
+# Pod annotation of the Pod Identity webhook (aws/amazon-eks-pod-identity-webhook README):
+# the listed containers get no credential variables and no token volume.
+SKIP_CREDENTIALS_ANNOTATION = "eks.amazonaws.com/skip-containers"
 
 # Runtime-specific pod parts. The container never overrides the image's ENTRYPOINT:
 # RuntimeLaunch.args are written for it (vLLM's is `vllm serve`; TGI's is a script that
@@ -320,7 +340,7 @@ def weights_init_container(model: Model, launch: RuntimeLaunch, mounts: list[dic
         env.append({"name": "DOWNLOAD", "value": _HUB_DOWNLOAD})
         image = launch.image
     return {
-        "name": "stage-weights",
+        "name": WEIGHTS_STAGER,
         "image": image,
         "command": ["/bin/bash", "-c", script],
         "env": env,
@@ -459,7 +479,12 @@ def deployment_spec(model: Model, launch: RuntimeLaunch, resources: PodResources
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "selector": {"matchLabels": selector_labels(model)},
         "template": {
-            "metadata": {"labels": labels, "annotations": pod_annotations},
+            "metadata": {"labels": labels, "annotations": {
+                **pod_annotations,
+                # Only the weight stager needs the Pod Identity role: the server (which
+                # handles untrusted prompts) gets no credential variables or token file.
+                SKIP_CREDENTIALS_ANNOTATION: ",".join(
+                    c["name"] for c in [*init_containers, container] if c["name"] != WEIGHTS_STAGER)}},
             "spec": {
                 "serviceAccountName": service_account,
                 "automountServiceAccountToken": False,
@@ -569,10 +594,47 @@ def network_policy_spec(model: Model, launch: RuntimeLaunch, load_balancer_cidrs
     port = [{"protocol": "TCP", "port": launch.port}]
     rules = [{"from": [{"ipBlock": {"cidr": cidr}} for cidr in load_balancer_cidrs], "ports": port}]
     if launch.metrics_path:
+        # The scraper by its pod labels: a namespace selector alone would admit every pod
+        # of the monitoring namespace (Alertmanager included).
         rules.append({"from": [{"namespaceSelector": {"matchLabels": {
-            "kubernetes.io/metadata.name": MONITORING_NAMESPACE}}}], "ports": port})
+            "kubernetes.io/metadata.name": MONITORING_NAMESPACE}},
+            "podSelector": {"matchLabels": PROMETHEUS_SERVER_LABELS}}], "ports": port})
     return {"podSelector": {"matchLabels": selector_labels(model)}, "policyTypes": ["Ingress"],
             "ingress": rules}
+
+
+def default_deny_spec() -> dict:
+    """Nothing in or out for any pod of the namespace unless another policy allows it
+    (Kubernetes docs, Network Policies: "Default deny all ingress and all egress traffic")."""
+    return {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def egress_spec(model: Model, s3_cidrs: Sequence[str]) -> dict:
+    """What a model pod may reach: DNS, the Pod Identity agent, and its weights' source.
+
+    NetworkPolicies match addresses, not names. S3 (`source: s3`) is reached through the
+    VPC's gateway endpoint at S3's public addresses, which AWS publishes as the managed
+    prefix list com.amazonaws.<region>.s3: its CIDRs are read at deploy time, so a range
+    AWS adds later is admitted after the next `pulumi up`. A hub download (`source: hub`)
+    goes to the internet through the NAT; only the pod's init step needs it, but egress
+    policies apply per pod, so the rule admits public addresses on 443 and no private ones.
+    """
+    rules: list[dict] = [
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                 "podSelector": {"matchLabels": KUBE_DNS_LABELS}}], "ports": [dict(p) for p in DNS_PORTS]},
+    ]
+    https = [{"protocol": "TCP", "port": 443}]
+    if model.weights.source == "s3":
+        rules.append({"to": [{"ipBlock": {"cidr": POD_IDENTITY_AGENT_CIDR}}],
+                      "ports": [{"protocol": "TCP", "port": POD_IDENTITY_AGENT_PORT}]})
+        if not s3_cidrs:
+            raise ValueError(f"model {model.name}: the S3 prefix list has no CIDRs to admit")
+        rules.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in s3_cidrs], "ports": https})
+    else:
+        rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}],
+                      "ports": https})
+    return {"podSelector": {"matchLabels": selector_labels(model)}, "policyTypes": ["Egress"],
+            "egress": rules}
 
 
 def scaling_trigger(model: Model, launch: RuntimeLaunch, prometheus_url: str) -> dict:
@@ -809,8 +871,20 @@ class ModelService(pulumi.ComponentResource):
         # Before any pod exists: the policy so no pod is ever reachable beyond it, and the
         # load balancer controller so its webhook injects the readiness gate into every pod.
         workload_deps.append(k8s.networking.v1.NetworkPolicy(
+            f"{name}-default-deny", metadata=meta("default-deny"), spec=default_deny_spec(),
+            opts=k8s_opts(namespace)))
+        workload_deps.append(k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy", metadata=meta("load-balancer-and-metrics-only"),
             spec=network_policy_spec(model, launch, args.load_balancer.node_cidrs), opts=k8s_opts(namespace)))
+        s3_cidrs: pulumi.Input[list] = []
+        if model.weights.source == "s3":
+            s3_cidrs = aws.ec2.get_prefix_list_output(
+                name=f"com.amazonaws.{args.inventory.region}.s3",
+                opts=pulumi.InvokeOutputOptions(parent=self)).cidr_blocks
+        workload_deps.append(k8s.networking.v1.NetworkPolicy(
+            f"{name}-egress", metadata=meta("dns-credentials-and-weights-only"),
+            spec=pulumi.Output.from_input(s3_cidrs).apply(lambda cidrs: egress_spec(model, cidrs)),
+            opts=k8s_opts(namespace)))
         workload_deps.append(args.addons.load_balancer_controller)
 
         if launch.config_files:

@@ -690,7 +690,9 @@ class ApiGateway(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-cloudwatch-role",
             description="API Gateway pushes access and execution logs to CloudWatch Logs",
-            assume_role_policy=service_trust_policy_json("apigateway.amazonaws.com"),
+            # Pinned to this account: API Gateway assumes it for every API in the region.
+            assume_role_policy=service_trust_policy_json("apigateway.amazonaws.com",
+                                                         source_account=args.account_id),
             opts=self._child,
         )
         attachment = aws.iam.RolePolicyAttachment(

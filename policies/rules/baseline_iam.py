@@ -108,9 +108,9 @@ def judge_permissions(path: str, value: Any) -> Iterator[Finding]:
             yield cannot_check(f"{statement.path} Action/Resource")
         elif broad:
             yield violation(statement.label(), None,
-                            f"it allows {broad}: administrator-class access for whoever holds it, so a "
-                            "leaked credential or an SSRF from a model tool owns the service (or the account)",
-                            _DOCUMENT_FIX, rendered=broad)
+                            "that is administrator-class access for whoever holds it, so a leaked "
+                            "credential or an SSRF from a model tool owns the service (or the account)",
+                            _DOCUMENT_FIX, rendered=f"Allow {broad}")
 
 
 def _check_permissions(res: Resource, config: dict) -> Iterator[Finding]:

@@ -31,7 +31,8 @@ def namespace_of(res: StackResource) -> Any:
     if isinstance(namespace, str) and not is_unknown(namespace):
         return namespace
     for urn in res.property_dependencies.get("metadata", []):
-        if urn.split("::")[-2].endswith(NAMESPACE):
+        parts = urn.split("::")
+        if len(parts) >= 3 and parts[-2].endswith(NAMESPACE):
             return ("resource", urn)
     if namespace is None:
         return DEFAULT_NAMESPACE
