@@ -1,8 +1,7 @@
 """The Pulumi program's components, one concern per module or package.
 
 Shared layer (used by every other part, imports none of them): `config` (the inventory),
-`aws_regions`, `keys` (KMS), `iam` (policy helpers), `backend_key` (the gateway-to-runtime
-secret), `alerting` (conventions both platforms page by), `network`, `load_balancer` (the
+`aws_regions`, `keys` (KMS), `iam` (policy helpers), `alerting` (conventions both platforms page by), `network`, `load_balancer` (the
 internal NLB every model sits behind).
 `serving/` turns a model into what runs: catalog facts, sizing, runtime flags, weights.
 `ec2/` and `eks/` are the two platforms; they never import each other.

@@ -72,13 +72,11 @@ class Platform:
         return tuple(rule_names(self.alert_rules)) if self.cluster is not None else ()
 
     def gateway_backends(self, inventory: Inventory) -> list[Backend]:
-        """Each model's internal load balancer and runtime key, as the gateway reaches them."""
+        """Each model's internal load balancer, as the gateway reaches it."""
         return [Backend(model_name=model.name, nlb_arn=self.load_balancers[model.name].arn,
                         host=self.load_balancers[model.name].internal_domain,
                         port=self.load_balancers[model.name].listener_port,
                         skip_tls_verification=self.load_balancers[model.name].tls_skip_verification,
-                        backend_api_key=self.runtimes[model.name].backend_api_key,
-                        backend_api_key_version=self.runtimes[model.name].backend_api_key_version,
                         request_limits=request_limits(render_for_inventory(inventory, model)))
                 for model in inventory.models]
 
@@ -129,8 +127,7 @@ class Platform:
                     RequestMetrics(region=inventory.region, dimensions=tuple(dimensions)))
 
     def stack_outputs(self) -> dict[str, Any]:
-        """Names, namespaces and metric dimensions of what serves each model; never keys
-        (the backend keys stay secret Outputs inside the program)."""
+        """Names, namespaces and metric dimensions of what serves each model."""
         if self.fleets:
             return {"gpu_fleets": {
                 name: {"asg_name": fleet.asg_name,
@@ -251,7 +248,6 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
         platform.runtimes[model.name] = ModelService(
             model.name,
             ModelServiceArgs(inventory=inventory, model=model, launch=launch, cluster=cluster,
-                             addons=addons, load_balancer=load_balancer, data_key_arn=keys.data_key_arn,
-                             capacity=capacity),
+                             addons=addons, load_balancer=load_balancer, capacity=capacity),
             opts=opts)
     return platform

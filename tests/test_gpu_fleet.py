@@ -120,16 +120,14 @@ def test_user_data_is_the_rendered_cloud_config_and_known_at_preview(dev, model)
     assert "/etc/systemd/system/deepseek-runtime.service" in units
 
 
-def test_no_secret_value_reaches_user_data_or_stack_outputs():
+def test_no_runtime_is_given_a_backend_key_to_hold_or_to_fetch():
+    # The gateway holds no static backend credential (docs/BACKEND_AUTH.md), so there is
+    # no key secret to create and nothing for the host to fetch at start.
     run = applied()
-    (version,) = run.by_type(SECRET_VERSION)
-    envelope = version.inputs["secretString"]
-    assert envelope[mock_engine.SECRET_SIG_KEY] == mock_engine.SECRET_SIG
-    key = envelope["value"]
-    assert len(key) >= 48
+    assert run.by_type(SECRET_VERSION) == [] and run.by_type(SECRET) == []
     for template in run.by_type(LT):
-        assert key not in base64.b64decode(template.inputs["userData"]).decode()
-    assert key not in json.dumps(run.outputs)
+        text = base64.b64decode(template.inputs["userData"]).decode()
+        assert "backend-api-key" not in text and "VLLM_API_KEY=" not in text
 
 
 # --- auto scaling --------------------------------------------------------------------------
@@ -210,20 +208,9 @@ def test_weights_are_readable_under_the_model_prefix_only(model):
     assert by_sid["ListModelWeights"]["Condition"] == {"StringLike": {"s3:prefix": [prefix, prefix + "*"]}}
 
 
-def test_the_vllm_hosts_read_their_one_key_secret_and_decrypt_only_through_secrets_manager():
-    by_sid = {s["Sid"]: s for s in statements(applied(), "r1-qwen-7b")}
-    assert by_sid["ReadApiKey"]["Action"] == "secretsmanager:GetSecretValue"
-    assert by_sid["ReadApiKey"]["Resource"] == [
-        f"arn:aws:secretsmanager:us-east-1:{fake_cloud.ACCOUNT_ID}:secret:"
-        "deepseek/dev/r1-qwen-7b/backend-api-key-??????"]
-    decrypt = by_sid["DecryptApiKey"]
-    assert decrypt["Action"] == "kms:Decrypt"
-    assert decrypt["Resource"].startswith("arn:aws:kms:")
-    assert decrypt["Condition"] == {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}}
-
-
-def test_ollama_hosts_read_no_secret_at_all():
-    sids = {s["Sid"] for s in statements(applied(), "r1-qwen-1-5b-gguf")}
+@pytest.mark.parametrize("model", MODELS)
+def test_hosts_read_no_secret_at_all(model):
+    sids = {s["Sid"] for s in statements(applied(), model)}
     assert sids == {"ReadModelWeights", "ListModelWeights"}
 
 
@@ -245,25 +232,11 @@ def test_the_weights_and_secret_policy_is_readable_at_preview(dev):
         serving = dev.one(ROLE_POLICY, f"{model}-serving").inputs["policy"]
         sids = {s["Sid"] for s in json.loads(serving)["Statement"]}
         assert {"ReadModelWeights", "ListModelWeights"} <= sids
-    # Only the KMS statement waits for the key's ARN, and a spot fleet's drain statement for
-    # its group's ARN.
+    # Without a hub token there is no secret, so no KMS statement waits for a key ARN; a
+    # spot fleet's drain statement waits for its group's ARN.
     unknown = [p.name for p in dev.by_type(ROLE_POLICY) if p.inputs["policy"] == mock_engine.UNKNOWN
                and p.name.startswith(MODELS)]
-    assert sorted(unknown) == ["r1-qwen-7b-decrypt-secret", "r1-qwen-7b-drain"]
-
-
-# --- the backend key ------------------------------------------------------------------------
-
-def test_only_authenticating_runtimes_get_a_backend_key_secret(dev):
-    secrets = dev.by_type(SECRET)
-    assert [s.inputs["name"] for s in secrets] == ["deepseek/dev/r1-qwen-7b/backend-api-key"]
-    assert dev.one("aws:kms/key:Key", "keys-data").urn in secrets[0].property_dependencies["kmsKeyId"]
-
-
-def test_the_backend_key_is_generated_once_and_kept_across_runs(dev):
-    (version,) = dev.by_type(SECRET_VERSION)
-    assert "secretString" in version.ignore_changes
-    assert version.inputs["secretString"][mock_engine.SECRET_SIG_KEY] == mock_engine.SECRET_SIG
+    assert sorted(unknown) == ["r1-qwen-7b-drain"]
 
 
 @pulumi.runtime.test
@@ -272,21 +245,18 @@ def test_fleets_expose_typed_outputs_for_the_gateway_and_observability():
     program = program_harness.start("dev")
     fleets = program["platform"].fleets
     assert set(fleets) == set(MODELS)
-    vllm, ollama = fleets["r1-qwen-7b"], fleets["r1-qwen-1-5b-gguf"]
-    assert ollama.backend_api_key is None and ollama.backend_api_key_secret_arn is None
+    vllm = fleets["r1-qwen-7b"]
     assert vllm.log_group_name == "/deepseek/dev/r1-qwen-7b/runtime"
 
     def check(values):
-        asg_name, secret_arn, is_secret = values
+        asg_name, role_arn = values
         assert asg_name.startswith("r1-qwen-7b-asg")
-        assert secret_arn.startswith("arn:aws:secretsmanager:")
-        assert is_secret
+        assert role_arn.startswith("arn:aws:iam:")
 
-    return pulumi.Output.all(vllm.asg_name, vllm.backend_api_key_secret_arn,
-                             pulumi.Output.from_input(vllm.backend_api_key).is_secret()).apply(check)
+    return pulumi.Output.all(vllm.asg_name, vllm.instance_role_arn).apply(check)
 
 
-def test_a_tgi_model_on_ec2_gets_a_fleet_with_its_own_key_secret():
+def test_a_tgi_model_on_ec2_gets_a_fleet_of_its_own():
     rebuilt = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tgi:3.3.5@sha256:" + "cd" * 32
 
     def to_tgi(raw):
@@ -296,7 +266,7 @@ def test_a_tgi_model_on_ec2_gets_a_fleet_with_its_own_key_secret():
     template = run.one(LT, "r1-qwen-7b-lt")
     text = base64.b64decode(template.inputs["userData"]).decode()
     assert rebuilt in text and "--max-total-tokens" in text
-    assert [s.inputs["name"] for s in run.by_type(SECRET)] == ["deepseek/dev/r1-qwen-7b/backend-api-key"]
+    assert run.by_type(SECRET) == []
     group = run.one("aws:lb/targetGroup:TargetGroup", "r1-qwen-7b-lb-targets").inputs
     assert group["port"] == runtimes.PORTS["tgi"]
 

@@ -30,8 +30,6 @@ from policies.rules.workloads import env_assignments, runtimes_in_text
 from tests.stack_runs import inventory_of
 from tools import stack_files
 
-SECRET_VALUE = "sk-backend-0123456789abcdef"
-
 
 def plan_for(model_name: str, stack: str = "dev", change=None) -> hp.HostPlan:
     raw = inventory_of(stack)
@@ -44,7 +42,7 @@ def plan_for(model_name: str, stack: str = "dev", change=None) -> hp.HostPlan:
         stack=stack, region=inv.region, model_name=model.name, launch=launch,
         weights_source=model.weights.source, manifest_sha256=model.weights.manifest_sha256,
         s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
-        api_key_secret_name=gpu_fleet.backend_key_secret_name(stack, model.name) if launch.api_key_env else None,
+        api_key_secret_name=None,
         hf_token_secret_arn=None, log_group_name=gpu_fleet.runtime_log_group_name(stack, model.name),
         metrics_namespace=gpu_fleet.METRICS_NAMESPACE)
 
@@ -310,10 +308,6 @@ def _free_port() -> int:
 class _FakeVllm(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/v1/models":
-            if self.headers.get("Authorization") != f"Bearer {SECRET_VALUE}":
-                self.send_response(401)
-                self.end_headers()
-                return
             body = json.dumps({"data": [{"id": "r1-qwen-7b"}]}).encode()
         elif self.path == "/health":
             body = b""
@@ -361,9 +355,7 @@ def test_the_health_gate_is_ready_only_when_warm_and_the_model_is_listed(tmp_pat
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
         assert first is not None, "the health gate never answered"
-        assert first == 503  # no key: /v1/models answers 401
-        (tmp_path / "api-key").write_text(SECRET_VALUE)
-        assert _status(ready) == 503  # the model serves but the warm-up has not finished
+        assert first == 503  # the model serves but the warm-up has not finished
         (tmp_path / "warm").touch()
         assert _status(ready) == 200
         assert _status(f"http://127.0.0.1:{gate_port}/live") == 200
@@ -406,7 +398,7 @@ def test_a_single_quote_in_a_runtime_argument_is_refused():
         hp.exec_line(["docker", "run", "it's"])
 
 
-def test_the_tgi_host_config_carries_the_tgi_knobs_and_its_key_variable():
+def test_the_tgi_host_config_carries_the_tgi_knobs_and_no_key():
     plan = plan_for("r1-llama-8b", stack="staging")
     config = cloud_config(plan)
     argv = docker_argv(config)
@@ -419,7 +411,7 @@ def test_the_tgi_host_config_carries_the_tgi_knobs_and_its_key_variable():
     assert "--max-batch-total-tokens" not in runtime_args
     assert "--json-output" in runtime_args
     assert runtime_args[runtime_args.index("--usage-stats") + 1] == "off"
-    assert env_file(config)["KEY_VAR_NAME"] == "API_KEY"
+    assert not env_file(config).get("KEY_VAR_NAME") and not env_file(config).get("KEY_SECRET_NAME")
     assert runtimes_in_text(hp.render_user_data(plan)) == ["tgi"]
 
 

@@ -95,8 +95,6 @@ def test_family_one_is_mandatory_in_every_environment(env):
 # Advisory everywhere by design: it explains an accepted exception (a private CA), and the
 # same integrations are judged mandatory by integration-tls-verified without it.
 ADVISORY_BY_DESIGN = {"integration-tls-private-ca"}
-# Temporarily advisory while the gateway still sends a static backend key (issue 13).
-ADVISORY_BY_DESIGN |= {"no-literal-credentials"}
 
 
 def test_prod_makes_every_policy_mandatory_and_dev_keeps_hygiene_and_baseline_advisory():

@@ -42,7 +42,6 @@ from components.serving import runtimes
 from components.serving.rollout import asg_max_size
 from components.config import Inventory, Model
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
-from components.backend_key import BackendApiKey, backend_key_secret_name
 from components.iam import service_trust_policy_json
 from components.serving.catalog import spot_instance_types as catalog_spot_types
 
@@ -142,10 +141,6 @@ class GpuFleet(pulumi.ComponentResource):
     instance_role_arn: pulumi.Output[str]
     security_group_id: pulumi.Output[str]
     log_group_name: str
-    backend_api_key_secret_name: Optional[str]
-    backend_api_key_secret_arn: Optional[pulumi.Output[str]]
-    # Secret Output: only for the gateway's integration header; never export it.
-    backend_api_key: Optional[pulumi.Output[str]]
     launch: runtimes.RuntimeLaunch
     user_data: str
     health_check_grace_seconds: int
@@ -163,19 +158,6 @@ class GpuFleet(pulumi.ComponentResource):
         self.launch = runtimes.render_for_inventory(inventory, model, bind_host="0.0.0.0")
         self.health_check_grace_seconds = health_check_grace_seconds(self.launch)
 
-        self.backend_api_key_secret_name = None
-        self.backend_api_key_secret_arn = None
-        self.backend_api_key = None
-        self.backend_api_key_version = None
-        if self.launch.api_key_env:
-            key = BackendApiKey(f"{name}-backend-key",
-                                secret_name=backend_key_secret_name(stack, model.name),
-                                kms_key_arn=args.data_key_arn, opts=self._child)
-            self.backend_api_key_secret_name = key.secret_name
-            self.backend_api_key_secret_arn = key.secret_arn
-            self.backend_api_key = key.value
-            self.backend_api_key_version = key.version_id
-
         self.log_group_name = runtime_log_group_name(stack, model.name)
         aws.cloudwatch.LogGroup(
             f"{name}-runtime-logs", name=self.log_group_name,
@@ -186,7 +168,7 @@ class GpuFleet(pulumi.ComponentResource):
             stack=stack, region=inventory.region, model_name=model.name, launch=self.launch,
             weights_source=model.weights.source, manifest_sha256=model.weights.manifest_sha256,
             s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
-            api_key_secret_name=self.backend_api_key_secret_name,
+            api_key_secret_name=None,
             hf_token_secret_arn=_hf_token_secret_arn(model),
             log_group_name=self.log_group_name, metrics_namespace=METRICS_NAMESPACE,
             spot=model.spot is not None)
@@ -214,7 +196,6 @@ class GpuFleet(pulumi.ComponentResource):
             "instance_role_arn": self.instance_role_arn,
             "security_group_id": self.security_group_id,
             "log_group_name": self.log_group_name,
-            "backend_api_key_secret_arn": self.backend_api_key_secret_arn,
         })
 
     # --- CloudWatch agent ---------------------------------------------------------------
@@ -264,7 +245,7 @@ class GpuFleet(pulumi.ComponentResource):
                 instance_policy(args.model, partition=args.partition,
                                 secret_arns=self._readable_secret_arns(args, account, hf_token)))),
             opts=self._child)
-        if self.backend_api_key_secret_name or hf_token:
+        if hf_token:
             aws.iam.RolePolicy(
                 f"{self._name}-decrypt-secret", role=role.id,
                 policy=pulumi.Output.from_input(args.data_key_arn).apply(lambda key: json.dumps(
@@ -273,11 +254,7 @@ class GpuFleet(pulumi.ComponentResource):
         return role
 
     def _readable_secret_arns(self, args: GpuFleetArgs, account: str, hf_token: Optional[str]) -> list[str]:
-        arns = [hf_token] if hf_token else []
-        if self.backend_api_key_secret_name:
-            arns.append(secret_arn_pattern(args.partition, args.inventory.region, account,
-                                           self.backend_api_key_secret_name))
-        return arns
+        return [hf_token] if hf_token else []
 
     # --- network ----------------------------------------------------------------------
 
@@ -489,13 +466,6 @@ def _hf_token_secret_arn(model: Model) -> Optional[str]:
     return model.hf_token.secrets_manager_arn
 
 
-def secret_arn_pattern(partition: str, region: str, account: str, secret_name: str) -> str:
-    """The ARN of the secret with exactly this name: Secrets Manager appends "-" and six
-    random characters, which `??????` matches and nothing longer does (Secrets Manager
-    docs, "Permissions policy examples": use `-??????` rather than `*`)."""
-    return f"arn:{partition}:secretsmanager:{region}:{account}:secret:{secret_name}-??????"
-
-
 def instance_policy(model: Model, *, partition: str, secret_arns: Sequence[str]) -> dict:
     """The hosts' own permissions beyond the managed SSM and CloudWatch agent policies."""
     statements: list[dict] = []
@@ -510,13 +480,13 @@ def instance_policy(model: Model, *, partition: str, secret_arns: Sequence[str])
              "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}*"]}}},
         ]
     if secret_arns:
-        statements.append({"Sid": "ReadApiKey", "Effect": "Allow",
+        statements.append({"Sid": "ReadHubToken", "Effect": "Allow",
                            "Action": "secretsmanager:GetSecretValue", "Resource": list(secret_arns)})
     return {"Version": "2012-10-17", "Statement": statements}
 
 
 def decrypt_policy(*, region: str, data_key_arn: str) -> dict:
-    """The key secret is encrypted with the stack's data key: decrypt only via Secrets Manager."""
+    """Secrets the host reads are encrypted with the stack's data key: decrypt only via Secrets Manager."""
     return {"Version": "2012-10-17", "Statement": [{
-        "Sid": "DecryptApiKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": data_key_arn,
+        "Sid": "DecryptHubToken", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": data_key_arn,
         "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}}]}

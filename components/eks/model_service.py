@@ -6,15 +6,10 @@ runtimes. Pure functions build the Kubernetes specs from plain data, so tests ca
 them without the mock engine, and the component only turns them into resources.
 
 Decisions (why, not what):
-- API key delivery: the backend key is the same per-model secret the EC2 path uses (see
-  docs/BACKEND_AUTH.md): generated once in the program, a Pulumi secret in
-  state. Here it becomes a Kubernetes Secret (encrypted in etcd by the cluster's KMS
-  envelope encryption) that the runtime reads through `valueFrom.secretKeyRef` into the
-  variable the runtime documents (`VLLM_API_KEY`, TGI `API_KEY`). It is never an argument
-  or an env literal, so it stays out of `ps`, pod specs and plans. No CSI driver or
-  External Secrets controller is needed for a value Pulumi already owns; rotation is the
-  documented `pulumi up --replace` of the key, which also rolls the pods (a short,
-  non-reversible fingerprint of the key is a pod-template annotation).
+- No API key: the runtime starts without one and the gateway holds no backend credential
+  (docs/BACKEND_AUTH.md). The pod is reachable only from its load balancer's subnets (the
+  NetworkPolicy below, over a namespace default deny), and only the weight stager gets the
+  Pod Identity credentials.
 - Exposure: the shared internal NLB (components/load_balancer.py) with `ip` targets, bound
   to the pods by a TargetGroupBinding. The namespace asks the load balancer controller to
   inject pod readiness gates, so a new pod only counts as Ready once the NLB sees it
@@ -61,7 +56,6 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.serving.catalog import InstanceSpec, get_instance
-from components.backend_key import BackendApiKey, backend_key_secret_name
 from components.config import Inventory, Model
 from components.serving.weights import VERIFY_WEIGHTS_SH
 from components.eks.cluster import GPU_TOLERATION, GpuCluster
@@ -85,9 +79,7 @@ WEIGHTS_STAGING_IMAGE = ("amazon/aws-cli:2.17.0@sha256:"
 RUN_AS = 10001
 CONTAINER = "server"
 WEIGHTS_STAGER = "stage-weights"
-API_KEY_SECRET = "backend-api-key"
 RUNTIME_CONFIG_MAP = "runtime-config"
-API_KEY_SECRET_KEY = "api-key"
 HF_TOKEN_SECRET = "hf-token"
 PORT_NAME = "http"
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
@@ -216,12 +208,9 @@ def _readiness_exec(launch: RuntimeLaunch) -> list[str]:
         # The image has no curl or python; `ollama show` asks the running server and fails
         # unless the model was created in its store.
         return ["ollama", "show", name]
-    header = (f"{{'Authorization': 'Bearer ' + os.environ['{launch.api_key_env}']}}"
-              if launch.readiness_requires_api_key and launch.api_key_env else "{}")
     script = (
-        "import json, os, sys, urllib.request\n"
-        f"request = urllib.request.Request('http://127.0.0.1:{launch.port}{launch.readiness_path}', "
-        f"headers={header})\n"
+        "import sys, urllib.request\n"
+        f"request = urllib.request.Request('http://127.0.0.1:{launch.port}{launch.readiness_path}')\n"
         "body = urllib.request.urlopen(request, timeout=8).read().decode()\n"
         f"sys.exit(0 if {name!r} in body else 1)\n"
     )
@@ -405,9 +394,6 @@ def server_env(launch: RuntimeLaunch) -> list[dict]:
     # Writable home for caches (compile caches, Ollama's key pair) on a read-only root;
     # USER keeps getpass/torch from failing on a UID without a passwd entry.
     env += [{"name": "HOME", "value": "/tmp"}, {"name": "USER", "value": "serving"}]
-    if launch.api_key_env:
-        env.append({"name": launch.api_key_env, "valueFrom": {"secretKeyRef": {
-            "name": API_KEY_SECRET, "key": API_KEY_SECRET_KEY}}})
     return env
 
 
@@ -773,8 +759,6 @@ class ModelServiceArgs:
     cluster: GpuCluster
     addons: ClusterAddons
     load_balancer: LoadBalancer
-    # Encrypts the backend API key secret (shared with the EC2 path's BackendApiKey).
-    data_key_arn: pulumi.Input[str]
     partition: str = "aws"
     # What provisions the pool's nodes (Karpenter NodePools); empty with managed node groups.
     capacity: Sequence[pulumi.Resource] = ()
@@ -796,11 +780,6 @@ class ModelService(pulumi.ComponentResource):
     internal_domain: str
     # The PromQL the autoscaler follows, for dashboards and alarms.
     scaling_query: str
-    # Same names as GpuFleet: the gateway's integration reads either platform alike.
-    backend_api_key_secret_name: Optional[str]
-    backend_api_key_secret_arn: Optional[pulumi.Output[str]]
-    # Secret Output: only for the gateway's integration header; never export it.
-    backend_api_key: Optional[pulumi.Output[str]]
 
     def __init__(self, name: str, args: ModelServiceArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("deepseek:model_service:ModelService", name, None, opts)
@@ -844,25 +823,6 @@ class ModelService(pulumi.ComponentResource):
             workload_deps += identity.resources
 
         annotations: dict[str, Any] = dict(metrics_annotations(launch))
-        self.backend_api_key_secret_name = None
-        self.backend_api_key_secret_arn = None
-        self.backend_api_key = None
-        self.backend_api_key_version = None
-        if launch.api_key_env:
-            key = BackendApiKey(f"{name}-backend-key",
-                                secret_name=backend_key_secret_name(pulumi.get_stack(), model.name),
-                                kms_key_arn=args.data_key_arn, opts=pulumi.ResourceOptions(parent=self))
-            self.backend_api_key_secret_name = key.secret_name
-            self.backend_api_key_secret_arn = key.secret_arn
-            self.backend_api_key = key.value
-            self.backend_api_key_version = key.version_id
-            secret = k8s.core.v1.Secret(
-                f"{name}-api-key", metadata=meta(API_KEY_SECRET), type="Opaque",
-                string_data={API_KEY_SECRET_KEY: key.value},
-                opts=k8s_opts(namespace))
-            workload_deps.append(secret)
-            # A rotated key is a new secret version: the changed annotation rolls the pods.
-            annotations["deepseek-serving/api-key-version"] = key.version_id
         if model.hf_token is not None and model.weights.source == "hub":
             workload_deps.append(k8s.core.v1.Secret(
                 f"{name}-hf-token", metadata=meta(HF_TOKEN_SECRET), type="Opaque",

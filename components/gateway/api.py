@@ -16,16 +16,15 @@ streams (SSE tokens as generated, up to 15 minutes, idle timeout 5 minutes on re
 https://docs.aws.amazon.com/apigateway/latest/developerguide/response-transfer-mode.html) and BUFFERED otherwise:
 once STREAM was set, going back needs an explicit BUFFERED (pulumi-aws v7
 `Integration.response_transfer_mode`). The integration replaces the client's
-`Authorization` header with the runtime's own key (docs/BACKEND_AUTH.md), so
-client credentials never reach a model server, and passes the gateway's request id as
-`X-Request-Id`.
+`Authorization` header with a placeholder, so client credentials never reach a model
+server, and holds no backend credential of its own (docs/BACKEND_AUTH.md: the network is
+the runtime's boundary); it passes the gateway's request id as `X-Request-Id`.
 
 Deployments. `aws.apigateway.Deployment` in v7 is a snapshot with no stage; the Stage
 points at it. The snapshot is retaken when `triggers` change: `redeployment` hashes the
 definitions of every route, method, integration and gateway response as this program
 passes them (known at preview, so a route change shows as a replace in the plan);
-`connections` hashes the VPC link ids (a replaced link is a changed integration) and
-`backend-credentials` the runtime keys (rotating one must reach the snapshot too).
+`connections` hashes the VPC link ids (a replaced link is a changed integration).
 
 Logging. Access logs (JSON: request id, API key id, status, latencies, sizes; never
 bodies) to an encrypted group. Execution logging stays at ERROR with data trace off:
@@ -121,10 +120,6 @@ class Backend:
     # True for a private-CA certificate, which API Gateway does not trust; expiry and
     # host name are still verified (AWS TlsConfig.insecureSkipVerification).
     skip_tls_verification: bool = False
-    # The runtime's own API key (a secret Output); None: the runtime has no auth (Ollama).
-    backend_api_key: Optional[pulumi.Input[str]] = None
-    # The key's secret version id: changes exactly when the key is rotated.
-    backend_api_key_version: Optional[pulumi.Input[str]] = None
     # {max_context, max_input_tokens, max_output_tokens} of one request (stack output model_limits).
     request_limits: Optional[dict[str, int]] = None
 
@@ -218,16 +213,14 @@ def method_definition(route: Route, authorization: str) -> dict:
     }
 
 
-BACKEND_KEY_MARKER = "<runtime api key from secrets manager>"
-
-
 def integration_definition(route: Route, backend: Backend, settings: GatewaySettings) -> dict:
-    """The integration as data; the runtime key appears as a marker (it is a secret)."""
+    """The integration as data. No credential travels to the runtime: the client's own
+    Authorization header is replaced by a placeholder so caller tokens never reach it, and
+    the gateway holds no static backend key (docs/BACKEND_AUTH.md)."""
     parameters = {"integration.request.header.X-Request-Id": "context.requestId"}
     if route.is_proxy:
         parameters["integration.request.path.proxy"] = "method.request.path.proxy"
-    parameters["integration.request.header.Authorization"] = (
-        BACKEND_KEY_MARKER if backend.backend_api_key is not None else "'none'")
+    parameters["integration.request.header.Authorization"] = "'none'"
     return {
         "type": "HTTP_PROXY",
         "integration_http_method": route.http_method,
@@ -489,12 +482,6 @@ class ApiGateway(pulumi.ComponentResource):
                 "redeployment": self.redeployment_hash,
                 "connections": pulumi.Output.all(*[link.id for link in self._vpc_links.values()])
                 .apply(lambda ids: definition_hash(list(ids))),
-                # Key versions, not values: a rotated key reaches the snapshot, and the
-                # trigger stays the same between runs that rotate nothing.
-                "backend-credentials": pulumi.Output.all(*[
-                    b.backend_api_key_version if b.backend_api_key_version is not None else ""
-                    for b in args.backends
-                ]).apply(lambda versions: definition_hash(list(versions))),
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=methods + integrations + gateway_responses),
         )
@@ -659,11 +646,6 @@ class ApiGateway(pulumi.ComponentResource):
             backend = by_model[route.model]
             spec = integration_definition(route, backend, settings)
             parameters: dict[str, pulumi.Input[str]] = dict(spec["request_parameters"])
-            if backend.backend_api_key is not None:
-                # Replaces the client's Authorization header: client credentials never
-                # reach the runtime, and the runtime's /v1 guard is satisfied.
-                parameters["integration.request.header.Authorization"] = pulumi.Output.secret(
-                    pulumi.Output.from_input(backend.backend_api_key).apply(lambda key: f"'Bearer {key}'"))
             integrations.append(aws.apigateway.Integration(
                 f"{name}-integration-{route.slug}",
                 rest_api=self.rest_api.id,

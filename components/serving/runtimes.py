@@ -5,19 +5,15 @@ unit and cloud-init (components/ec2/host.py), the EKS platform into a container
 spec and probes. Keeping the launch here means a flag is decided once, and the policy pack
 and the tests check the same values that run.
 
-Nothing secret ever enters a `RuntimeLaunch`. The runtime's API key reaches the process as
-the environment variable named by `api_key_env`, filled at start from Secrets Manager (EC2)
-or a Kubernetes Secret (EKS), so it never appears in argv (`ps`), user data, a pod spec or
-a Pulumi plan (root on the host can still read a container's environment, for example with
-`docker inspect`):
-- vLLM reads `VLLM_API_KEY` when `--api-key` is absent (vLLM security guide; the flag and
-  the variable are equivalent, and the variable keeps the key out of the process list).
-- TGI's launcher declares `--api-key <API_KEY> [env: API_KEY=]`
-  (huggingface/text-generation-inference docs/source/reference/launcher.md), and its router
-  guards only the generation routes with it: `/health`, `/info`, `/metrics`, `/v1/models`
-  stay open (router/src/server.rs, `base_routes.layer(auth)`).
-- Ollama has no authentication at all: `api_key_env` is None and the only protection is the
-  network (the host or pod admits only the load balancer).
+Nothing secret ever enters a `RuntimeLaunch`, and no runtime is started with an API key
+(`api_key_env` is None for all three): the gateway would have to hold that key as a static
+header value, readable by every principal with apigateway:GET in the account, and the key
+only ever guarded part of each server (vLLM checks it on /v1 only; TGI only on its
+generation routes; Ollama has no authentication at all). The boundary is the network: a
+runtime is reachable only from its internal load balancer, which only the gateway's VPC
+link reaches (docs/BACKEND_AUTH.md records the decision). `api_key_env` names the variable
+a runtime would read (vLLM `VLLM_API_KEY`, TGI `API_KEY`) should a platform ever provision
+one.
 
 Capacity flags (context length, batch token budgets, concurrency caps, queue limits) come
 from `_capacity_flags`, the single seam to components/serving/sizing.py (`plan_runtime` for the
@@ -311,10 +307,10 @@ def _vllm(inventory: Inventory, model: Model, cap: CapacityFlags, image: str, ho
         config_files={"logging.json": json.dumps(VLLM_LOGGING_CONFIG, separators=(",", ":")) + "\n"},
         scheduling_policy=model.scheduling_policy,
         runtime="vllm", image=image, entrypoint=("vllm", "serve"), port=PORTS["vllm"], args=args, env=env,
-        api_key_env="VLLM_API_KEY", served_model_name=name,
+        api_key_env=None, served_model_name=name,
         # /health can answer before the model serves; /v1/models lists the served name only
-        # once the engine is up, but it sits behind the API key.
-        readiness_path="/v1/models", readiness_requires_api_key=True, readiness_body_contains=name,
+        # once the engine is up (no API key: the network is the boundary).
+        readiness_path="/v1/models", readiness_requires_api_key=False, readiness_body_contains=name,
         liveness_path="/health", metrics_path="/metrics",
         warmup_request={"method": "POST", "path": "/v1/completions",
                         "json": {"model": name, "prompt": "Hello", "max_tokens": 1, "temperature": 0}},
@@ -349,7 +345,7 @@ def _tgi(inventory: Inventory, model: Model, cap: CapacityFlags, image: str, hos
     return dict(
         runtime="tgi", image=image, entrypoint=("text-generation-launcher",), port=PORTS["tgi"],
         args=args, env=env,
-        api_key_env="API_KEY", served_model_name=name,
+        api_key_env=None, served_model_name=name,
         # TGI's /health runs a real one-token check against the shards (503 when unhealthy)
         # and is outside the API-key layer; /info is a static answer from the router.
         readiness_path="/health", readiness_requires_api_key=False, readiness_body_contains=None,

@@ -185,6 +185,9 @@ _CREDENTIAL_VALUE = re.compile(r"^\s*(bearer|basic|token|apikey|api-key|digest)\
 # HTTP APIs: a value without a $-variable is static.
 
 
+_PLACEHOLDERS = frozenset({"", "none", "null", "-", "redacted", "n/a"})
+
+
 def _static_value(resource_type: str, value: Any) -> Optional[str]:
     if not isinstance(value, str) or is_unknown(value):
         return None
@@ -208,7 +211,8 @@ def _check_literal_credentials(res: Resource, config: dict) -> Iterator[Finding]
                 yield cannot_check(path)
             continue
         static = _static_value(res.type, value)
-        if static is None or static == "":
+        # A placeholder that blanks the caller's header ('none', '-', '') carries nothing.
+        if static is None or static.strip().lower() in _PLACEHOLDERS:
             continue
         name = str(key).rsplit(".", 1)[-1].rsplit(":", 1)[-1]
         if _CREDENTIAL_NAME.search(name) or _CREDENTIAL_VALUE.match(static):
