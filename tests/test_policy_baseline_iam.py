@@ -304,26 +304,15 @@ def test_resource_policies_for_named_or_conditioned_principals_pass(pack):
     expect_clean(judge(pack, program), "resource-policy-not-public")
 
 
-# ---- endpoint-service-restricted -----------------------------------------------------------
+# ---- endpoint services: Family 1 judges them -------------------------------------------------
 
-def test_endpoint_services_open_to_any_principal_are_violations(pack):
+def test_an_endpoint_service_open_to_every_account_is_refused_by_the_exposure_family(pack):
     def program():
-        open_service = aws.ec2.VpcEndpointService("open", acceptance_required=False,
-                                                  network_load_balancer_arns=["arn:nlb"], allowed_principals=["*"])
-        aws.ec2.VpcEndpointServiceAllowedPrinciple("anyone", vpc_endpoint_service_id=open_service.id,
-                                                   principal_arn="*")
-        closed = aws.ec2.VpcEndpointService("closed", acceptance_required=True, network_load_balancer_arns=["arn:nlb"],
-                                            allowed_principals=[f"arn:aws:iam::{ACCOUNT}:root"])
-        aws.ec2.VpcEndpointServiceAllowedPrinciple("consumer", vpc_endpoint_service_id=closed.id,
-                                                   principal_arn="arn:aws:iam::111122223333:root")
+        aws.ec2.VpcEndpointService("open", acceptance_required=False, network_load_balancer_arns=["arn:nlb"],
+                                   allowed_principals=["*"])
 
-    verdict = judge(pack, program)
-    expect_violation(verdict, "endpoint-service-restricted", "aws:ec2/vpcEndpointService:VpcEndpointService",
-                     "open", contains=['allowedPrincipals[0] is "*"'])
-    expect_violation(verdict, "endpoint-service-restricted",
-                     "aws:ec2/vpcEndpointServiceAllowedPrinciple:VpcEndpointServiceAllowedPrinciple", "anyone",
-                     contains=['principalArn is "*"'])
-    assert len(verdict.of("endpoint-service-restricted")) == 2, verdict.describe("endpoint-service-restricted")
+    expect_violation(judge(pack, program), "service-network-authenticated",
+                     "aws:ec2/vpcEndpointService:VpcEndpointService", "open", contains=["allowedPrincipals[0]"])
 
 
 # ---- secrets-customer-managed-key ----------------------------------------------------------

@@ -1,13 +1,14 @@
 """Family 3, resource policies: KMS keys, buckets, secrets, repositories, topics and queues
-whose policy admits every principal, endpoint services any account may connect to, and
-secrets encrypted only with the AWS-managed key.
+whose policy admits every principal, and secrets encrypted only with the AWS-managed key.
+(VPC endpoint services open to every principal are judged by Family 1's
+service-network-authenticated, mandatory everywhere.)
 
 An open principal (`"*"`, `{"AWS": "*"}`, an ARN with a wildcard account, or Allow with
 NotPrincipal) is public unless a positive condition pins the caller to an account,
 organisation, network or source (policy_documents.RESTRICTING_KEYS). Service principals
 are not public: AWS services are judged by their own conditions elsewhere.
 Anchors: Checkov CKV_AWS_33 (KMS `*`), CKV_AWS_70 (S3), CKV_AWS_32 (ECR), CKV_AWS_168/169
-(SQS/SNS), CKV_AWS_149 (secrets without a CMK), CKV_AWS_123 (endpoint service acceptance).
+(SQS/SNS), CKV_AWS_149 (secrets without a CMK).
 """
 from __future__ import annotations
 
@@ -95,50 +96,6 @@ RESOURCE_POLICY_NOT_PUBLIC = resource_policy(
 )
 
 
-# ---- endpoint services --------------------------------------------------------------------
-
-ENDPOINT_SERVICE = "aws:ec2/vpcEndpointService:VpcEndpointService"
-ENDPOINT_SERVICE_PRINCIPAL = "aws:ec2/vpcEndpointServiceAllowedPrinciple:VpcEndpointServiceAllowedPrinciple"
-
-
-def _any_principal(arn: Any) -> bool:
-    return isinstance(arn, str) and bool(open_principals({"AWS": arn}))
-
-
-def _check_endpoint_service(res: Resource, config: dict) -> Iterator[Finding]:
-    fix = ("allow the consumer accounts' ARNs (arn:aws:iam::<account>:root) only, and keep "
-           "acceptance_required=True")
-    if res.type == ENDPOINT_SERVICE_PRINCIPAL:
-        arn = res.get("principalArn")
-        if is_unknown(arn):
-            yield cannot_check("principalArn")
-        elif _any_principal(arn):
-            yield violation("principalArn", arn, "every AWS account may create an endpoint to this service",
-                            fix)
-        return
-    principals = res.get("allowedPrincipals")
-    if is_unknown(principals):
-        yield cannot_check("allowedPrincipals")
-        return
-    for index, arn in enumerate(as_list(principals)):
-        if is_unknown(arn):
-            yield cannot_check(f"allowedPrincipals[{index}]")
-        elif _any_principal(arn):
-            yield violation(f"allowedPrincipals[{index}]", arn,
-                            "every AWS account may create an endpoint to this service", fix)
-
-
-ENDPOINT_SERVICE_RESTRICTED = resource_policy(
-    name="endpoint-service-restricted",
-    family=FAMILY_BASELINE,
-    description="VPC endpoint services (allowedPrincipals, and separate allowed-principal resources) "
-                "do not let any principal (`*`) connect.",
-    resource_types=(ENDPOINT_SERVICE, ENDPOINT_SERVICE_PRINCIPAL),
-    check=_check_endpoint_service,
-    remediation="List the consumer accounts explicitly.",
-)
-
-
 # ---- KMS key policies ---------------------------------------------------------------------
 
 def _check_key_policy(res: Resource, config: dict) -> Iterator[Finding]:
@@ -188,6 +145,5 @@ SECRETS_CUSTOMER_MANAGED_KEY = resource_policy(
 POLICIES = [
     KMS_KEY_POLICY_RESTRICTED,
     RESOURCE_POLICY_NOT_PUBLIC,
-    ENDPOINT_SERVICE_RESTRICTED,
     SECRETS_CUSTOMER_MANAGED_KEY,
 ]
