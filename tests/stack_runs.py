@@ -44,3 +44,16 @@ def run_with_inventory(stack: str, change: Callable[[dict], None], *, preview: b
 
 def inputs(run: mock_engine.ProgramRun, type_token: str) -> list[dict]:
     return [r.inputs for r in run.by_type(type_token)]
+
+
+@functools.lru_cache(maxsize=None)
+def hub_token_run() -> mock_engine.ProgramRun:
+    """Staging with a gated hub model: its token is the one Kubernetes Secret the stacks have
+    (the runtimes hold no key), so the secret-masking checks have a value to mask."""
+    stack_file = stack_files.load("staging")
+    config = copy.deepcopy(stack_file.config)
+    config["deepseek-serving:inventory"]["models"][0]["hf_token"] = {"config": "hfToken"}
+    config["deepseek-serving:hfToken"] = stack_files.SECRET_PLACEHOLDER
+    return record_main(stack="staging", config=config,
+                       secret_keys=[*stack_file.secret_keys, "deepseek-serving:hfToken"],
+                       preview=True, region=stack_file.region)

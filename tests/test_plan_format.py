@@ -37,12 +37,10 @@ def test_every_urn_follows_the_engines_rule(staging_plan):
 
 
 def test_nested_resources_carry_the_whole_parent_chain(staging_plan):
-    secret = next(r for r in staging_plan["resources"] if r["type"] == "aws:secretsmanager/secret:Secret"
-                  and r["name"].endswith("-backend-key-secret"))
-    # ModelService > BackendApiKey > Secret: both component types stand in the chain.
-    assert secret["urn"] == ("urn:pulumi:staging::deepseek-serving::deepseek:model_service:ModelService"
-                             "$deepseek:gpu_fleet:BackendApiKey$aws:secretsmanager/secret:Secret::"
-                             f"{secret['name']}")
+    acl = next(r for r in staging_plan["resources"] if r["type"] == "aws:wafv2/webAcl:WebAcl")
+    # ApiGateway > GatewayWaf > WebAcl: both component types stand in the chain.
+    assert acl["urn"] == ("urn:pulumi:staging::deepseek-serving::deepseek:api_gateway:ApiGateway"
+                          f"$deepseek:waf:GatewayWaf$aws:wafv2/webAcl:WebAcl::{acl['name']}")
     top = next(r for r in staging_plan["resources"] if r["type"] == "deepseek:network:Network")
     assert top["urn"] == "urn:pulumi:staging::deepseek-serving::deepseek:network:Network::net"
     assert top["parent"] == ""
