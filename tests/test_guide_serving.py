@@ -239,10 +239,9 @@ def test_the_eks_startup_probe_fails_while_the_model_cannot_generate(stack, inde
 
 def test_a_vllm_model_not_yet_listed_is_not_warmed_up():
     launch = launch_for("dev")
-    runtime = FakeRuntime(launch.served_model_name, listed=False, key="k")
+    runtime = FakeRuntime(launch.served_model_name, listed=False)
     try:
-        assert run_probe(model_service.warmup_exec(launch), launch, runtime.port,
-                         {launch.api_key_env: "k"}) != 0
+        assert run_probe(model_service.warmup_exec(launch), launch, runtime.port, {}) != 0
         assert runtime.generations == []
     finally:
         runtime.close()
