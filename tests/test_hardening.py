@@ -173,3 +173,13 @@ def test_no_integration_carries_a_static_credential(stack):
         parameters = integration.inputs["requestParameters"]
         assert parameters["integration.request.header.Authorization"] == "'none'"
         assert not any(isinstance(value, dict) for value in parameters.values()), integration.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_access_logs_record_the_callers_identity_claims(stack):
+    stage = preview_run(stack).one("aws:apigateway/stage:Stage", "gateway-stage")
+    fields = json.loads(stage.inputs["accessLogSettings"]["format"])
+    assert fields["callerSub"] == "$context.authorizer.claims.sub"
+    assert fields["callerClientId"] == "$context.authorizer.claims.client_id"
+    assert fields["principal"] == "$context.authorizer.principalId"
+    assert fields["apiKeyId"] == "$context.identity.apiKeyId"

@@ -77,6 +77,12 @@ ACCESS_LOG_FIELDS = {
     "sourceIp": "$context.identity.sourceIp",
     "userAgent": "$context.identity.userAgent",
     "principal": "$context.authorizer.principalId",
+    # The caller's identity claims from a Cognito access token (who, through which app
+    # client, with which scopes): "-" for API-key-only callers. API Gateway access log
+    # variables, $context.authorizer.claims.<name>.
+    "callerSub": "$context.authorizer.claims.sub",
+    "callerClientId": "$context.authorizer.claims.client_id",
+    "callerScope": "$context.authorizer.claims.scope",
     "httpMethod": "$context.httpMethod",
     "resourcePath": "$context.resourcePath",
     "path": "$context.path",
