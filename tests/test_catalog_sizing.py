@@ -145,7 +145,7 @@ def test_longer_prefill_budgets_leave_less_kv_cache():
 
 def test_kv_predictions_stay_within_target_of_published_vllm_startups():
     results = [bench_kv.evaluate(p) for p in bench_kv.POINTS]
-    assert len(results) >= 8
+    assert len(results) >= bench_kv.COVERAGE_POINTS
     missed = [r.point.label for r in results if not r.within_target]
     assert not missed, bench_kv.render(results)
 

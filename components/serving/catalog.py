@@ -285,6 +285,30 @@ REFERENCE_MODELS: dict[str, ModelSpec] = {m.name: m for m in (
         total_params=235_000_000_000, active_params=22_000_000_000, native_dtype="bf16",
         moe_intermediate_size=1536, num_experts_per_tok=8,
         source=_hf("Qwen/Qwen3-235B-A22B")),
+    # Small models behind the 8 GB- and H200-class start-up logs of tools/bench_kv.py.
+    # Llama-3.2-1B: GQA with 8 KV heads of 64 dims, 32 KiB of KV per token; tied embeddings.
+    ModelSpec(
+        name="llama-3.2-1b", hf_repo="meta-llama/Llama-3.2-1B", architecture="llama",
+        num_layers=16, hidden_size=2048, intermediate_size=8192, num_attention_heads=32,
+        num_kv_heads=8, head_dim=64, vocab_size=128256, max_position_embeddings=131072,
+        total_params=1_235_814_400, native_dtype="bf16", tie_word_embeddings=True,
+        source=_hf("meta-llama/Llama-3.2-1B")),
+    # phi-1.5: full multi-head attention (32 heads of 64 dims), 192 KiB of KV per token.
+    ModelSpec(
+        name="phi-1.5", hf_repo="microsoft/phi-1_5", architecture="phi",
+        num_layers=24, hidden_size=2048, intermediate_size=8192, num_attention_heads=32,
+        num_kv_heads=32, head_dim=64, vocab_size=51200, max_position_embeddings=2048,
+        total_params=1_418_270_720, native_dtype="fp16",
+        source=_hf("microsoft/phi-1_5")),
+    # rho-1b (a TinyLlama-1.1B-architecture model, fine-tuned on GSM8K): 4 KV heads of 64
+    # dims, 22 KiB of KV per token. vLLM's own figures confirm the shape: 365,549 blocks
+    # of 16 tokens x 22,528 bytes = the 122.71 GiB it logged for the KV cache.
+    ModelSpec(
+        name="rho-1b-sft-gsm8k", hf_repo="realtreetune/rho-1b-sft-GSM8K", architecture="llama",
+        num_layers=22, hidden_size=2048, intermediate_size=5632, num_attention_heads=32,
+        num_kv_heads=4, head_dim=64, vocab_size=32000, max_position_embeddings=2048,
+        total_params=1_100_048_384, native_dtype="bf16",
+        source=_hf("realtreetune/rho-1b-sft-GSM8K")),
 )}
 
 

@@ -15,9 +15,9 @@ Memory model (per GPU; each runtime release measures its overhead its own way, s
                   profiling adds after the CUDA context; more with tensor parallelism)
     activation  = peak of one forward pass over the batched token budget (prefill)
     logits      = sequences x vocab x logits_bytes (v0.11's sampler sorts float32 logits:
-                  about 24 bytes per element; V0 and TGI about 4)
+                  about 24 bytes per element; v0.6 about 40; v0.7 and TGI about 4)
     peak        = max(activation, logits) when the sampler runs after the forward pass
-                  (v0.11), their sum otherwise
+                  (vLLM), their sum otherwise
     kv_pool     = (budget - weights - non_torch - peak) x (1 - safety)
     kv_tokens   = floor(kv_pool / kv_bytes_per_token / block) x block
 
@@ -263,10 +263,19 @@ class RuntimeProfile:
 PROFILES: dict[str, RuntimeProfile] = {p.name: p for p in (
     # V0 up to v0.6.5: the peak is total minus free memory after profiling, so the CUDA
     # context and cuBLAS workspaces count as non-torch: 0.35 GiB on a 24 GiB RTX 3090
-    # (issue #10517), 1.79 GiB on an 80 GB H100 and 3.58 GiB at TP=2 (PR #10511). V0's
-    # profile samples one token per sequence (float32 logits) after the forward pass's
-    # activations, which the allocator still holds: the two add up.
-    RuntimeProfile("vllm-0.6", "vllm", 0.3, 0.018, 0.3 + 0.018 * 79.22, 4.0, False, False, 0.0,
+    # (issue #10517), 1.79 GiB on an 80 GB H100 and 3.58 GiB at TP=2 (PR #10511), 0.44 to
+    # 0.47 GiB on an 8 GB GTX 1080. The profile then samples one token for each of
+    # max_num_seqs sequences with top-k/top-p set (vllm/model_executor/layers/sampler.py):
+    # the fp16 logits, a float32 copy, the sorted values, two int64 index tensors and the
+    # softmax/cumsum copies, about 40 bytes per element, after the forward pass has freed
+    # its activations, so the peak is the larger of the two. v0.6.4.post1 logs show it
+    # where the forward pass is small: peak torch memory minus weights is 0.48 GiB for
+    # phi-1.5 (256 x 51,200 vocabulary), 1.17 GiB for Llama-3.2-1B (256 x 128,256) and
+    # 0.33 GiB for a 32,000-vocabulary 1B model (= 38 to 43 bytes per element), and
+    # PR #10511 prints a 1.26 GiB "activation" peak for Llama-3-8B at TP=2 over 8192
+    # tokens, whose forward pass needs 0.52 GiB; where the forward pass is larger it alone
+    # is the peak (2.07 GiB over 20k tokens on the RTX 3090 of issue #10517).
+    RuntimeProfile("vllm-0.6", "vllm", 0.3, 0.018, 0.3 + 0.018 * 79.22, 40.0, True, False, 0.0,
                    "https://github.com/vllm-project/vllm/pull/10511"),
     # v0.7/0.8 (V0 with memory_profiling): the baseline is taken after the CUDA context, so
     # non_torch is what profiling adds: 0.25 GiB on 2x RTX 4090 TP=2 (issue #13061), 0.20 GiB
