@@ -140,6 +140,22 @@ K8S_NO_SURFACE = frozenset({
     # Registers pods in a target group; the load balancer in front is judged by its own rules.
     "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding",
     "kubernetes:keda.sh/v1alpha1:ScaledObject",
+    # Gateway API policy/permission kinds: a ReferenceGrant only lets a Route in another
+    # namespace name a backend (the Route and its Gateway are judged); BackendTLSPolicy and
+    # BackendLBPolicy configure the Gateway-to-backend hop. None of them listens anywhere:
+    # https://gateway-api.sigs.k8s.io/reference/spec/
+    *(f"kubernetes:gateway.networking.k8s.io/{version}:ReferenceGrant" for version in ("v1beta1", "v1alpha2")),
+    *(f"kubernetes:gateway.networking.k8s.io/{version}:BackendTLSPolicy"
+      for version in ("v1", "v1alpha3", "v1alpha2")),
+    "kubernetes:gateway.networking.x-k8s.io/v1alpha1:XBackendTrafficPolicy",
+    "kubernetes:gateway.networking.k8s.io/v1alpha2:BackendLBPolicy",
+    # KServe kinds that only describe models, storage and caches (no container or pod spec);
+    # the InferenceService that loads them is what gets routed (judged for visibility).
+    # (ServingRuntimes and ClusterStorageContainers carry container specs, which may
+    # ask for host ports, so they stay unjudgeable.)
+    # https://kserve.github.io/website/docs/reference/crd-api
+    "kubernetes:serving.kserve.io/v1alpha1:TrainedModel",
+    "kubernetes:serving.kserve.io/v1alpha1:LocalModelCache", "kubernetes:serving.kserve.io/v1alpha1:LocalModelNodeGroup",
 })
 # API groups where an unheard-of kind may be an entry point ("core" is the v1 group).
 K8S_ENTRY_POINT_GROUPS = frozenset({
