@@ -120,7 +120,8 @@ def test_host_networking_is_found_in_typed_workloads_and_custom_resources(pack):
         k8s.core.v1.ReplicationController("rc", spec={"template": {"spec": {"containers": [
             _container(ports=[{"container_port": 8000, "host_port": 8000}])]}}})
         k8s.apiextensions.CustomResource("isvc", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
-                                         metadata={"labels": {"networking.kserve.io/visibility": "cluster-local"}},
+                                         metadata={"labels": {"networking.kserve.io/visibility": "cluster-local",
+                                                             "networking.knative.dev/visibility": "cluster-local"}},
                                          spec={"predictor": {"hostNetwork": True, "containers": [_container()]}})
         k8s.apiextensions.CustomResource("job", api_version="keda.sh/v1alpha1", kind="ScaledJob", spec={
             "jobTargetRef": {"template": {"spec": {"containers": [
@@ -142,7 +143,8 @@ def test_the_same_workloads_without_host_access_pass(pack):
                 metadata=k8s.meta.v1.ObjectMetaArgs(labels={"app": "m"}),
                 spec=k8s.core.v1.PodSpecArgs(containers=[k8s.core.v1.ContainerArgs(name="vllm", image=_IMAGE)]))))
         k8s.apiextensions.CustomResource("isvc", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
-                                         metadata={"labels": {"networking.kserve.io/visibility": "cluster-local"}},
+                                         metadata={"labels": {"networking.kserve.io/visibility": "cluster-local",
+                                                             "networking.knative.dev/visibility": "cluster-local"}},
                                          spec={"predictor": {"containers": [_container()]}})
     verdict = judge(pack, program)
     expect_clean(verdict, "k8s-no-host-network")
@@ -311,7 +313,8 @@ items:
   spec: {type: NodePort, ports: [{port: 80}]}
 - apiVersion: serving.kserve.io/v1beta1
   kind: InferenceService
-  metadata: {name: r1, labels: {networking.kserve.io/visibility: cluster-local}}
+  metadata: {name: r1, annotations: {serving.kserve.io/deploymentMode: RawDeployment},
+             labels: {networking.kserve.io/visibility: cluster-local}}
   spec: {predictor: {hostNetwork: true, containers: [{name: k, image: vllm/vllm-openai:v0.11.0}]}}
 """
 
@@ -584,7 +587,8 @@ def test_a_compliant_serving_stack_passes_in_prod_including_the_closed_world_rul
                                          spec={"supportedModelFormats": [{"name": "huggingface"}],
                                                "containers": [_container()]})
         k8s.apiextensions.CustomResource("isvc", api_version="serving.kserve.io/v1beta1", kind="InferenceService",
-                                         metadata={"labels": {"networking.kserve.io/visibility": "cluster-local"}},
+                                         metadata={"labels": {"networking.kserve.io/visibility": "cluster-local",
+                                                             "networking.knative.dev/visibility": "cluster-local"}},
                                          spec={"predictor": {"model": {"runtime": "vllm",
                                                                        "modelFormat": {"name": "huggingface"}}}})
         k8s.apiextensions.CustomResource("class", api_version="gateway.networking.k8s.io/v1", kind="GatewayClass",

@@ -896,7 +896,10 @@ HELM_CHART = "kubernetes:helm.sh/v4:Chart"
 GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
 LB_CONFIG = "kubernetes:gateway.k8s.aws/v1beta1:LoadBalancerConfiguration"
 _VLLM = {"name": "vllm", "image": "vllm/vllm-openai:v0.11.0", "args": ["--model", "deepseek-ai/DeepSeek-R1"]}
-_PRIVATE_KSERVE = {"networking.kserve.io/visibility": "cluster-local"}
+# KServe reads one label in RawDeployment mode and Knative's in Serverless mode; with no
+# deploymentMode annotation the cluster default decides, so both say cluster-local.
+_PRIVATE_KSERVE = {"networking.kserve.io/visibility": "cluster-local",
+                   "networking.knative.dev/visibility": "cluster-local"}
 
 
 def kserve_default_visibility():

@@ -30,8 +30,13 @@ Sources for the defaults relied on here:
   optional_no_ca with auth-tls-secret):
   https://kubernetes.github.io/ingress-nginx/user-guide/nginx-configuration/annotations/
 - Knative private services (networking.knative.dev/visibility=cluster-local):
-  https://knative.dev/docs/serving/services/private-services/ ; KServe uses
-  networking.kserve.io/visibility=cluster-local for the same purpose.
+  https://knative.dev/docs/serving/services/private-services/ . KServe reads a different
+  label per deployment mode (pkg/constants/constants.go in github.com/kserve/kserve):
+  RawDeployment/Standard ingress and HTTPRoute reconcilers honour
+  networking.kserve.io/visibility=cluster-local (NetworkVisibility), while the Serverless
+  (Knative) ingress reconciler honours networking.knative.dev/visibility=cluster-local
+  (VisibilityLabel). The mode comes from the serving.kserve.io/deploymentMode annotation or
+  the cluster's default, so without the annotation both labels must say cluster-local.
 - Gateway API on the AWS Load Balancer Controller: LoadBalancerConfiguration.spec.scheme
   defaults to internal: https://kubernetes-sigs.github.io/aws-load-balancer-controller/latest/guide/gateway/loadbalancerconfig
   Gateway.spec.infrastructure.annotations are copied onto the generated resources:
@@ -150,6 +155,10 @@ NGINX = "nginx.ingress.kubernetes.io/"
 INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 KNATIVE_VISIBILITY = "networking.knative.dev/visibility"
 KSERVE_VISIBILITY = "networking.kserve.io/visibility"
+KSERVE_DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+# Which label makes a KServe object cluster-local, by deployment mode (see the module docstring).
+KSERVE_MODE_LABELS = {"serverless": (KNATIVE_VISIBILITY,), "rawdeployment": (KSERVE_VISIBILITY,),
+                      "standard": (KSERVE_VISIBILITY,)}
 
 
 def metadata_map(props: dict, key: str) -> Any:
@@ -711,13 +720,37 @@ def _scheme_field(props: dict, path: str, why: str) -> Iterator[Finding]:
         yield violation(path, scheme, why, "set spec.scheme: internal")
 
 
+def _visibility_labels(props: dict, group: str, kind: str) -> Any:
+    """The labels that must all say cluster-local, or an unknown when the mode is computed."""
+    if group == "serving.knative.dev":
+        return (KNATIVE_VISIBILITY,)
+    if kind == "LLMInferenceService":
+        return (KSERVE_VISIBILITY,)
+    annotations = metadata_map(props, "annotations")
+    mode = annotations if is_unknown(annotations) else as_dict(annotations).get(KSERVE_DEPLOYMENT_MODE)
+    if is_unknown(mode):
+        return mode
+    # No (or an unheard-of) mode: the cluster default decides, so both labels must agree.
+    return KSERVE_MODE_LABELS.get(str(mode or "").strip().lower(), (KSERVE_VISIBILITY, KNATIVE_VISIBILITY))
+
+
 def _judge_visibility(props: dict, group: str, kind: str, patch: bool) -> Iterator[Finding]:
-    label = KNATIVE_VISIBILITY if group == "serving.knative.dev" else KSERVE_VISIBILITY
+    required = _visibility_labels(props, group, kind)
+    if is_unknown(required):
+        yield unknown(f"metadata.annotations[{KSERVE_DEPLOYMENT_MODE}]",
+                      "declare the deployment mode and its visibility label so they are known at preview")
+        return
     labels = metadata_map(props, "labels")
-    fix = f"label the object {label}: cluster-local and reach it through the authenticated gateway"
+    fix = ("label the object " + " and ".join(f"{label}: cluster-local" for label in required)
+           + " and reach it through the authenticated gateway")
     if is_unknown(labels):
         yield unknown("metadata.labels", fix)
         return
+    for label in required:
+        yield from _judge_visibility_label(labels, label, kind, patch, fix)
+
+
+def _judge_visibility_label(labels: Any, label: str, kind: str, patch: bool, fix: str) -> Iterator[Finding]:
     value = as_dict(labels).get(label)
     if is_unknown(value):
         yield unknown(f"metadata.labels[{label}]", fix)
@@ -745,7 +778,8 @@ K8S_INGRESS_INTERNAL = stack_policy(
                 "allow; ingress-nginx auth-url or basic/digest with auth-secret, never `satisfy: any` "
                 "with an internet allow-list; other classes only when listed as internal. ALB "
                 "IngressClassParams and Gateway LoadBalancerConfigurations are internal; Knative and "
-                "KServe services are cluster-local.",
+                "KServe services are cluster-local by the label their deployment mode reads "
+                "(both labels when the mode is left to the cluster default).",
     resource_types=INGRESS_KINDS,
     check=_check_ingress_like,
     config_schema={"internalIngressClasses": INGRESS_CLASSES_SCHEMA},
