@@ -101,3 +101,81 @@ def test_a_kind_with_container_specs_is_still_judged_for_host_ports(pack):
 
     expect_violation(judge(pack, program, "prod"), "k8s-no-host-network",
                      "kubernetes:serving.kserve.io/v1alpha1:ServingRuntime", "runtime")
+
+
+# ---- resource policies whose "restriction" confines nobody ---------------------------------
+
+PERMISSION = "aws:lambda/permission:Permission"
+REST_API_POLICY = "aws:apigateway/restApiPolicy:RestApiPolicy"
+
+
+def _function():
+    import pulumi_aws as aws
+    return aws.lambda_.Function("fn", role="arn:aws:iam::123456789012:role/fn", runtime="python3.12",
+                                handler="app.handler", image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/fn:1",
+                                package_type="Image")
+
+
+def _permission(principal, **source):
+    import pulumi_aws as aws
+
+    def program():
+        fn = _function()
+        aws.lambda_.Permission("perm", function=fn.name, action="lambda:InvokeFunction", principal=principal, **source)
+    return program
+
+
+def _api_policy(statement):
+    import json
+
+    import pulumi_aws as aws
+
+    def program():
+        api = aws.apigateway.RestApi("api")
+        aws.apigateway.RestApiPolicy("pol", rest_api_id=api.id, policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [dict({"Effect": "Allow", "Action": "execute-api:Invoke",
+                                                         "Resource": "*"}, **statement)]}))
+    return program
+
+
+OPEN_INVOKE = [
+    ("permission-star-source-arn-wildcard-account",
+     _permission("*", source_arn="arn:aws:execute-api:us-east-1:*:*/*/*/*"), PERMISSION, "perm"),
+    ("permission-star-source-arn-star", _permission("*", source_arn="*"), PERMISSION, "perm"),
+    ("permission-apigateway-any-account-arn",
+     _permission("apigateway.amazonaws.com", source_arn="arn:aws:execute-api:*:*:*"), PERMISSION, "perm"),
+    ("policy-source-ip-halves", _api_policy({"Principal": {"AWS": ["*"]}, "Condition": {
+        "IpAddress": {"aws:SourceIp": ["0.0.0.0/1", "128.0.0.0/1"]}}}), REST_API_POLICY, "pol"),
+    ("policy-source-ip-ipv6-world-spelled-long", _api_policy({"Principal": "*", "Condition": {
+        "IpAddress": {"aws:SourceIp": ["10.0.0.0/8", "0:0:0:0:0:0:0:0/0"]}}}), REST_API_POLICY, "pol"),
+    ("policy-vpce-if-exists", _api_policy({"Principal": "*", "Condition": {
+        "StringEqualsIfExists": {"aws:SourceVpce": "vpce-0abc"}}}), REST_API_POLICY, "pol"),
+    ("policy-any-organization", _api_policy({"Principal": "*", "Condition": {
+        "StringLike": {"aws:PrincipalOrgID": "o-*"}}}), REST_API_POLICY, "pol"),
+    ("policy-any-vpc-endpoint", _api_policy({"Principal": "*", "Condition": {
+        "Null": {"aws:SourceVpce": "false"}}}), REST_API_POLICY, "pol"),
+    ("policy-every-account-but-one", _api_policy({"Principal": "*", "Condition": {
+        "StringNotEquals": {"aws:PrincipalAccount": "999999999999"}}}), REST_API_POLICY, "pol"),
+]
+CONFINED_INVOKE = [
+    ("permission-api-in-this-account",
+     _permission("apigateway.amazonaws.com", source_arn="arn:aws:execute-api:us-east-1:123456789012:abc123/*")),
+    ("permission-star-with-account-wildcarded-api",
+     _permission("*", source_arn="arn:aws:execute-api:us-east-1:123456789012:*")),
+    ("policy-office-range", _api_policy({"Principal": "*", "Condition": {
+        "IpAddress": {"aws:SourceIp": ["203.0.113.0/24", "10.0.0.0/8"]}}})),
+    ("policy-own-vpce", _api_policy({"Principal": "*", "Condition": {
+        "StringEquals": {"aws:SourceVpce": "vpce-0abc"}}})),
+    ("policy-own-org-paths", _api_policy({"Principal": "*", "Condition": {
+        "ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-a1b2c3d4e5/r-ab12/*"}}})),
+]
+
+
+@pytest.mark.parametrize("program,token,name", [c[1:] for c in OPEN_INVOKE], ids=[c[0] for c in OPEN_INVOKE])
+def test_a_restriction_that_confines_nobody_is_a_violation(pack, program, token, name):
+    expect_violation(judge(pack, program, "dev"), "no-public-invoke", token, name)
+
+
+@pytest.mark.parametrize("program", [c[1] for c in CONFINED_INVOKE], ids=[c[0] for c in CONFINED_INVOKE])
+def test_a_confining_restriction_is_clean(pack, program):
+    expect_clean(judge(pack, program, "dev"), "no-public-invoke")

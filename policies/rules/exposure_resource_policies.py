@@ -37,22 +37,28 @@ def _check_permission(res: Resource) -> Iterator[Finding]:
     if is_unknown(principal):
         yield unknown("principal", _PERMISSION_FIX)
         return
-    sources = [res.props.get(k) for k in ("sourceArn", "sourceAccount", "principalOrgId")]
-    if any(s for s in sources):  # an unknown one is set: it names a source
-        return
+    # Lambda turns source_arn into an ArnLike condition: a wildcard in the account field
+    # ("arn:aws:execute-api:*:*:*", "*") matches any account's API or load balancer.
+    sources = (("sourceArn", "aws:sourcearn", True), ("sourceAccount", "aws:sourceaccount", False),
+               ("principalOrgId", "aws:principalorgid", False))
+    if any(is_unknown(res.props.get(prop)) or (res.props.get(prop) and policy_documents.pins_caller(
+            key, res.props.get(prop), like)) for prop, key, like in sources):
+        return  # an unknown one is set: it names a source
     principal = str(principal or "").strip()
     if principal == "*" or principal == "arn:aws:iam::*:root":
         url_auth = res.get("functionUrlAuthType")
         public_url = isinstance(url_auth, str) and url_auth.upper() == "NONE"
         yield violation("principal", principal,
-                        "with no source_arn, source_account or principal_org_id every AWS account may invoke "
-                        "the function" + (", and with function_url_auth_type NONE anyone on the internet "
+                        "with no source_arn, source_account or principal_org_id naming one account, every "
+                        "AWS account may invoke the function" + (", and with function_url_auth_type NONE anyone on the internet "
                                           "through its URL" if public_url else ""), _PERMISSION_FIX)
     elif principal.endswith(".amazonaws.com"):
         yield violation("sourceArn", None,
                         f"{principal} may invoke the function on behalf of any account, so anyone can put "
                         "their own public API or load balancer in front of it", _PERMISSION_FIX,
-                        rendered=f"not set (principal {principal})")
+                        rendered=(f"{res.props.get('sourceArn')!r}, which matches any account's ARN "
+                                  f"(principal {principal})" if res.props.get("sourceArn")
+                                  else f"not set (principal {principal})"))
 
 
 def _check_document(res: Resource, prop: str) -> Iterator[Finding]:

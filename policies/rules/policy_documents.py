@@ -14,7 +14,7 @@ import fnmatch
 import json
 from typing import Any, Iterable, Optional
 
-from ._wire import admits_internet, as_dict, as_list, is_unknown
+from ._wire import admits_internet, as_dict, as_list, is_unknown, parse_cidr
 
 # Condition keys that confine a statement to callers the owner controls.
 RESTRICTING_KEYS = frozenset({
@@ -65,19 +65,66 @@ def service_principals(principal: Any) -> list[str]:
     return [str(v) for v in _values(as_dict(principal).get("Service"))]
 
 
+# A source range wider than any one organisation's allocation confines nobody: 0.0.0.0/0 split
+# into halves, or a /4, is the internet spelled differently.
+_WIDEST_CONFINING_PREFIX = {4: 8, 6: 16}
+
+
+def pins_caller(key: str, value: Any, like: bool) -> bool:
+    """Whether one condition value names callers the owner controls. Under a *Like operator
+    (ArnLike, the Lambda permission's source ARN) a wildcard where the account, organization,
+    endpoint or VPC goes matches everyone's."""
+    text = str(value).strip()
+    if text in ("*", ""):
+        return False
+    if not like:
+        return True
+    if key in ("aws:sourcearn", "aws:principalarn"):
+        parts = text.split(":", 5)
+        if len(parts) < 6:
+            return False
+        account, resource = parts[4], parts[5]
+        if account:
+            return not any(c in account for c in "*?")
+        return bool(resource) and resource[0] not in "*?"  # S3 ARNs carry no account: the bucket pins
+    if key in ("aws:principalorgpaths", "aws:sourceorgpaths"):
+        return not any(c in text.split("/", 1)[0] for c in "*?")
+    return not any(c in text for c in "*?")
+
+
+def confining_source_ip(cidrs: list) -> bool:
+    if not cidrs:
+        return False
+    for cidr in cidrs:
+        if not isinstance(cidr, str) or not admits_internet(cidr):
+            continue
+        network = parse_cidr(cidr)
+        if network is None or network.prefixlen < _WIDEST_CONFINING_PREFIX[network.version]:
+            return False
+    return True
+
+
 def restricting_condition(condition: Any) -> bool:
-    """Whether a Condition block narrows the caller to something the owner controls."""
+    """Whether a Condition block narrows the caller to something the owner controls.
+
+    Operators that hold when the key is absent (…IfExists, Null, ForAllValues:) or that
+    allow everything except the named value (…Not…) confine nobody in an Allow: a request
+    from the internet carries no aws:SourceVpce, a principal outside any organization no
+    aws:PrincipalOrgID (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html).
+    """
     for operator, pairs in as_dict(condition).items():
+        name = str(operator).lower()
+        if name.endswith("ifexists") or name == "null" or name.startswith("forallvalues:") or "not" in name:
+            continue
+        like = "like" in name
         for key, value in as_dict(pairs).items():
             key = str(key).lower()
             if key in RESTRICTING_KEYS:
                 values = _values(value)
-                if values and not any(str(v).strip() in ("*", "") for v in values):
+                if values and all(pins_caller(key, v, like) for v in values):
                     return True
-            elif key == "aws:sourceip" and "notipaddress" not in str(operator).lower():
-                cidrs = _values(value)
-                if cidrs and not any(admits_internet(c) and c.strip().endswith("/0") for c in cidrs if isinstance(c, str)):
-                    return True
+            elif key == "aws:sourceip" and confining_source_ip(_values(value)):
+                return True
     return False
 
 
