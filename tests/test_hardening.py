@@ -183,3 +183,12 @@ def test_access_logs_record_the_callers_identity_claims(stack):
     assert fields["callerClientId"] == "$context.authorizer.claims.client_id"
     assert fields["principal"] == "$context.authorizer.principalId"
     assert fields["apiKeyId"] == "$context.identity.apiKeyId"
+
+
+@pytest.mark.parametrize("stack", ("staging", "prod"))
+def test_outside_dev_an_api_key_is_never_the_only_credential(stack):
+    run = preview_run(stack)
+    authorizers = run.by_type("aws:apigateway/authorizer:Authorizer")
+    allow_listed = [p for p in run.by_type("aws:apigateway/restApiPolicy:RestApiPolicy")
+                    if "aws:SourceIp" in str(p.inputs.get("policy"))]
+    assert authorizers or allow_listed
