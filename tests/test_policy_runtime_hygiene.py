@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pulumi
+import pytest
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
@@ -280,3 +281,35 @@ def test_secrets_in_user_data_config_maps_and_lambda_environments_are_violations
                      contains=["environment.variables[UPSTREAM_API_KEY]"])
     assert len(verdict.on("no-plaintext-secrets", CONFIG_MAP, "settings")) == 1  # MAX_TOTAL_TOKENS is no secret
     assert all(HF_TOKEN not in d.message for d in verdict.diagnostics)
+
+
+def _cloud_config_with_encoded_script(script: str, encoding: str) -> str:
+    import gzip as gzip_module
+    data = script.encode()
+    if "gz" in encoding:
+        data = gzip_module.compress(data)
+    content = base64.b64encode(data).decode()
+    return ("#cloud-config\nwrite_files:\n  - path: /opt/serve.sh\n    permissions: '0755'\n"
+            f"    encoding: {encoding}\n    content: {content}\nruncmd:\n  - [/opt/serve.sh]\n")
+
+
+@pytest.mark.parametrize("encoding", ["gz+b64", "gzip+base64", "b64"])
+def test_flags_hidden_in_an_encoded_cloud_init_file_are_found(pack, encoding):
+    user_data = _cloud_config_with_encoded_script(VLLM_SCRIPT.format(extra="--enable-log-requests"), encoding)
+    verdict = judge(pack, lambda: launch_template("hidden-host", user_data, gzipped=True))
+    expect_violation(verdict, "no-prompt-logging", LAUNCH_TEMPLATE, "hidden-host",
+                     contains=['userData is "--enable-log-requests"'])
+
+
+def test_an_encoded_cloud_init_file_without_the_flag_passes(pack):
+    user_data = _cloud_config_with_encoded_script(VLLM_SCRIPT.format(extra=""), "gz+b64")
+    verdict = judge(pack, lambda: launch_template("quiet-host", user_data, gzipped=True))
+    for policy in ("no-prompt-logging", "runtime-request-size-bounded", "runtime-concurrency-bounded"):
+        expect_clean(verdict, policy)
+
+
+def test_a_literal_secret_in_an_encoded_cloud_init_file_is_found(pack):
+    script = f"#!/bin/bash\nexport HF_TOKEN={HF_TOKEN}\n"
+    verdict = judge(pack, lambda: launch_template("leaky-host", _cloud_config_with_encoded_script(script, "b64")),
+                    "prod")
+    expect_violation(verdict, "no-plaintext-secrets", LAUNCH_TEMPLATE, "leaky-host")

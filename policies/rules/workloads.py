@@ -321,8 +321,57 @@ def decode_user_data(value: str, is_base64: bool) -> str:
     data = _gunzip(data)
     text = data.decode("utf-8", errors="replace")
     if text.lstrip().lower().startswith(("content-type: multipart", "mime-version")):
-        return _mime_text(text)
-    return text
+        text = _mime_text(text)
+    return _with_encoded_files(text)
+
+
+# cloud-init decodes these `write_files` encodings before writing the file
+# (https://cloudinit.readthedocs.io/en/latest/reference/yaml_examples/write_files.html):
+# a flag or secret in an encoded file is as real as one in plain text.
+_B64_ENCODINGS = {"b64", "base64"}
+_GZ_B64_ENCODINGS = {"gz+b64", "gzip+b64", "gz+base64", "gzip+base64"}
+_GZ_ENCODINGS = {"gz", "gzip"}
+
+
+def _with_encoded_files(text: str) -> str:
+    """The text, followed by the decoded content of every encoded `write_files` entry of each
+    cloud-config document in it."""
+    decoded = []
+    for document in _cloud_configs(text):
+        files = document.get("write_files") if isinstance(document, dict) else None
+        for entry in files if isinstance(files, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            encoding = str(entry.get("encoding", "")).strip().lower()
+            content = entry.get("content")
+            if encoding and isinstance(content, (str, bytes)):
+                decoded.append(_decode_file(content if isinstance(content, bytes) else content.encode(),
+                                            encoding))
+    return "\n".join([text, *decoded]) if decoded else text
+
+
+def _cloud_configs(text: str) -> list:
+    import yaml  # ships with the Pulumi SDK the pack runs on
+
+    documents = []
+    for chunk in text.split("\n#cloud-config")[1:] if not text.startswith("#cloud-config") else [text]:
+        try:
+            documents.append(yaml.safe_load(chunk if chunk.startswith("#cloud-config") else "#cloud-config" + chunk))
+        except yaml.YAMLError:
+            continue
+    return documents
+
+
+def _decode_file(content: bytes, encoding: str) -> str:
+    data = content
+    try:
+        if encoding in _B64_ENCODINGS or encoding in _GZ_B64_ENCODINGS:
+            data = base64.b64decode(content, validate=False)
+        if encoding in _GZ_B64_ENCODINGS or encoding in _GZ_ENCODINGS:
+            data = gzip.decompress(data)
+    except (binascii.Error, ValueError, OSError, EOFError):
+        return content.decode("utf-8", errors="replace")
+    return data.decode("utf-8", errors="replace")
 
 
 def _gunzip(data: bytes) -> bytes:
