@@ -17,6 +17,7 @@ TASK_SET = "aws:ecs/taskSet:TaskSet"
 DEFAULT_SUBNET = "aws:ec2/defaultSubnet:DefaultSubnet"
 INSTANCE = "aws:ec2/instance:Instance"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+NETWORK_INTERFACE = "aws:ec2/networkInterface:NetworkInterface"
 
 
 def _lt():
@@ -104,6 +105,14 @@ def launch_template_ipv6_typed():
                                                    ipv6_addresses=["2600:1f18::10"])])
 
 
+def network_interface_ipv6_dict():
+    aws.ec2.NetworkInterface("eni", subnet_id="subnet-1", ipv6_address_count=1)
+
+
+def network_interface_ipv6_prefix_typed():
+    aws.ec2.NetworkInterface("eni", subnet_id="subnet-1", ipv6_prefixes=["2600:1f18:0:1::/80"])
+
+
 CASES = [
     ("asg-by-zone-dict", asg_by_zone_dict, ASG, "asg"),
     ("asg-by-zone-typed", asg_by_zone_typed, ASG, "asg"),
@@ -119,6 +128,8 @@ CASES = [
     ("subnet-ipv6-on-creation", subnet_ipv6_on_creation, SUBNET, "private"),
     ("instance-ipv6-count", instance_ipv6_count, INSTANCE, "box"),
     ("launch-template-ipv6-typed", launch_template_ipv6_typed, LAUNCH_TEMPLATE, "lt6"),
+    ("network-interface-ipv6-count", network_interface_ipv6_dict, NETWORK_INTERFACE, "eni"),
+    ("network-interface-ipv6-prefix", network_interface_ipv6_prefix_typed, NETWORK_INTERFACE, "eni"),
 ]
 
 
@@ -153,6 +164,7 @@ def compliant_twins():
                     network_configuration={"subnets": [private.id], "assign_public_ip": False})
     aws.ec2.DefaultSubnet("default-a", availability_zone="us-east-1a", map_public_ip_on_launch=False)
     aws.ec2.Instance("box", ami="ami-1", instance_type="t3.micro", subnet_id=private.id)
+    aws.ec2.NetworkInterface("eni", subnet_id=private.id, private_ips=["10.0.1.10"])
 
 
 def test_the_compliant_twins_pass(pack):

@@ -22,6 +22,8 @@ TASK_SET = "aws:ecs/taskSet:TaskSet"
 SUBNET = "aws:ec2/subnet:Subnet"
 DEFAULT_SUBNET = "aws:ec2/defaultSubnet:DefaultSubnet"
 INSTANCE_TYPES = ("aws:ec2/instance:Instance", "aws:ec2/spotInstanceRequest:SpotInstanceRequest")
+# An interface created on its own and attached later carries its addresses with it.
+NETWORK_INTERFACE = "aws:ec2/networkInterface:NetworkInterface"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 
 _FIX = ("place the compute in private subnets you name (vpc_zone_identifiers / subnet_id) with no "
@@ -122,20 +124,26 @@ def _check_subnet(res: Resource) -> Iterator[Finding]:
 
 
 def _ipv6_addresses(node: dict, path: str, what: str) -> Iterator[Finding]:
-    count, addresses = node.get("ipv6AddressCount"), node.get("ipv6Addresses")
-    if is_unknown(count) or is_unknown(addresses):
-        yield unknown(f"{path}ipv6AddressCount", _FIX)
-        return
-    number = as_number(count)
-    if (isinstance(number, float) and number > 0) or as_list(addresses):
-        yield violation(f"{path}{'ipv6AddressCount' if number else 'ipv6Addresses'}",
-                        count if number else addresses,
-                        f"{what} gets a globally routable IPv6 address", _FIX)
+    # Addresses by count or by list, and delegated prefixes (each a routable /80).
+    for count_key, list_key in (("ipv6AddressCount", "ipv6Addresses"), ("ipv6PrefixCount", "ipv6Prefixes"),
+                                ("ipv6AddressCount", "ipv6AddressLists")):
+        count, addresses = node.get(count_key), node.get(list_key)
+        if is_unknown(count) or is_unknown(addresses):
+            yield unknown(f"{path}{count_key}", _FIX)
+            return
+        number = as_number(count)
+        if (isinstance(number, float) and number > 0) or as_list(addresses):
+            yield violation(f"{path}{count_key if number else list_key}", count if number else addresses,
+                            f"{what} gets a globally routable IPv6 address", _FIX)
+            return
 
 
 def _check_ipv6_compute(res: Resource) -> Iterator[Finding]:
     if res.type in INSTANCE_TYPES:
         yield from _ipv6_addresses(res.props, "", "the instance")
+        return
+    if res.type == NETWORK_INTERFACE:
+        yield from _ipv6_addresses(res.props, "", "the network interface (and whatever it is attached to)")
         return
     interfaces = res.get("networkInterfaces")
     if is_unknown(interfaces):
@@ -167,8 +175,9 @@ COMPUTE_PLACEMENT_NO_PUBLIC_IP = resource_policy(
     description="Auto scaling groups name their subnets (no placement by zone into the default VPC), "
                 "EC2 fleets and spot fleets name subnets and assign no public IP, ECS task sets assign "
                 "no public IP, default subnets do not map public IPs, and no subnet, instance or launch "
-                "template hands out globally routable IPv6 addresses.",
-    resource_types=(ASG, FLEET, SPOT_FLEET, TASK_SET, DEFAULT_SUBNET, SUBNET, *INSTANCE_TYPES, LAUNCH_TEMPLATE),
+                "template or network interface hands out globally routable IPv6 addresses or prefixes.",
+    resource_types=(ASG, FLEET, SPOT_FLEET, TASK_SET, DEFAULT_SUBNET, SUBNET, *INSTANCE_TYPES, LAUNCH_TEMPLATE,
+                    NETWORK_INTERFACE),
     check=_check,
     remediation="Launch compute only into private subnets you name, without public IPv4 or IPv6 addresses.",
 )
