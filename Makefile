@@ -10,7 +10,7 @@ OUT ?= build/plan-$(STACK).json
 # `make` alone lists the targets.
 .DEFAULT_GOAL := help
 
-.PHONY: cost help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke rotate-key loadtest kv-bench diff diff-stacks manifests bench clean
+.PHONY: cost help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke rotate-key loadtest kv-bench diff diff-stacks manifests bench tgi-image vllm-flags clean
 
 $(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt tools/crd_schemas/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -112,6 +112,18 @@ manifests: $(DEPS)
 ## also writes the figures into README.md.
 bench: $(DEPS)
 	$(PY) -m tools.bench $(if $(README),--readme)
+
+## Every committed stack's vLLM command line against the pinned vLLM's recorded `vllm serve` options.
+vllm-flags: $(DEPS)
+	$(PY) -m tools.vllm_flags --check
+
+TGI_VERSION ?= 3.3.5
+TGI_IMAGE ?= tgi-nonroot:$(TGI_VERSION)
+## The non-root TGI image stacks reference (images/tgi-nonroot/), FROM the upstream release pinned
+## by TGI_DIGEST=sha256:<64 hex> (required); TGI_VERSION, TGI_IMAGE name the base and the result.
+tgi-image:
+	@echo "$(TGI_DIGEST)" | grep -Eq '^sha256:[0-9a-f]{64}$$' || { echo "tgi-image: set TGI_DIGEST=sha256:<64 hex>, the digest of ghcr.io/huggingface/text-generation-inference:$(TGI_VERSION) (docker buildx imagetools inspect ghcr.io/huggingface/text-generation-inference:$(TGI_VERSION))" >&2; exit 2; }
+	docker build --build-arg TGI_VERSION=$(TGI_VERSION) --build-arg TGI_DIGEST=$(TGI_DIGEST) -t $(TGI_IMAGE) images/tgi-nonroot
 
 ## Remove the virtualenv and everything built.
 clean:

@@ -19,9 +19,10 @@ from components.serving.catalog import CatalogError, spot_instance_types
 from components.serving.rollout import RolloutHeadroomError, check_rollout_headroom
 from components.serving.runtimes import LaunchError, render_for_inventory
 from components.serving.sizing import SizingError
+from components.serving.storage import StorageError, check_storage
 
 INVENTORY_PROBLEMS = (InventoryError, SizingError, ThrottleError, ObservabilityError, LaunchError,
-                      CatalogError, RolloutHeadroomError)
+                      CatalogError, RolloutHeadroomError, StorageError)
 
 
 def require_engine() -> None:
@@ -75,7 +76,9 @@ def admit(stack: str) -> AdmittedInventory:
         phase = read_phase(stack, inventory)
         check_catalog(inventory, stack)
         for index, model in enumerate(inventory.models):
-            render_for_inventory(inventory, model)
+            launch = render_for_inventory(inventory, model)
+            # Weights plus caches must fit where they land, or the pod/host never starts.
+            check_storage(inventory, model, launch.weights_gib)
             if model.spot is not None:
                 # Alternatives that would change the replica's sizing are refused here, before
                 # anything registers.

@@ -311,6 +311,32 @@ class Schedule(_Strict):
         return f"{int(minute)} {int(hour)} * * {SCHEDULE_DAYS[self.days]}"
 
 
+# Instance families AWS sells as Capacity Blocks for ML
+# (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-capacity-blocks.html).
+CAPACITY_BLOCK_FAMILIES = ("p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "trn1", "trn2")
+
+
+class CapacityReservation(_Strict):
+    """Launch into reserved capacity: an On-Demand Capacity Reservation or a Capacity Block.
+
+    p5-class GPUs are often only obtainable this way. `capacity-block` sets the launch
+    template's market type to `capacity-block` (and EKS node groups to CAPACITY_BLOCK);
+    both target the reservation by id.
+    """
+
+    market_type: Literal["on-demand", "capacity-block"] = "on-demand"
+    reservation_id: str = Field(pattern=r"^cr-[0-9a-f]{8}([0-9a-f]{9})?$")
+
+    def launch_template_args(self) -> dict:
+        """pulumi-aws LaunchTemplate arguments that launch into this reservation only
+        (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/capacity-blocks-launch.html)."""
+        args: dict = {"capacity_reservation_specification": {
+            "capacity_reservation_target": {"capacity_reservation_id": self.reservation_id}}}
+        if self.market_type == "capacity-block":
+            args["instance_market_options"] = {"market_type": "capacity-block"}
+        return args
+
+
 class Model(_Strict):
     # Also the URL path (/<name>/v1) and the Kubernetes namespace, hence a DNS label.
     name: Name
@@ -361,6 +387,18 @@ class Model(_Strict):
     spot: Optional[Spot] = None
     # Business hours with a higher floor than min_replicas (scheduled scaling).
     schedule: Optional[Schedule] = None
+    # vLLM only. Nodes per replica: one pipeline stage per node, tensor parallel inside it
+    # (EKS LeaderWorkerSet; EC2 serves one node per replica).
+    pipeline_parallel: int = Field(default=1, ge=1, le=4)
+    # vLLM only, MoE models: data-parallel attention ranks per replica (each with its own KV
+    # cache; GPUs per node = tensor_parallel x data_parallel) and expert parallelism.
+    data_parallel: int = Field(default=1, ge=1, le=8)
+    expert_parallel: bool = False
+    # Platform ec2: where the model cache lives, an EBS volume sized for it or the
+    # instance's NVMe store assembled as RAID0 at boot (lost on stop; weights re-download).
+    local_storage: Literal["ebs", "instance_store"] = "ebs"
+    # Platform ec2: launch into a capacity reservation or Capacity Block.
+    capacity_reservation: Optional[CapacityReservation] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -422,6 +460,16 @@ class Model(_Strict):
                 "serves first come, first served: use fcfs, or run the interactive traffic on a "
                 "separate model entry (docs/GATEWAY.md, Priority scheduling)",
                 {"policy": self.scheduling_policy, "runtime": self.runtime})
+        if self.runtime != "vllm" and (self.pipeline_parallel > 1 or self.data_parallel > 1
+                                       or self.expert_parallel):
+            raise PydanticCustomError(
+                "parallel_runtime", "pipeline_parallel, data_parallel and expert_parallel are vLLM "
+                "options; runtime {runtime} serves one node with tensor parallelism only",
+                {"runtime": self.runtime})
+        if self.pipeline_parallel > 1 and self.data_parallel > 1:
+            raise PydanticCustomError(
+                "parallel_mix", "use pipeline_parallel (nodes per replica) or data_parallel "
+                "(data-parallel attention within a node), not both")
         allowed = RUNTIME_OVERRIDE_KEYS[self.runtime]
         for key, value in self.runtime_overrides.items():
             if key not in allowed:
@@ -451,6 +499,14 @@ class NodePool(_Strict):
     # spot is tried first and on-demand takes over when spot has no capacity. Cluster
     # autoscaler: a managed node group takes exactly one.
     capacity_types: list[CapacityType] = Field(default=["on-demand"], min_length=1, max_length=2)
+    # Where kubelet and containerd keep pod ephemeral storage (emptyDirs, images): the root
+    # volume, or the instance's NVMe store as RAID0 (AL2023 nodeadm localStorage), which is
+    # what 671B weights need (p5: 8 x 3.84 TB).
+    local_storage: Literal["ebs", "instance_store"] = "ebs"
+    # Elastic Fabric Adapter for multi-node replicas: EFA interfaces in the launch template,
+    # a security group open to itself, a cluster placement group (one AZ), the device plugin.
+    efa: bool = False
+    capacity_reservation: Optional[CapacityReservation] = None
 
     @model_validator(mode="after")
     def _sizes(self) -> "NodePool":
@@ -460,7 +516,23 @@ class NodePool(_Strict):
                 {"min": self.min_size, "max": self.max_size})
         if len(set(self.capacity_types)) != len(self.capacity_types):
             raise PydanticCustomError("capacity_types", "capacity_types lists a type twice")
+        if self.local_storage == "instance_store" and self.ami_type.startswith("BOTTLEROCKET"):
+            raise PydanticCustomError(
+                "pool_storage", "local_storage instance_store is set up by AL2023's nodeadm "
+                "(localStorage RAID0); use ami_type AL2023_x86_64_NVIDIA or local_storage ebs")
+        _check_reservation(self.capacity_reservation, self.instance_type)
         return self
+
+
+def _check_reservation(reservation: Optional[CapacityReservation], instance_type: str) -> None:
+    if reservation is None or reservation.market_type != "capacity-block":
+        return
+    family = instance_type.split(".", 1)[0]
+    if family not in CAPACITY_BLOCK_FAMILIES:
+        raise PydanticCustomError(
+            "capacity_block", "Capacity Blocks for ML are sold for {families}, not {type}; use "
+            "market_type on-demand with an On-Demand Capacity Reservation",
+            {"families": ", ".join(CAPACITY_BLOCK_FAMILIES), "type": instance_type})
 
 
 class SystemPool(_Strict):
@@ -506,6 +578,18 @@ class Eks(_Strict):
                 raise _at(("gpu_pools", index, "capacity_types"), "<list>",
                           "a managed node group (autoscaler cluster-autoscaler) takes one capacity "
                           "type; list one, or use autoscaler karpenter for a spot-then-on-demand pool")
+            if self.autoscaler == "karpenter":
+                for key, used in (("efa", pool.efa), ("local_storage", pool.local_storage == "instance_store"),
+                                  ("capacity_reservation", pool.capacity_reservation is not None)):
+                    if used:
+                        raise _at(("gpu_pools", index, key), "<set>",
+                                  f"{key} is built into the pool's managed node group launch template "
+                                  f"(EFA interfaces and placement group, nodeadm RAID0, reservation "
+                                  f"target); set eks.autoscaler: cluster-autoscaler for this stack")
+            if pool.capacity_reservation is not None and pool.capacity_types != ["on-demand"]:
+                raise _at(("gpu_pools", index, "capacity_types"), "<list>",
+                          "a pool launched into a capacity reservation or Capacity Block takes "
+                          "capacity_types [on-demand] (reserved capacity is never spot)")
             if self.autoscaler == "karpenter" and "min_size" in pool.model_fields_set and pool.min_size > 0:
                 raise _at(("gpu_pools", index, "min_size"), pool.min_size,
                           "Karpenter keeps no idle GPU nodes: nodes follow the pods, whose floor is "
@@ -759,6 +843,23 @@ class Inventory(_Strict):
                 if model.node_pool not in pools:
                     raise _at(("models", index, "node_pool"), model.node_pool,
                               f"must name one of eks.gpu_pools: {', '.join(sorted(pools))}")
+                for key in ("local_storage", "capacity_reservation"):
+                    if key in model.model_fields_set:
+                        raise _at(("models", index, key), getattr(model, key) if key == "local_storage" else "<mapping>",
+                                  f"on platform eks {key} belongs to the node pool: set "
+                                  f"eks.gpu_pools[].{key} for {model.node_pool}")
+                pool = next(p for p in self.eks.gpu_pools if p.name == model.node_pool)
+                if model.pipeline_parallel > 1:
+                    if not pool.efa:
+                        raise _at(("models", index, "pipeline_parallel"), model.pipeline_parallel,
+                                  f"a replica across {model.pipeline_parallel} nodes needs EFA between "
+                                  f"them: set efa: true on eks.gpu_pools {pool.name}")
+                    if pool.max_size < model.pipeline_parallel * model.max_replicas:
+                        raise _at(("models", index, "max_replicas"), model.max_replicas,
+                                  f"{model.max_replicas} replicas x {model.pipeline_parallel} nodes need "
+                                  f"{model.pipeline_parallel * model.max_replicas} nodes but pool "
+                                  f"{pool.name} has max_size {pool.max_size}; raise max_size to >= "
+                                  f"{model.pipeline_parallel * model.max_replicas}")
         else:
             if self.eks is not None:
                 raise _at(("eks",), "<section>", "only platform eks takes an `eks` section")
@@ -766,9 +867,20 @@ class Inventory(_Strict):
                 if model.node_pool is not None:
                     raise _at(("models", index, "node_pool"), model.node_pool,
                               "on platform ec2 a model runs on an instance_type; remove node_pool")
+                if model.pipeline_parallel > 1:
+                    raise _at(("models", index, "pipeline_parallel"), model.pipeline_parallel,
+                              "platform ec2 serves a replica on one instance; a model across "
+                              f"{model.pipeline_parallel} nodes needs platform eks (LeaderWorkerSet "
+                              "with EFA): move it to an EKS stack, or use pipeline_parallel 1 on an "
+                              "instance type whose GPUs hold it (for example p5e.48xlarge)")
                 if model.instance_type is None:
                     raise _at(("models", index, "instance_type"), None,
                               "platform ec2 needs an instance_type per model (for example g6e.xlarge)")
+                try:
+                    _check_reservation(model.capacity_reservation, model.instance_type)
+                except PydanticCustomError as error:
+                    raise _at(("models", index, "capacity_reservation", "market_type"),
+                              "capacity-block", str(error)) from None
         for index, model in enumerate(self.models):
             if model.spot is not None and self.platform != "ec2":
                 raise _at(("models", index, "spot"), "<section>",

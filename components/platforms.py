@@ -12,7 +12,7 @@ from typing import Any, Optional, Union
 
 import pulumi
 
-from components.config import Inventory
+from components.config import Inventory, Model
 from components.ec2.fleet import GpuFleet, GpuFleetArgs, ec2_load_balancer_args, health_check_grace_seconds
 from components.eks.addons import ClusterAddons, ClusterAddonsArgs
 from components.eks.api_tunnel import ApiTunnel, ApiTunnelArgs
@@ -41,11 +41,12 @@ def request_limits(launch: RuntimeLaunch) -> dict[str, int]:
             "max_output_tokens": capacity.max_new_tokens}
 
 
-def startup_seconds(inventory: Inventory, launch: RuntimeLaunch) -> int:
+def startup_seconds(inventory: Inventory, launch: RuntimeLaunch, model: Optional[Model] = None) -> int:
     """How long a new replica is unhealthy on purpose: boot or weight staging plus model load."""
     if inventory.platform == "ec2":
         return health_check_grace_seconds(launch)
-    return staging_seconds(launch) + launch.startup_budget_seconds
+    pool = next((p for p in inventory.eks.gpu_pools if model and p.name == model.node_pool), None)
+    return staging_seconds(launch, pool.local_storage if pool else "ebs") + launch.startup_budget_seconds
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Platform:
         return {model.name: ModelTargets(
                     load_balancer_arn_suffix=self.load_balancers[model.name].arn_suffix,
                     target_group_arn_suffix=self.load_balancers[model.name].target_group_arn_suffix,
-                    startup_seconds=startup_seconds(inventory, render_for_inventory(inventory, model)),
+                    startup_seconds=startup_seconds(inventory, render_for_inventory(inventory, model), model),
                     asg_name=self.fleets[model.name].asg_name if model.name in self.fleets else None)
                 for model in inventory.models}
 
@@ -220,7 +221,8 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
                           alert_rules=alert_rules, alertmanager_target=ALERTMANAGER_TARGET,
                           recording_rules=prometheus_recording_rules(inventory), data_key_arn=keys.data_key_arn,
                           metrics_retention_days=inventory.observability.metrics_retention_days,
-                          keda_reads_cloudwatch=any(m.min_replicas == 0 for m in inventory.models)),
+                          keda_reads_cloudwatch=any(m.min_replicas == 0 for m in inventory.models),
+                          leader_worker_sets=any(m.pipeline_parallel > 1 for m in inventory.models)),
         opts=opts)
     # The model pods' logs leave the nodes for an encrypted log group, filtered of request content.
     ClusterLogging("eks-logging", ClusterLoggingArgs(cluster=cluster, inventory=inventory, stack=stack,

@@ -15,7 +15,8 @@ from tests.conftest import ROOT
 from tools import mock_engine, stack_files
 from tests.program_harness import record_main
 
-STACKS = ("dev", "staging", "prod")
+# Every committed stack file (tools.stack_files.committed_stacks): new stacks are picked up.
+STACKS = stack_files.committed_stacks()
 
 
 @functools.lru_cache(maxsize=None)

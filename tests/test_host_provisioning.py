@@ -233,7 +233,8 @@ def _run_fetch(tmp_path: Path, plan: hp.HostPlan) -> subprocess.CompletedProcess
     bin_dir.mkdir(exist_ok=True)
     # `aws s3 cp --recursive s3://bucket/prefix/ dest/` served from a local directory.
     (bin_dir / "aws").write_text(
-        '#!/bin/bash\nset -e\n[[ $1 == s3 && $2 == cp ]] || exit 9\n'
+        '#!/bin/bash\nset -e\n[[ $1 == configure ]] && { echo "$*" >> "$FAKE_S3/configured"; exit 0; }\n'
+        '[[ $1 == s3 && $2 == cp ]] || exit 9\n[[ -s "$FAKE_S3/configured" ]] || exit 8\n'
         'src="${@: -2:1}"; dst="${@: -1}"\ncp -r "$FAKE_S3/${src#s3://}." "$dst"\n')
     (bin_dir / "aws").chmod(0o755)
     return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, env={
@@ -294,7 +295,7 @@ def test_hub_weights_are_downloaded_at_the_pinned_revision_then_verified():
     script = written(cloud_config(plan), "/usr/local/sbin/deepseek-fetch-weights")
     assert "revision='$REVISION'" in script
     # Same verification as S3 after the download branch.
-    assert script.index("snapshot_download") < script.index("sha256sum --check --strict --quiet SHA256SUMS")
+    assert script.index("snapshot_download") < script.index("sha256sum -c --strict --quiet")
 
 
 # --- the health gate: the real script against a fake runtime -------------------------------

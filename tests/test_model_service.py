@@ -206,7 +206,9 @@ def test_weights_are_staged_and_verified_by_an_init_container_before_start(case)
     assert env["MANIFEST_SHA256"] == model.weights.manifest_sha256
     script = init["command"][-1]
     assert 'echo "$MANIFEST_SHA256  SHA256SUMS" | sha256sum --check --strict' in script
-    assert "sha256sum --check --strict --quiet SHA256SUMS" in script
+    # Every file against the manifest, the manifest split over the CPUs and checked in parallel.
+    assert "split -en r/$n SHA256SUMS $c/" in script
+    assert "xargs -n1 -P$n sha256sum -c --strict --quiet" in script
     if model.weights.source == "s3":
         assert init["image"] == model_service.WEIGHTS_STAGING_IMAGE
         assert "@sha256:" in init["image"]

@@ -13,9 +13,17 @@ from tools import plan as plan_module
 from tools import preview, stack_files
 
 
+class _Plans(dict):
+    """Plans previewed on first use: each committed stack once per test process."""
+
+    def __missing__(self, stack: str) -> dict:
+        self[stack] = preview.preview(stack)
+        return self[stack]
+
+
 @pytest.fixture(scope="module")
 def plans():
-    return {stack: preview.preview(stack) for stack in ("dev", "staging", "prod")}
+    return _Plans()
 
 
 # What a committed stack may still show in a first preview: the accepted private-CA TLS
@@ -25,7 +33,13 @@ def plans():
 _EXPECTED_ADVISORIES = ("integration-tls-private-ca",)
 
 
-@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_stack_file_is_a_committed_stack():
+    files = sorted(p.name for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
+    assert sorted(f"Pulumi.{s}.yaml" for s in stack_files.committed_stacks()) == files
+    assert stack_files.committed_stacks()[:3] == ("dev", "staging", "prod")
+
+
+@pytest.mark.parametrize("stack", stack_files.committed_stacks())
 def test_committed_stacks_have_no_policy_violation_at_any_level(plans, stack):
     plan = plans[stack]
     assert plan["summary"]["mandatory"] == 0, plan["diagnostics"]

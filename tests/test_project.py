@@ -13,8 +13,12 @@ def test_pulumi_yaml_runs_python_from_the_project_venv_with_stacks_in_stacks_dir
     assert project["name"] == "deepseek-serving"
     assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}}
     assert project["stackConfigDir"] == "stacks"
-    assert {p.name for p in (ROOT / "stacks").glob("Pulumi.*.yaml")} == {
-        "Pulumi.dev.yaml", "Pulumi.staging.yaml", "Pulumi.prod.yaml"}
+    stacks = {p.name for p in (ROOT / "stacks").glob("Pulumi.*.yaml")}
+    assert {"Pulumi.dev.yaml", "Pulumi.staging.yaml", "Pulumi.prod.yaml"} <= stacks
+    # Any further stack is an example of one of the environments: its policy config exists.
+    for name in stacks:
+        inventory = yaml.safe_load((ROOT / "stacks" / name).read_text())["config"]["deepseek-serving:inventory"]
+        assert (ROOT / "policies" / "config" / f"{inventory['environment']}.json").is_file(), name
 
 
 def test_every_requirement_is_pinned_to_one_version():

@@ -32,3 +32,13 @@ def test_every_make_target_in_the_readme_exists():
     assert {"preview", "plan", "diff", "manifests", "bench", "smoke"} <= mentioned
     for target in mentioned:
         assert target in targets, f"README mentions make {target}, which the Makefile lacks"
+
+
+def test_model_table_in_readme_is_generated_from_catalog_and_sizing():
+    from tools import model_table
+
+    readme = (ROOT / "README.md").read_text()
+    assert model_table.updated(readme) == readme, "run: python -m tools.model_table"
+    # The flagships' layouts are there, with the multi-node one on EKS only.
+    assert "| deepseek-r1 | vllm | fp8 | 2 x p5.48xlarge |" in readme
+    assert "| deepseek-v3 | vllm | fp8 | p5e.48xlarge | TP 8 |" in readme

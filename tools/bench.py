@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from tools import stack_files
 from tools.stack_files import PROJECT_DIR
 
 PROD_TARGET_S = 10.0
 POLICY_TARGET_MS = 5.0
 LINEAR_RATIO_LIMIT = 1.25  # marginal per-resource time at 100 vs 10 models
-DEFAULT_STACKS = ("dev", "staging", "prod")
+# Every committed stack file, so a new stack is timed without editing this list.
+DEFAULT_STACKS = stack_files.committed_stacks()
 DEFAULT_MODELS = (1, 10, 50, 100)
 
 

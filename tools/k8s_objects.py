@@ -53,6 +53,29 @@ CUSTOM_RESOURCE_KINDS = {
     ("keda.sh/v1alpha1", "TriggerAuthentication"),    # KEDA CRD
 } | crd_schemas.SCHEMA_KINDS
 
+# LeaderWorkerSet (kubernetes-sigs/lws, leaderworkerset.x-k8s.io/v1): no published schema
+# package could be found (npm @kubernetes-models/* and PyPI cloudcoil-models-* have none
+# for LWS), and files from its repository may not be copied here. So it is checked in two
+# parts: its own fields against the v1 API's documented field names
+# (https://lws.sigs.k8s.io/docs/reference/leaderworkerset.v1/; OpenShift's LWS docs show
+# the same spec), strictly, and both pod templates against the real core/v1 PodTemplate
+# schema of the inventory's Kubernetes version.
+LWS = ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")
+_LWS_FIELDS = {
+    "spec": {"replicas", "leaderWorkerTemplate", "rolloutStrategy", "startupPolicy", "networkConfig"},
+    "spec.leaderWorkerTemplate": {"size", "restartPolicy", "leaderTemplate", "workerTemplate",
+                                  "subGroupPolicy", "volumeClaimTemplates"},
+    "spec.rolloutStrategy": {"type", "rollingUpdateConfiguration"},
+    "spec.rolloutStrategy.rollingUpdateConfiguration": {"maxUnavailable", "maxSurge", "partition"},
+    "spec.networkConfig": {"subdomainPolicy"},
+}
+_LWS_ENUMS = {
+    "spec.startupPolicy": {"LeaderCreated", "LeaderReady"},
+    "spec.leaderWorkerTemplate.restartPolicy": {"RecreateGroupOnPodRestart", "None", "Default"},
+    "spec.rolloutStrategy.type": {"RollingUpdate"},
+    "spec.networkConfig.subdomainPolicy": {"Shared", "UniquePerReplica"},
+}
+
 _TYPE_TOKEN = re.compile(r"^kubernetes:(?P<group>[^/]+)/(?P<version>[^:]+):(?P<kind>.+)$")
 _TOP_ORDER = ("apiVersion", "kind", "metadata")
 
@@ -212,6 +235,8 @@ def validate(obj: K8sObject, kubernetes_version: str,
     if obj.is_custom_resource:
         return ValidationResult(obj, "skipped", version,
                                 f"custom resource {obj.api_version} {obj.kind}: no schema shipped")
+    if (obj.api_version, obj.kind) == LWS:
+        return _validate_leader_worker_set(obj, version)
     try:
         kubernetes_validate.validate(obj.manifest, version, strict=True)
     except kubernetes_validate.ValidationError as error:
@@ -222,6 +247,49 @@ def validate(obj: K8sObject, kubernetes_version: str,
                                 f"no schema for {obj.api_version} {obj.kind} in Kubernetes {version} "
                                 f"({error.message}); a custom resource must be listed in "
                                 f"CUSTOM_RESOURCE_KINDS")
+    return ValidationResult(obj, "valid", version)
+
+
+def _validate_leader_worker_set(obj: K8sObject, version: str) -> ValidationResult:
+    spec = obj.manifest.get("spec")
+    if not isinstance(spec, dict):
+        return ValidationResult(obj, "invalid", version, "spec: must be an object")
+    for path, allowed in _LWS_FIELDS.items():
+        node: Any = obj.manifest
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            continue
+        unknown = sorted(set(node) - allowed) if isinstance(node, dict) else ["<not an object>"]
+        if unknown:
+            return ValidationResult(obj, "invalid", version,
+                                    f"{path}: unknown field(s) {', '.join(unknown)}; allowed: "
+                                    f"{', '.join(sorted(allowed))}")
+    for path, allowed in _LWS_ENUMS.items():
+        node = obj.manifest
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and node not in allowed:
+            return ValidationResult(obj, "invalid", version,
+                                    f"{path}: {node!r} is not one of {', '.join(sorted(allowed))}")
+    group = spec.get("leaderWorkerTemplate") or {}
+    size = group.get("size", 1)
+    if not isinstance(size, int) or size < 1:
+        return ValidationResult(obj, "invalid", version, f"spec.leaderWorkerTemplate.size: {size!r} must be >= 1")
+    if "workerTemplate" not in group:
+        return ValidationResult(obj, "invalid", version, "spec.leaderWorkerTemplate.workerTemplate: required")
+    for role in ("leaderTemplate", "workerTemplate"):
+        if role not in group:
+            continue
+        template = {"apiVersion": "v1", "kind": "PodTemplate",
+                    "metadata": {"name": f"{obj.name or 'lws'}-{role.lower()}"}, "template": group[role]}
+        try:
+            kubernetes_validate.validate(template, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(part) for part in error.path)
+            return ValidationResult(obj, "invalid", version,
+                                    f"spec.leaderWorkerTemplate.{role}.{path.removeprefix('template.')}: "
+                                    f"{error.message}")
     return ValidationResult(obj, "valid", version)
 
 

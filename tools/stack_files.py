@@ -44,6 +44,14 @@ class StackFile:
         return str(self.config.get("aws:region", "us-east-1"))
 
 
+def committed_stacks(project_dir: Path = PROJECT_DIR) -> tuple[str, ...]:
+    """Every stack with a file in stacks/: the three environments first, then the rest by name,
+    so tests and benchmarks pick up a new stack file without being edited."""
+    names = [p.name[len("Pulumi."):-len(".yaml")] for p in (project_dir / "stacks").glob("Pulumi.*.yaml")]
+    first = [s for s in ("dev", "staging", "prod") if s in names]
+    return tuple(first + sorted(n for n in names if n not in first))
+
+
 def stack_path(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
     return project_dir / "stacks" / f"Pulumi.{stack}.yaml"
 

@@ -38,7 +38,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.ec2 import host as host_provisioning
-from components.serving import runtimes
+from components.serving import runtimes, storage
 from components.serving.rollout import asg_max_size
 from components.config import Inventory, Model
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
@@ -78,9 +78,8 @@ class GpuFleetArgs:
 
 
 def cache_volume_gib(launch: runtimes.RuntimeLaunch) -> int:
-    """Model cache: the weights plus staging headroom (Ollama also copies the GGUF into its store)."""
-    copies = 2.2 if launch.runtime == "ollama" else 1.25
-    return int(math.ceil((launch.weights_gib * copies + 20) / 10.0)) * 10
+    """Model cache: the weights plus staging headroom (components/serving/storage.py)."""
+    return storage.cache_volume_gib(launch.weights_gib, launch.runtime)
 
 
 def health_check_grace_seconds(launch: runtimes.RuntimeLaunch) -> int:
@@ -171,7 +170,7 @@ class GpuFleet(pulumi.ComponentResource):
             api_key_secret_name=None,
             hf_token_secret_arn=_hf_token_secret_arn(model),
             log_group_name=self.log_group_name, metrics_namespace=METRICS_NAMESPACE,
-            spot=model.spot is not None)
+            spot=model.spot is not None, local_storage=model.local_storage)
         self.user_data = host_provisioning.render_user_data(plan)
         self._agent_config = self._create_agent_config(plan, args)
 
@@ -311,10 +310,15 @@ class GpuFleet(pulumi.ComponentResource):
             block_device_mappings=[
                 _volume(root_device, ROOT_VOLUME_GIB, args.data_key_arn),
                 # Weights load at startup: more throughput than the gp3 baseline pays back.
-                _volume(host_provisioning.CACHE_DEVICE, cache_volume_gib(self.launch),
-                        args.data_key_arn, iops=6000, throughput=500),
+                # On the instance store instead, the NVMe disks come with the instance (Nitro
+                # encrypts them at rest) and cloud-init assembles them (host.py).
+                *([] if model.local_storage == "instance_store" else [
+                    _volume(host_provisioning.CACHE_DEVICE, cache_volume_gib(self.launch),
+                            args.data_key_arn, iops=6000, throughput=500)]),
             ],
-            user_data=base64.b64encode(self.user_data.encode()).decode(),
+            # p5-class capacity: an On-Demand Capacity Reservation or a Capacity Block.
+            **(model.capacity_reservation.launch_template_args() if model.capacity_reservation else {}),
+            user_data=base64.b64encode(host_provisioning.user_data_payload(self.user_data, model.name)).decode(),
             update_default_version=True,
             tag_specifications=[
                 {"resource_type": kind, "tags": {"Name": self._name, "model": model.name}}

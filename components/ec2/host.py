@@ -47,7 +47,7 @@ from typing import Optional
 import yaml
 
 from components.serving.runtimes import MODELFILE_PARAMETERS, RUNTIME_CONFIG_DIR, RuntimeLaunch
-from components.serving.weights import VERIFY_WEIGHTS_SH
+from components.serving.weights import VERIFY_WEIGHTS_SH, s3_download_command
 
 CONTAINER = "deepseek-runtime"
 STATE_DIR = "/run/deepseek"
@@ -92,6 +92,8 @@ class HostPlan:
     metrics_namespace: str
     # Spot capacity in the group: the host watches for interruption notices and drains.
     spot: bool = False
+    # "ebs": the cache volume at CACHE_DEVICE; "instance_store": the NVMe disks as RAID0.
+    local_storage: str = "ebs"
 
     @property
     def model_dir(self) -> str:
@@ -172,8 +174,7 @@ if [[ -f $final/.verified ]] && [[ $(cat "$final/.verified") == "$MANIFEST_SHA25
 fi
 rm -rf "$staging"; install -d -m 0755 "$staging"
 if [[ $WEIGHTS_SOURCE == s3 ]]; then
-  aws s3 cp --recursive --only-show-errors "$S3_URI" "$staging/"
-else
+  __S3_DOWNLOAD__else
   hub_auth=()
   if [[ -n ${HUB_TOKEN_SECRET_ARN:-} ]]; then
     umask 077
@@ -189,6 +190,28 @@ fi
 cd "$staging"
 """ + VERIFY_WEIGHTS_SH + r"""echo "$MANIFEST_SHA256" > .verified
 rm -rf "$final"; mv "$staging" "$final"
+"""
+FETCH_WEIGHTS = FETCH_WEIGHTS.replace(
+    "__S3_DOWNLOAD__", s3_download_command('"$S3_URI"', '"$staging/"').replace("\n", "\n  ", 1))
+
+# The instance's NVMe store as one RAID0 at the cache mount, run at every boot (cloud-init
+# bootcmd): after a reboot the array is assembled again; a new or stopped-and-started
+# instance has empty disks, so the array and filesystem are created (the weights are then
+# fetched again). Instance store disks report the model "Amazon EC2 NVMe Instance Storage"
+# (https://docs.aws.amazon.com/ebs/latest/userguide/nvme-ebs-volumes.html).
+ASSEMBLE_INSTANCE_STORE = r"""set -eu
+mountpoint -q /opt/deepseek && exit
+command -v mdadm >/dev/null || dnf -y install mdadm
+m=/dev/md/deepseek
+[ -e $m ] || mdadm -A --scan || :
+if [ ! -e $m ]; then
+d=$(lsblk -dpno NAME,MODEL | awk '/Instance Storage/{print $1}')
+[ -n "$d" ]
+mdadm -C $m -R -f -l 0 -N deepseek -n $(echo $d | wc -w) $d
+mkfs.xfs -f -L model-cache $m
+fi
+mkdir -p /opt/deepseek
+mount -o noatime LABEL=model-cache /opt/deepseek
 """
 
 WARMUP_HEAD = r"""#!/bin/bash
@@ -692,12 +715,18 @@ def cloud_config(plan: HostPlan) -> dict:
         files.append(_gzip_file("/usr/local/lib/deepseek/spot_watcher.py", WATCHER_SCRIPT, "0644"))
     files += [_file(f"/etc/systemd/system/{name}", text, "0644")
               for name, text in systemd_units(plan).items()]
+    if plan.local_storage == "instance_store":
+        storage: dict = {"bootcmd": [["bash", "-c", ASSEMBLE_INSTANCE_STORE]]}
+    else:
+        storage = {
+            # The model cache volume: formatted once (never over an existing filesystem) and
+            # mounted by label, so a reboot or replacement device converges the same way.
+            "fs_setup": [{"label": CACHE_LABEL, "filesystem": "xfs", "device": CACHE_DEVICE,
+                          "partition": "none", "overwrite": False}],
+            "mounts": [[f"LABEL={CACHE_LABEL}", CACHE_MOUNT, "xfs", "defaults,nofail,noatime", "0", "2"]],
+        }
     return {
-        # The model cache volume: formatted once (never over an existing filesystem) and
-        # mounted by label, so a reboot or replacement device converges the same way.
-        "fs_setup": [{"label": CACHE_LABEL, "filesystem": "xfs", "device": CACHE_DEVICE,
-                      "partition": "none", "overwrite": False}],
-        "mounts": [[f"LABEL={CACHE_LABEL}", CACHE_MOUNT, "xfs", "defaults,nofail,noatime", "0", "2"]],
+        **storage,
         "write_files": files,
         "runcmd": [
             ["mkdir", "-p", f"{CACHE_MOUNT}/models"]
@@ -751,11 +780,27 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
+def user_data_payload(text: str, model_name: str) -> bytes:
+    """The bytes EC2 receives: the text, or gzip of it when the text alone is over the
+    16 KB limit (cloud-init unpacks gzip user data:
+    https://cloudinit.readthedocs.io/en/latest/explanation/format.html). Only the
+    instance-store variant (its RAID0 assembly script) needs it today."""
+    raw = text.encode()
+    if len(raw) <= USER_DATA_LIMIT:
+        return raw
+    packed = gzip.compress(raw, mtime=0)
+    if len(packed) > USER_DATA_LIMIT:
+        raise HostProvisioningError(
+            f"model {model_name}: user data is {len(packed)} bytes even compressed, over EC2's "
+            f"{USER_DATA_LIMIT}; shorten the scripts in components/ec2/host.py")
+    return packed
+
+
 def render_user_data(plan: HostPlan) -> str:
     """The user data text: `#cloud-config` plus the document, within EC2's 16 KB limit."""
     text = "#cloud-config\n" + yaml.dump(cloud_config(plan), Dumper=_Dumper, sort_keys=False,
                                          width=1000)
-    if len(text.encode()) > USER_DATA_LIMIT:
+    if len(text.encode()) > USER_DATA_LIMIT and plan.local_storage != "instance_store":
         raise HostProvisioningError(
             f"model {plan.model_name}: rendered user data is {len(text.encode())} bytes, over "
             f"EC2's {USER_DATA_LIMIT}; shorten the scripts in components/ec2/host.py")

@@ -41,8 +41,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.eks.cluster import (DEVICE_PLUGIN_LABEL, GPU_TOLERATION, POOL_LABEL, SYSTEM_POOL,
-                                    GpuCluster)
+from components.eks.cluster import (DEVICE_PLUGIN_LABEL, EFA_LABEL, GPU_TOLERATION, POOL_LABEL,
+                                    SYSTEM_POOL, GpuCluster)
 
 # Pinned charts: (repository, chart, version). Sources for the versions:
 # - aws-load-balancer-controller 1.14.0 = controller v2.14.0 (aws/eks-charts releases;
@@ -60,7 +60,17 @@ CHARTS = {
     "prometheus": ("https://prometheus-community.github.io/helm-charts", "prometheus", "27.19.0"),
     "dcgm-exporter": ("https://nvidia.github.io/dcgm-exporter/helm-charts", "dcgm-exporter", "4.8.3"),
     "cluster-autoscaler": ("https://kubernetes.github.io/autoscaler", "cluster-autoscaler", "9.46.0"),
+    # aws-efa-k8s-device-plugin v0.5.7 (aws/eks-charts stable/aws-efa-k8s-device-plugin; the
+    # chart EKS documents for `vpc.amazonaws.com/efa`:
+    # https://docs.aws.amazon.com/eks/latest/userguide/device-management-efa.html).
+    "aws-efa-k8s-device-plugin": ("https://aws.github.io/eks-charts", "aws-efa-k8s-device-plugin", "v0.5.7"),
+    # LeaderWorkerSet controller 0.9.0 from the project's OCI registry (no repository:
+    # the chart reference is the OCI URL), as https://lws.sigs.k8s.io/docs/installation/
+    # documents (`helm install lws oci://registry.k8s.io/lws/charts/lws --version 0.9.0`);
+    # 0.11.0 needs Kubernetes 1.34, this project allows 1.31 to 1.34.
+    "lws": (None, "oci://registry.k8s.io/lws/charts/lws", "0.9.0"),
 }
+LWS_NAMESPACE = "lws-system"
 # Cluster autoscaler minor must match the cluster's (kubernetes/k8s.io#8815 promoted 1.32.5,
 # 1.33.3 and 1.34.2).
 CLUSTER_AUTOSCALER_IMAGE = {"1.31": "v1.31.0", "1.32": "v1.32.5", "1.33": "v1.33.3", "1.34": "v1.34.2"}
@@ -101,6 +111,8 @@ class ClusterAddonsArgs:
     # None: history on an emptyDir (lost with the pod).
     data_key_arn: Optional[pulumi.Input[str]] = None
     metrics_retention_days: int = 15
+    # Some model spans nodes: install the LeaderWorkerSet controller.
+    leader_worker_sets: bool = False
 
 
 class ClusterAddons(pulumi.ComponentResource):
@@ -112,6 +124,8 @@ class ClusterAddons(pulumi.ComponentResource):
     load_balancer_controller: k8s.helm.v3.Release
     keda: k8s.helm.v3.Release
     prometheus: k8s.helm.v3.Release
+    # Present when a model spans nodes (LeaderWorkerSet objects need its CRD and webhook).
+    leader_worker_set: Optional[k8s.helm.v3.Release]
 
     def __init__(self, name: str, args: ClusterAddonsArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("deepseek:k8s_addons:ClusterAddons", name, None, opts)
@@ -123,6 +137,13 @@ class ClusterAddons(pulumi.ComponentResource):
 
         if any(pool.needs_device_plugin for pool in args.cluster.gpu_pools.values()):
             self._release("nvidia-device-plugin", SYSTEM_NAMESPACE, self._device_plugin_values())
+        if any(pool.efa_interfaces for pool in args.cluster.gpu_pools.values()):
+            self._release("aws-efa-k8s-device-plugin", SYSTEM_NAMESPACE, self._efa_plugin_values())
+        self.leader_worker_set = None
+        if args.leader_worker_sets:
+            lws_ns = self._namespace(LWS_NAMESPACE)
+            self.leader_worker_set = self._release(
+                "lws", LWS_NAMESPACE, {"nodeSelector": {POOL_LABEL: SYSTEM_POOL}}, depends_on=[lws_ns])
         self.load_balancer_controller = self._create_load_balancer_controller()
         # With Karpenter the GPU nodes are its NodePools and the system pool has a fixed size.
         if args.cluster.autoscaler == "cluster-autoscaler":
@@ -178,7 +199,7 @@ class ClusterAddons(pulumi.ComponentResource):
             name=key,
             chart=chart,
             version=version,
-            repository_opts={"repo": repo},
+            repository_opts={"repo": repo} if repo else None,
             namespace=namespace,
             values=values,
             # A failed install rolls back instead of leaving half a controller behind.
@@ -235,6 +256,14 @@ class ClusterAddons(pulumi.ComponentResource):
                     {"key": DEVICE_PLUGIN_LABEL, "operator": "In", "values": ["true"]}]}]}}},
             "tolerations": [GPU_TOLERATION, {"key": "CriticalAddonsOnly", "operator": "Exists"}],
             "priorityClassName": "system-node-critical",
+        }
+
+    @staticmethod
+    def _efa_plugin_values() -> dict:
+        # Only nodes whose launch template has EFA interfaces; they carry the GPU taint.
+        return {
+            "nodeSelector": {EFA_LABEL: "true"},
+            "tolerations": [GPU_TOLERATION, {"key": "CriticalAddonsOnly", "operator": "Exists"}],
         }
 
     # --- load balancer controller ----------------------------------------------------

@@ -29,6 +29,7 @@ Choices worth knowing before changing anything here:
 """
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -40,6 +41,7 @@ import pulumi_kubernetes as k8s
 from components.config import Eks, NodePool
 from components.eks.api_tunnel import tls_server_name, tunnelled_server
 from components.iam import service_trust_policy_json
+from components.serving.catalog import INSTANCES
 
 # Label keys this project puts on nodes; pods select their pool with POOL_LABEL.
 LABEL_PREFIX = "deepseek-serving"
@@ -47,6 +49,8 @@ POOL_LABEL = f"{LABEL_PREFIX}/pool"
 # Only AL2023 NVIDIA nodes carry this: the device plugin DaemonSet requires it, so it never
 # runs beside Bottlerocket's built-in plugin (two plugins would advertise GPUs twice).
 DEVICE_PLUGIN_LABEL = f"{LABEL_PREFIX}/nvidia-device-plugin"
+# Nodes with EFA interfaces: the EFA device plugin DaemonSet runs only there.
+EFA_LABEL = f"{LABEL_PREFIX}/efa"
 SYSTEM_POOL = "system"
 
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -79,6 +83,10 @@ class GpuPoolInfo:
     # The nodeSelector that pins a pod to this pool.
     node_selector: dict[str, str]
     needs_device_plugin: bool
+    # EFA interfaces per node (0: none); pods of multi-node replicas request them.
+    efa_interfaces: int = 0
+    # Where pod ephemeral storage lives: "ebs" (root volume) or "instance_store" (NVMe RAID0).
+    local_storage: str = "ebs"
 
 
 @dataclass
@@ -338,7 +346,8 @@ class GpuCluster(pulumi.ComponentResource):
         ]
         return role
 
-    def _launch_template(self, role: str, ami_type: str, volume_gib: int) -> aws.ec2.LaunchTemplate:
+    def _launch_template(self, role: str, ami_type: str, volume_gib: int,
+                         extra: Optional[dict] = None) -> aws.ec2.LaunchTemplate:
         ebs = {"volume_type": "gp3", "encrypted": "true", "kms_key_id": self._args.data_key_arn,
                "delete_on_termination": "true"}
         if ami_type.startswith("BOTTLEROCKET"):
@@ -371,18 +380,19 @@ class GpuCluster(pulumi.ComponentResource):
             # node group launches need their own.
             tag_specifications=[{"resource_type": "instance", "tags": tags},
                                 {"resource_type": "volume", "tags": tags}],
+            **(extra or {}),
             opts=self._child)
 
     def _node_group(self, role: str, *, instance_type: str, ami_type: str, min_size: int,
-                    capacity_type: str = "ON_DEMAND",
                     max_size: int, labels: dict[str, str], taints: list[dict],
                     launch_template: aws.ec2.LaunchTemplate, node_role: aws.iam.Role,
-                    depends_on: list[pulumi.Resource]) -> aws.eks.NodeGroup:
+                    depends_on: list[pulumi.Resource], capacity_type: str = "ON_DEMAND",
+                    subnet_ids: Optional[list] = None) -> aws.eks.NodeGroup:
         return aws.eks.NodeGroup(
             f"{self._name}-{role}",
             cluster_name=self.cluster.name,
             node_role_arn=node_role.arn,
-            subnet_ids=list(self._args.private_subnet_ids),
+            subnet_ids=subnet_ids or list(self._args.private_subnet_ids),
             ami_type=ami_type,
             capacity_type=capacity_type,
             instance_types=[instance_type],
@@ -415,20 +425,87 @@ class GpuCluster(pulumi.ComponentResource):
         labels = {POOL_LABEL: pool.name, "nvidia.com/gpu.present": "true"}
         if self.gpu_pools[pool.name].needs_device_plugin:
             labels[DEVICE_PLUGIN_LABEL] = "true"
+        efa_interfaces = self.gpu_pools[pool.name].efa_interfaces
+        if efa_interfaces:
+            labels[EFA_LABEL] = "true"
         role = f"pool-{pool.name}"
+        extra: dict = {}
+        subnet_ids = None
+        if pool.local_storage == "instance_store":
+            extra["user_data"] = base64.b64encode(nodeadm_user_data().encode()).decode()
+        if pool.capacity_reservation is not None:
+            extra.update(pool.capacity_reservation.launch_template_args())
+        if efa_interfaces:
+            extra.update(self._efa_placement(role, efa_interfaces))
+            # A cluster placement group lives in one Availability Zone.
+            subnet_ids = [self._args.private_subnet_ids[0]]
+        # A Capacity Block is its own capacity type for managed node groups
+        # (https://docs.aws.amazon.com/eks/latest/userguide/capacity-blocks-mng.html).
+        capacity_type = ("CAPACITY_BLOCK" if pool.capacity_reservation is not None
+                         and pool.capacity_reservation.market_type == "capacity-block"
+                         else pool.capacity_types[0].upper().replace("-", "_"))
         return self._node_group(
             role, instance_type=pool.instance_type, ami_type=pool.ami_type,
-            capacity_type=pool.capacity_types[0].upper().replace("-", "_"),
             min_size=pool.min_size, max_size=pool.max_size, labels=labels,
             taints=[{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": "NO_SCHEDULE"}],
-            launch_template=self._launch_template(role, pool.ami_type, pool.root_volume_gib),
-            node_role=node_role, depends_on=addons)
+            launch_template=self._launch_template(role, pool.ami_type, pool.root_volume_gib, extra),
+            node_role=node_role, depends_on=addons, capacity_type=capacity_type,
+            subnet_ids=subnet_ids)
+
+    def _efa_placement(self, role: str, interfaces: int) -> dict:
+        """EFA for a pool: a security group that admits all traffic from and to itself (EFA's
+        requirement: https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/efa-start.html#efa-start-security),
+        a cluster placement group, and one EFA interface per network card. With interfaces in
+        the launch template EKS no longer attaches the cluster security group itself, so it is
+        listed on every interface."""
+        efa_group = aws.ec2.SecurityGroup(
+            f"{self._name}-{role}-efa", vpc_id=self._args.vpc_id,
+            description=f"EFA traffic between {role} nodes only",
+            tags={"Name": f"{self._args.cluster_name}-{role}-efa"}, opts=self._child)
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-{role}-efa-in", security_group_id=efa_group.id,
+            referenced_security_group_id=efa_group.id, ip_protocol="-1",
+            description="EFA: all traffic from this group", opts=self._child)
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-{role}-efa-out", security_group_id=efa_group.id,
+            referenced_security_group_id=efa_group.id, ip_protocol="-1",
+            description="EFA: all traffic to this group", opts=self._child)
+        placement = aws.ec2.PlacementGroup(
+            f"{self._name}-{role}-placement", strategy="cluster",
+            tags={"Name": f"{self._args.cluster_name}-{role}"}, opts=self._child)
+        groups = [self.cluster_security_group_id, efa_group.id]
+        return {
+            "placement": {"group_name": placement.name},
+            "network_interfaces": [
+                {"device_index": 0 if card == 0 else 1, "network_card_index": card,
+                 "interface_type": "efa", "associate_public_ip_address": "false",
+                 "delete_on_termination": "true", "security_groups": groups}
+                for card in range(interfaces)],
+        }
+
+
+def nodeadm_user_data() -> str:
+    """AL2023 node configuration that puts kubelet and containerd on the instance store:
+    nodeadm assembles the NVMe disks as RAID0 and mounts them over /var/lib/kubelet and
+    /var/lib/containerd (`spec.instance.localStorage.strategy: RAID0`,
+    https://awslabs.github.io/amazon-eks-ami/nodeadm/doc/api/). Managed node groups merge
+    this MIME part with their own cluster settings
+    (https://docs.aws.amazon.com/eks/latest/userguide/launch-templates.html)."""
+    node_config = ("---\napiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\n"
+                   "spec:\n  instance:\n    localStorage:\n      strategy: RAID0\n")
+    return ("MIME-Version: 1.0\n"
+            'Content-Type: multipart/mixed; boundary="//"\n\n'
+            "--//\nContent-Type: application/node.eks.aws\n\n"
+            f"{node_config}\n--//--\n")
 
 
 def _pool_info(pool: NodePool) -> GpuPoolInfo:
+    instance = INSTANCES.get(pool.instance_type)
     return GpuPoolInfo(name=pool.name, instance_type=pool.instance_type, ami_type=pool.ami_type,
                        node_selector={POOL_LABEL: pool.name},
-                       needs_device_plugin=pool.ami_type.startswith("AL2023"))
+                       needs_device_plugin=pool.ami_type.startswith("AL2023"),
+                       efa_interfaces=instance.efa_interfaces if instance and pool.efa else 0,
+                       local_storage=pool.local_storage)
 
 
 def _kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str,

@@ -338,7 +338,9 @@ def model_plan(inventory: Inventory, model: Model, stack: str):
         quantization=_SIZING_QUANTIZATION.get(model.quantization, model.quantization),
         tensor_parallel=model.tensor_parallel, gpu_memory_utilization=model.gpu_memory_utilization,
         overrides={_SIZING_FLAGS[k]: v for k, v in model.runtime_overrides.items()},
-        stack=stack, model_name=model.name, workload=resolve_workload(model, spec))
+        stack=stack, model_name=model.name, workload=resolve_workload(model, spec),
+        pipeline_parallel=model.pipeline_parallel, data_parallel=model.data_parallel,
+        expert_parallel=model.expert_parallel)
 
 
 def _floor2(value: float) -> float:

@@ -74,6 +74,11 @@ class ModelSpec:
     moe_intermediate_size: int | None = None
     num_experts_per_tok: int | None = None
     n_shared_experts: int | None = None
+    # MoE only: routed experts per MoE layer, and how many leading layers are dense
+    # (config.json n_routed_experts, first_k_dense_replace). Expert weights are what
+    # expert / data parallelism shard differently from the rest.
+    n_routed_experts: int | None = None
+    first_k_dense_replace: int = 0
     # Ollama library tags by GGUF quantization; the explicit distill tags are used because
     # the short tags (e.g. deepseek-r1:8b) were re-pointed to newer R1-0528 distills with a
     # different architecture, which would silently invalidate the sizing.
@@ -96,6 +101,14 @@ class ModelSpec:
     def embedding_params(self) -> int:
         """Input embedding plus LM head: quantizers (AWQ, GPTQ, FP8) keep these in 16 bits."""
         return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+
+    @property
+    def routed_expert_params(self) -> int:
+        """Parameters of the routed experts (gate, up and down projections per expert)."""
+        if not self.n_routed_experts or not self.moe_intermediate_size:
+            return 0
+        moe_layers = self.num_layers - self.first_k_dense_replace
+        return moe_layers * self.n_routed_experts * 3 * self.hidden_size * self.moe_intermediate_size
 
     def ollama_tag(self, quantization: str) -> str | None:
         return dict(self.ollama_tags).get(quantization)
@@ -144,7 +157,8 @@ def _llama_distill(size: str, repo_size: str, *, layers: int, hidden: int, inter
 def _deepseek_mla(name: str, repo: str, *, architecture: str, layers: int, hidden: int,
                   inter: int, heads: int, vocab: int, params: int, active: int,
                   dtype: str, moe_inter: int, top_k: int, shared: int,
-                  ollama_tags: tuple[tuple[str, str], ...], note: str,
+                  ollama_tags: tuple[tuple[str, str], ...], note: str, routed: int = 0,
+                  first_dense: int = 0,
                   family: str = "chat") -> ModelSpec:
     return ModelSpec(
         name=name, hf_repo=repo, architecture=architecture, num_layers=layers,
@@ -155,7 +169,8 @@ def _deepseek_mla(name: str, repo: str, *, architecture: str, layers: int, hidde
         max_position_embeddings=163840, total_params=params, active_params=active,
         native_dtype=dtype, kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128,
         v_head_dim=128, moe_intermediate_size=moe_inter, num_experts_per_tok=top_k,
-        n_shared_experts=shared, ollama_tags=ollama_tags, family=family, source=_hf(repo),
+        n_shared_experts=shared, n_routed_experts=routed or None,
+        first_k_dense_replace=first_dense, ollama_tags=ollama_tags, family=family, source=_hf(repo),
         note=note,
     )
 
@@ -188,12 +203,13 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
         "deepseek-v2-lite", "deepseek-ai/DeepSeek-V2-Lite", architecture="deepseek_v2",
         layers=27, hidden=2048, inter=10944, heads=16, vocab=102400,
         params=15_706_484_224, active=2_400_000_000, dtype="bf16", moe_inter=1408,
-        top_k=6, shared=2, ollama_tags=(), note=_V2_LITE_NOTE),
+        top_k=6, shared=2, routed=64, first_dense=1, ollama_tags=(),
+        note=_V2_LITE_NOTE),
     _deepseek_mla(
         "deepseek-v2-lite-chat", "deepseek-ai/DeepSeek-V2-Lite-Chat",
         architecture="deepseek_v2", layers=27, hidden=2048, inter=10944, heads=16,
         vocab=102400, params=15_706_484_224, active=2_400_000_000, dtype="bf16",
-        moe_inter=1408, top_k=6, shared=2,
+        moe_inter=1408, top_k=6, shared=2, routed=64, first_dense=1,
         # Not confirmed by search; the library's "deepseek-v2:16b" is the Lite chat model.
         ollama_tags=(("gguf_q4_k_m", "deepseek-v2:16b-lite-chat-q4_K_M"),
                      ("gguf_q8_0", "deepseek-v2:16b-lite-chat-q8_0"),
@@ -203,11 +219,13 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
         "deepseek-v3", "deepseek-ai/DeepSeek-V3", architecture="deepseek_v3", layers=61,
         hidden=7168, inter=18432, heads=128, vocab=129280, params=671_000_000_000,
         active=37_000_000_000, dtype="fp8", moe_inter=2048, top_k=8, shared=1,
+        routed=256, first_dense=3,
         ollama_tags=(("gguf_q4_k_m", "deepseek-v3:671b-q4_K_M"),), note=_V3_NOTE),
     _deepseek_mla(
         "deepseek-r1", "deepseek-ai/DeepSeek-R1", architecture="deepseek_v3", layers=61,
         hidden=7168, inter=18432, heads=128, vocab=129280, params=671_000_000_000,
         active=37_000_000_000, dtype="fp8", moe_inter=2048, top_k=8, shared=1,
+        routed=256, first_dense=3,
         ollama_tags=(("gguf_q4_k_m", "deepseek-r1:671b-q4_K_M"),), note=_V3_NOTE,
         family="reasoning"),
 )}
@@ -367,6 +385,12 @@ class InstanceSpec:
     vcpus: int
     memory_gib: int
     quota_code: str
+    # Local NVMe instance store in GiB (DescribeInstanceTypes InstanceStorageInfo
+    # TotalSizeInGB x 10^9 / 2^30); 0 where the catalog records none.
+    instance_store_gib: int = 0
+    instance_store_disks: int = 0
+    # EFA interfaces the type supports (NetworkInfo.EfaInfo.MaximumEfaInterfaces); 0: no EFA.
+    efa_interfaces: int = 0
 
     @property
     def family(self) -> str:
@@ -394,15 +418,23 @@ def _g_family(family: str, gpu: str, gib_per_vcpu: int) -> list[InstanceSpec]:
             for size, vcpus, gpus in _G_SIZES]
 
 
+# 8 x 3840 GB, in GiB, rounded down.
+_P5_STORE_GIB = 8 * 3840 * 10**9 // 2**30
+
 INSTANCES: dict[str, InstanceSpec] = {i.name: i for i in (
     *_g_family("g5", "A10G", 4),
     *_g_family("g6", "L4", 4),
     *_g_family("g6e", "L40S", 8),
     InstanceSpec("p4d.24xlarge", GPUS["A100-40GB"], 8, 96, 1152, QUOTA_P),
     InstanceSpec("p4de.24xlarge", GPUS["A100-80GB"], 8, 96, 1152, QUOTA_P),
-    InstanceSpec("p5.48xlarge", GPUS["H100"], 8, 192, 2048, QUOTA_P),
-    InstanceSpec("p5e.48xlarge", GPUS["H200"], 8, 192, 2048, QUOTA_P),
-    InstanceSpec("p5en.48xlarge", GPUS["H200"], 8, 192, 2048, QUOTA_P),
+    # p5/p5e/p5en: 8 x 3.84 TB NVMe and 32 EFA interfaces (3200 Gbps), per
+    # https://aws.amazon.com/ec2/instance-types/p5/ ("Instance Storage: 8 x 3.84 TB NVMe SSD").
+    InstanceSpec("p5.48xlarge", GPUS["H100"], 8, 192, 2048, QUOTA_P,
+                 instance_store_gib=_P5_STORE_GIB, instance_store_disks=8, efa_interfaces=32),
+    InstanceSpec("p5e.48xlarge", GPUS["H200"], 8, 192, 2048, QUOTA_P,
+                 instance_store_gib=_P5_STORE_GIB, instance_store_disks=8, efa_interfaces=32),
+    InstanceSpec("p5en.48xlarge", GPUS["H200"], 8, 192, 2048, QUOTA_P,
+                 instance_store_gib=_P5_STORE_GIB, instance_store_disks=8, efa_interfaces=16),
 )}
 
 

@@ -56,7 +56,10 @@ def nodes_for_rollout(demands: list[PoolDemand], gpus_per_node: int) -> int:
     """
     if all(gpus_per_node % d.gpus_per_replica == 0 for d in demands):
         return math.ceil(sum(d.gpus_at_rollout for d in demands) / gpus_per_node)
-    return sum(math.ceil((d.max_replicas + ROLLOUT_SURGE) / max(1, gpus_per_node // d.gpus_per_replica))
+    # A replica larger than a node (pipeline stages on several nodes) takes whole nodes.
+    return sum((d.max_replicas + ROLLOUT_SURGE) * math.ceil(d.gpus_per_replica / gpus_per_node)
+               if d.gpus_per_replica > gpus_per_node else
+               math.ceil((d.max_replicas + ROLLOUT_SURGE) / max(1, gpus_per_node // d.gpus_per_replica))
                for d in demands)
 
 
@@ -75,7 +78,9 @@ def check_rollout_headroom(inventory: Inventory, stack: str) -> None:
         demands = []
         for model in models:
             launch = render_for_inventory(inventory, model)
-            gpus = launch.capacity.tensor_parallel_size if launch.capacity else instance.gpu_count
+            # Tensor x data-parallel GPUs per node, times the nodes a replica spans.
+            gpus = (launch.capacity.gpus_per_node * launch.capacity.pipeline_parallel
+                    if launch.capacity else instance.gpu_count)
             demands.append(PoolDemand(model.name, model.max_replicas, gpus))
         needed = nodes_for_rollout(demands, instance.gpu_count)
         if pool.max_size >= needed:

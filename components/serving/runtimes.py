@@ -118,6 +118,14 @@ class CapacityFlags:
     env: dict[str, str] = field(default_factory=dict)
     # Where the numbers came from: "sizing" or "inventory" (explicit values and defaults).
     source: str = "inventory"
+    # Nodes per replica (pipeline stages) and data-parallel attention ranks per replica.
+    pipeline_parallel: int = 1
+    data_parallel: int = 1
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs one pod (one node of a replica) uses: tensor x data parallel ranks."""
+        return self.tensor_parallel_size * self.data_parallel
 
 
 @dataclass(frozen=True)
@@ -275,8 +283,12 @@ def _vllm(inventory: Inventory, model: Model, cap: CapacityFlags, image: str, ho
         "--served-model-name", name,
         "--host", host,
         "--port", str(PORTS["vllm"]),
-        # Context length, batch token budget, concurrency cap, GPU share, tensor parallelism.
+        # Context length, batch token budget, concurrency cap, GPU share, tensor parallelism
+        # (and pipeline / data / expert parallelism for the MoE flagships).
         *cap.flags,
+        # Across nodes vLLM runs its workers on a Ray cluster the pods of a group form
+        # (https://docs.vllm.ai/en/stable/serving/parallelism_scaling.html).
+        *(("--distributed-executor-backend", "ray") if cap.pipeline_parallel > 1 else ()),
         # A ceiling on generated tokens: vLLM treats an override of max_new_tokens as the
         # default and upper bound for max_tokens (vllm tests/entrypoints/openai
         # test_serving_chat: "--override-generation-config ... should act as a ceiling").
@@ -495,7 +507,9 @@ def _capacity_flags(inventory: Inventory, model: Model, *, gpu_count: int,
         quantization=SIZING_QUANTIZATION[model.quantization], tensor_parallel=model.tensor_parallel,
         gpu_memory_utilization=model.gpu_memory_utilization,
         overrides=sizing_overrides(model), stack=inventory.stack_name, model_name=model.name,
-        workload=resolve_workload(model, spec))
+        workload=resolve_workload(model, spec),
+        pipeline_parallel=model.pipeline_parallel, data_parallel=model.data_parallel,
+        expert_parallel=model.expert_parallel)
     return _capacity_from_plan(model, plan)
 
 
@@ -523,12 +537,14 @@ def _capacity_from_plan(model: Model, plan: Any) -> CapacityFlags:
         ctx = int(args["--max-model-len"])
         return CapacityFlags(
             max_context=ctx, max_input_tokens=ctx, max_new_tokens=plan.max_output_tokens,
-            max_concurrency=int(args["--max-num-seqs"]),
+            # --max-num-seqs is per data-parallel rank; the replica runs dp times as many.
+            max_concurrency=int(args["--max-num-seqs"]) * plan.data_parallel,
             max_batch_tokens=int(args["--max-num-batched-tokens"]), max_batch_total_tokens=None,
             max_queue=max(0, plan.max_inflight_requests - plan.running_slots),
             tensor_parallel_size=int(args["--tensor-parallel-size"]),
             gpu_memory_utilization=float(args["--gpu-memory-utilization"]),
-            flags=tuple(plan.cli_args()), env={}, source="sizing")
+            flags=tuple(plan.cli_args()), env={}, source="sizing",
+            pipeline_parallel=plan.pipeline_parallel, data_parallel=plan.data_parallel)
     if model.runtime == "tgi":
         total = int(args["--max-total-tokens"])
         max_input = int(args["--max-input-tokens"])
@@ -561,6 +577,10 @@ _FALLBACK = {"max_num_seqs": 16, "max_num_batched_tokens": 8192, "max_concurrent
 
 def _from_inventory(model: Model, gpu_count: int) -> CapacityFlags:
     """Explicit inventory values and conservative defaults (no catalog entry to size from)."""
+    if model.pipeline_parallel > 1 or model.data_parallel > 1 or model.expert_parallel:
+        raise LaunchError(f"model {model.name}: {model.hf_repo} is not in the catalog, so its "
+                          f"layers and experts cannot be sized across nodes or data-parallel "
+                          f"ranks; use pipeline_parallel 1, data_parallel 1 and no expert_parallel")
     o = model.runtime_overrides
     tp = int(o.get("tensor_parallel_size", model.tensor_parallel or gpu_count))
     if tp > gpu_count:

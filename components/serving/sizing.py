@@ -171,6 +171,28 @@ def weight_bytes(model: ModelSpec, quantization: str) -> int:
     return math.ceil(model.total_params * quant.bits_per_weight / 8)
 
 
+def routed_expert_bytes(model: ModelSpec, quantization: str) -> int:
+    """Bytes of the routed experts (all of them): the part of an MoE model that vLLM shards
+    over the whole tensor x data parallel group, while attention and dense layers are
+    sharded by tensor parallelism alone and replicated on every data-parallel rank
+    (https://docs.vllm.ai/en/latest/serving/data_parallel_deployment.html: "the expert
+    layers form an (EP or TP) group of size (DP x TP)")."""
+    quant = get_quantization(quantization)
+    return math.ceil(model.routed_expert_params * quant.bits_per_weight / 8)
+
+
+def weight_bytes_per_gpu(model: ModelSpec, quantization: str, *, tensor_parallel: int,
+                         pipeline_parallel: int = 1, data_parallel: int = 1) -> float:
+    """Weight bytes on one GPU: pipeline stages split the layers, tensor parallelism splits
+    each layer, and MoE experts are split over ``tensor_parallel x data_parallel`` ranks
+    whether expert parallelism is on (whole experts per rank) or off (every expert
+    tensor-parallel over the same group): the same bytes either way."""
+    total = weight_bytes(model, quantization)
+    experts = routed_expert_bytes(model, quantization)
+    dense = total - experts
+    return (dense / tensor_parallel + experts / (tensor_parallel * data_parallel)) / pipeline_parallel
+
+
 def kv_heads_per_rank(model: ModelSpec, tensor_parallel: int) -> int:
     """KV heads one tensor-parallel rank stores.
 
@@ -353,19 +375,25 @@ class MemoryBudget:
 def gpu_memory_budget(model: ModelSpec, *, gpu_total_gib: float, gpu_memory_utilization: float,
                       tensor_parallel: int, quantization: str, prefill_tokens: int,
                       max_num_seqs: int, kv_dtype_bytes: float = 2.0,
-                      profile: RuntimeProfile | None = None) -> MemoryBudget:
+                      profile: RuntimeProfile | None = None, pipeline_parallel: int = 1,
+                      data_parallel: int = 1) -> MemoryBudget:
     """KV capacity of one vLLM / TGI replica under ``profile`` (default: the pinned vLLM).
 
     ``prefill_tokens`` is the batched token budget the start-up profile runs (vLLM
     ``--max-num-batched-tokens``, TGI ``--max-batch-prefill-tokens``); ``max_num_seqs``
     the sequences the sampler profiles (TGI: the requests in its warm-up prefill).
     Capacity is what the most loaded rank can hold: ranks are symmetric here, and for
-    MLA every rank holds every token's latent, so the per-rank pool is the replica's
-    pool in tokens.
+    MLA every tensor-parallel rank holds every token's latent, so the per-rank pool is
+    the engine's pool in tokens. Pipeline stages hold only their own layers' KV, so a
+    token costs each GPU ``ceil(layers / pipeline_parallel)`` layers. With data-parallel
+    attention every DP rank is its own engine with its own KV cache: the capacity
+    returned is one rank's, a replica holds ``data_parallel`` times as many tokens.
     """
     profile = profile or PINNED_PROFILE["vllm"]
     budget = gpu_memory_utilization * gpu_total_gib
-    weights = weight_bytes(model, quantization) / tensor_parallel / GIB
+    weights = weight_bytes_per_gpu(model, quantization, tensor_parallel=tensor_parallel,
+                                   pipeline_parallel=pipeline_parallel,
+                                   data_parallel=data_parallel) / GIB
     non_torch = profile.non_torch_gib(gpu_total_gib, tensor_parallel)
     activation = prefill_tokens * activation_bytes_per_token(model, tensor_parallel) / GIB
     sequences = max(1, min(max_num_seqs, prefill_tokens)) if prefill_tokens else max_num_seqs
@@ -375,6 +403,9 @@ def gpu_memory_budget(model: ModelSpec, *, gpu_total_gib: float, gpu_memory_util
     pool = raw_pool * (1 - KV_SAFETY_FRACTION) if raw_pool > 0 else raw_pool
     per_token = kv_bytes_per_token(model, kv_dtype_bytes=kv_dtype_bytes,
                                    tensor_parallel=tensor_parallel)
+    if pipeline_parallel > 1:
+        stage_layers = math.ceil(model.num_layers / pipeline_parallel)
+        per_token = math.ceil(per_token * stage_layers / model.num_layers)
     tokens = _round_down_to_blocks(pool * GIB / per_token) if pool > 0 else 0
     return MemoryBudget(gpu_total_gib, gpu_memory_utilization, budget, weights, non_torch,
                         activation, logits, pool, per_token, tokens, peak)
@@ -484,6 +515,19 @@ class RuntimePlan:
     workload: WorkloadShape | None = None
     assumptions: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # Nodes one replica spans (vLLM pipeline stages, one per node), data-parallel
+    # attention ranks per replica, and whether MoE experts are placed by expert parallelism.
+    pipeline_parallel: int = 1
+    data_parallel: int = 1
+    expert_parallel: bool = False
+
+    @property
+    def nodes_per_replica(self) -> int:
+        return self.pipeline_parallel
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus_per_replica // self.pipeline_parallel
 
     @property
     def max_output_tokens(self) -> int:
@@ -540,6 +584,9 @@ class _Request:
     model_name: str
     workload: WorkloadShape
     max_queue_wait_seconds: float
+    pipeline_parallel: int = 1
+    data_parallel: int = 1
+    expert_parallel: bool = False
 
     def where(self) -> str:
         return (f"stack {self.stack!r}, model {self.model_name!r} ({self.model.name}, "
@@ -560,7 +607,8 @@ def plan_runtime(model: ModelSpec, instance: InstanceSpec, *, runtime: str, max_
                  quantization: str | None = None, tensor_parallel: int | None = None,
                  gpu_memory_utilization: float = 0.9, overrides: Mapping[str, Any] | None = None,
                  stack: str, model_name: str, workload: WorkloadShape | None = None,
-                 max_queue_wait_seconds: float = 30.0) -> RuntimePlan:
+                 max_queue_wait_seconds: float = 30.0, pipeline_parallel: int = 1,
+                 data_parallel: int = 1, expert_parallel: bool = False) -> RuntimePlan:
     """Size one replica of ``model`` on ``instance`` and derive the runtime's flags.
 
     ``max_context`` becomes ``--max-model-len`` (vLLM), ``--max-total-tokens`` (TGI) or
@@ -572,6 +620,12 @@ def plan_runtime(model: ModelSpec, instance: InstanceSpec, *, runtime: str, max_
     each sequence is reserved KV for a p95 prompt plus the max output, throughput and
     queues use the typical request; ``max_queue_wait_seconds`` bounds how long an
     admitted request may wait.
+
+    ``pipeline_parallel`` spreads one replica over that many nodes (vLLM pipeline stages,
+    tensor parallel within each node); ``data_parallel`` and ``expert_parallel`` are
+    vLLM's MoE options: data-parallel attention ranks (each holds its own KV cache, the
+    experts are sharded across all ranks) and expert placement instead of tensor-sliced
+    experts. All three are vLLM-only.
 
     Raises ``SizingError`` when the runtime would refuse to start, the weights do not
     fit, or an override asks for more than the runtime would allocate; the message
@@ -596,9 +650,23 @@ def plan_runtime(model: ModelSpec, instance: InstanceSpec, *, runtime: str, max_
         raise SizingError(f"stack {stack!r}, model {model_name!r}: {runtime} overrides "
                           f"{', '.join(unknown)} are not sizing flags; overridable: "
                           f"{', '.join(OVERRIDABLE[runtime])}")
+    where = f"stack {stack!r}, model {model_name!r}"
+    if runtime != "vllm" and (pipeline_parallel > 1 or data_parallel > 1 or expert_parallel):
+        raise SizingError(f"{where}: pipeline_parallel, data_parallel and expert_parallel are "
+                          f"vLLM options; {runtime} serves one node with tensor parallelism only")
+    if pipeline_parallel < 1 or data_parallel < 1:
+        raise SizingError(f"{where}: pipeline_parallel {pipeline_parallel} and data_parallel "
+                          f"{data_parallel} must be at least 1")
+    if pipeline_parallel > 1 and data_parallel > 1:
+        raise SizingError(f"{where}: data-parallel attention across pipeline stages is not "
+                          f"supported here; use pipeline_parallel (nodes) or data_parallel, not both")
+    if (expert_parallel or data_parallel > 1) and not model.is_moe:
+        raise SizingError(f"{where}: expert_parallel and data_parallel (data-parallel attention) "
+                          f"are for MoE models; {model.name} is dense, use tensor_parallel")
     request = _Request(model, instance, runtime, quantization, max_context, tensor_parallel,
                        gpu_memory_utilization, overrides, stack, model_name,
-                       workload or family_default(model), max_queue_wait_seconds)
+                       workload or family_default(model), max_queue_wait_seconds,
+                       pipeline_parallel, data_parallel, expert_parallel)
     try:
         return _plan(request)
     except _Misfit as misfit:
@@ -671,13 +739,20 @@ def _valid_tensor_parallel_sizes(model: ModelSpec, gpu_count: int) -> list[int]:
 
 
 def _resolve_tensor_parallel(request: _Request) -> int:
-    valid = _valid_tensor_parallel_sizes(request.model, request.instance.gpu_count)
+    # Data-parallel ranks share the node's GPUs with tensor parallelism (TP x DP per node).
+    per_rank = request.instance.gpu_count // request.data_parallel
+    if per_rank < 1:
+        raise _Misfit("tp", f"data_parallel {request.data_parallel} needs at least "
+                      f"{request.data_parallel} GPUs but {request.instance.name} has "
+                      f"{request.instance.gpu_count}", request)
+    valid = _valid_tensor_parallel_sizes(request.model, per_rank)
     if request.tensor_parallel is None:
         return max(valid)
     tp = request.tensor_parallel
-    if tp > request.instance.gpu_count:
-        raise _Misfit("tp", f"tensor parallel size {tp} needs {tp} GPUs but "
-                      f"{request.instance.name} has {request.instance.gpu_count}", request)
+    if tp * request.data_parallel > request.instance.gpu_count:
+        ranks = f" x data parallel {request.data_parallel}" if request.data_parallel > 1 else ""
+        raise _Misfit("tp", f"tensor parallel size {tp}{ranks} needs {tp * request.data_parallel} "
+                      f"GPUs but {request.instance.name} has {request.instance.gpu_count}", request)
     if tp not in valid:
         raise _Misfit(
             "tp",
@@ -707,12 +782,17 @@ def _check_graph_headroom(request: _Request, enforce_eager: bool) -> None:
         + (" (or --enforce-eager, slower)" if request.runtime == "vllm" else ""), request)
 
 
+def _layout(request: _Request, tp: int) -> str:
+    pp, dp = request.pipeline_parallel, request.data_parallel
+    return f"TP={tp}" + (f", PP={pp}" if pp > 1 else "") + (f", DP={dp}" if dp > 1 else "")
+
+
 def _check_fit(request: _Request, memory: MemoryBudget, tp: int, need_tokens: int) -> None:
     gpu, util = request.instance.gpu, request.gpu_memory_utilization
     if not memory.weights_fit:
         raise _Misfit(
             "weights",
-            f"weights need {memory.weights_gib:.1f} GiB per GPU (TP={tp}) and start-up "
+            f"weights need {memory.weights_gib:.1f} GiB per GPU ({_layout(request, tp)}) and start-up "
             f"overhead {memory.overhead_gib:.1f} GiB, but "
             f"{util:.2f} x {gpu.usable_gib:.1f} GiB gives {memory.budget_gib:.1f} GiB", request)
     if memory.kv_capacity_tokens < need_tokens:
@@ -726,8 +806,10 @@ def _check_fit(request: _Request, memory: MemoryBudget, tp: int, need_tokens: in
 
 
 def _throughput(request: _Request, memory: MemoryBudget, tp: int, running: int) -> float:
+    """Per engine: `running` sequences on the GPUs of one data-parallel rank (all stages)."""
     w = request.workload
-    return estimate_capacity_rps(request.model, request.instance, runtime=request.runtime, gpus=tp,
+    return estimate_capacity_rps(request.model, request.instance, runtime=request.runtime,
+                                 gpus=tp * request.pipeline_parallel,
                                  weight_bytes_per_gpu=memory.weights_gib * GIB,
                                  kv_bytes_per_token_per_gpu=memory.kv_bytes_per_token,
                                  concurrency=running, prompt_tokens=w.prompt_typical,
@@ -764,7 +846,9 @@ def _plan_vllm(request: _Request) -> RuntimePlan:
         return gpu_memory_budget(model, gpu_total_gib=gpu.usable_gib, gpu_memory_utilization=util,
                                  tensor_parallel=tp, quantization=request.quantization,
                                  prefill_tokens=batched, max_num_seqs=seqs,
-                                 kv_dtype_bytes=kv_dtype_bytes, profile=profile)
+                                 kv_dtype_bytes=kv_dtype_bytes, profile=profile,
+                                 pipeline_parallel=request.pipeline_parallel,
+                                 data_parallel=request.data_parallel)
 
     sequence_tokens = request.workload.sequence_tokens
     asked_seqs = (_as_int(request, "--max-num-seqs", o["--max-num-seqs"])
@@ -793,14 +877,22 @@ def _plan_vllm(request: _Request) -> RuntimePlan:
     # An explicit --max-num-seqs above what the cache holds is admitted by vLLM and then
     # preempted: only the sequences the cache holds at the max output count as capacity.
     running = max(1, min(max_num_seqs, capacity // sequence_tokens))
-    rps = _throughput(request, memory, tp, running)
-    inflight = running + math.floor(rps * request.max_queue_wait_seconds)
-
+    # Everything above is one engine (one data-parallel rank: its own scheduler, where
+    # --max-num-seqs applies, and its own KV cache); a replica runs `dp` of them.
+    dp = request.data_parallel
+    rps = dp * _throughput(request, memory, tp, running)
     notes = [f"KV pool {memory.kv_pool_gib:.2f} GiB per GPU ({capacity} tokens) after a "
              f"{KV_SAFETY_FRACTION:.0%} safety margin; {running} sequences of "
              f"{request.workload.prompt_p95} + {request.workload.output_max} tokens"]
-    if tp < instance.gpu_count:
-        notes.append(f"{instance.gpu_count - tp} of {instance.gpu_count} GPUs idle at TP={tp}")
+    if dp > 1:
+        notes.append(f"{dp} data-parallel ranks, each with its own KV cache of {capacity} "
+                     f"tokens and up to {max_num_seqs} sequences")
+    full_contexts = dp * (capacity // max_model_len)
+    running, capacity = dp * running, dp * capacity
+    inflight = running + math.floor(rps * request.max_queue_wait_seconds)
+    if tp * dp < instance.gpu_count:
+        notes.append(f"{instance.gpu_count - tp * dp} of {instance.gpu_count} GPUs idle at "
+                     f"{_layout(request, tp)}")
     args: dict[str, Any] = {
         "--max-model-len": max_model_len,
         "--max-num-seqs": max_num_seqs,
@@ -808,6 +900,12 @@ def _plan_vllm(request: _Request) -> RuntimePlan:
         "--tensor-parallel-size": tp,
         "--gpu-memory-utilization": util,
     }
+    if request.pipeline_parallel > 1:
+        args["--pipeline-parallel-size"] = request.pipeline_parallel
+    if dp > 1:
+        args["--data-parallel-size"] = dp
+    if request.expert_parallel:
+        args["--enable-expert-parallel"] = True
     if kv_dtype_bytes != 2.0:
         args["--kv-cache-dtype"] = o["--kv-cache-dtype"]
     if enforce_eager:
@@ -818,7 +916,7 @@ def _plan_vllm(request: _Request) -> RuntimePlan:
         notes.append(f"serve a pre-quantized {request.quantization} checkpoint; vLLM reads "
                      f"the method from its config (forcing --quantization disables Marlin)")
     return _paged_plan(request, tp, max_model_len, batched, memory, capacity,
-                       capacity // max_model_len, running, inflight, rps, args, notes)
+                       full_contexts, running, inflight, rps, args, notes)
 
 
 def _plan_tgi(request: _Request) -> RuntimePlan:
@@ -917,12 +1015,15 @@ def _paged_plan(request: _Request, tp: int, max_model_len: int, batched: int,
         stack=request.stack, model_name=request.model_name, model=request.model.name,
         instance_type=request.instance.name, runtime=request.runtime,
         image=get_runtime_image(request.runtime).reference, quantization=request.quantization,
-        tensor_parallel=tp, gpus_per_replica=tp,
+        tensor_parallel=tp,
+        gpus_per_replica=tp * request.pipeline_parallel * request.data_parallel,
         gpu_memory_utilization=request.gpu_memory_utilization,
         max_model_len=max_model_len, max_num_batched_tokens=batched, memory=memory,
         kv_capacity_tokens=capacity, max_concurrent_sequences=max_sequences,
         running_slots=running, max_inflight_requests=inflight, capacity_rps=rps, args=args,
-        workload=request.workload, assumptions=_assumptions(request), notes=tuple(notes))
+        workload=request.workload, assumptions=_assumptions(request), notes=tuple(notes),
+        pipeline_parallel=request.pipeline_parallel, data_parallel=request.data_parallel,
+        expert_parallel=request.expert_parallel)
 
 
 def _plan_ollama(request: _Request) -> RuntimePlan:
@@ -1072,6 +1173,14 @@ def _suggestions(misfit: _Misfit) -> list[str]:
         for tp in _valid_tensor_parallel_sizes(request.model, request.instance.gpu_count):
             if tp != request.tensor_parallel and _fits(replace(request, tensor_parallel=tp)):
                 fixes.append(f"tensor_parallel {tp} on {request.instance.name}")
+                break
+    # vLLM only: the same instance type, two or more nodes per replica (EKS LeaderWorkerSet).
+    if request.runtime == "vllm" and request.pipeline_parallel == 1 and request.data_parallel == 1:
+        for nodes in (2, 3, 4):
+            candidate = _fits(replace(request, pipeline_parallel=nodes, tensor_parallel=None))
+            if candidate:
+                fixes.append(f"pipeline_parallel {nodes} ({nodes} x {request.instance.name} per "
+                             f"replica, TP={candidate.tensor_parallel}; platform eks only)")
                 break
     # The smallest catalog instance type that takes the same model, runtime and context.
     for instance in instances_by_size():

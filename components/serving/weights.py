@@ -19,7 +19,8 @@ VERIFY_WEIGHTS_SH = r"""if [ ! -f SHA256SUMS ] && [ "$WEIGHTS_SOURCE" = hub ]; t
 fi
 # 1. the manifest is the one the inventory pins; 2. every file matches it; 3. nothing unlisted.
 echo "$MANIFEST_SHA256  SHA256SUMS" | sha256sum --check --strict --quiet -
-sha256sum --check --strict --quiet SHA256SUMS
+n=$(nproc);c=$(mktemp -d);split -en r/$n SHA256SUMS $c/
+find $c -type f|xargs -n1 -P$n sha256sum -c --strict --quiet;rm -r $c
 listed=$(awk '{sub(/^\*/, "", $2); print $2}' SHA256SUMS | sed 's#^\./##' | LC_ALL=C sort)
 present=$(find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort)
 [ "$listed" = "$present" ] || { echo "weights: files not in the manifest" >&2; exit 1; }
@@ -28,3 +29,21 @@ present=$(find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort)
 # What an operator runs over a trusted copy of the weights to get `manifest_sha256`.
 PIN_COMMAND = ("find . -type f ! -name SHA256SUMS -printf '%P\\n' | LC_ALL=C sort | "
                "xargs -r -d '\\n' sha256sum > SHA256SUMS && sha256sum SHA256SUMS")
+
+# How many S3 requests the AWS CLI keeps in flight (its default is 10). Safetensors shards
+# are several GiB each: more concurrent ranged GETs fill a 100+ Gbps NIC
+# (https://docs.aws.amazon.com/cli/latest/topic/s3-config.html: max_concurrent_requests,
+# S3 performance guidelines: parallel requests).
+S3_MAX_CONCURRENT_REQUESTS = 64
+
+
+
+def s3_download_command(source: str, destination: str, *, resume: bool = False) -> str:
+    """Shell lines downloading `source` (an S3 prefix) into `destination` with
+    S3_MAX_CONCURRENT_REQUESTS requests in flight (set in the CLI's config under $HOME).
+    Arguments are shell words, quoted by the caller. `resume`: `aws s3 sync`, which skips
+    files already complete (an init container that restarts keeps its emptyDir);
+    otherwise `aws s3 cp --recursive` into a fresh directory."""
+    verb = "sync" if resume else "cp --recursive"
+    return (f"aws configure set default.s3.max_concurrent_requests {S3_MAX_CONCURRENT_REQUESTS}\n"
+            f"aws s3 {verb} --only-show-errors {source} {destination}\n")

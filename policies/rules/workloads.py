@@ -222,6 +222,24 @@ def parse_flags(tokens: list[str]) -> dict[str, list[Any]]:
     return flags
 
 
+# A multi-node vLLM replica's workers (LeaderWorkerSet workerTemplate) run the vLLM image
+# but only join the leader's Ray cluster: `ray start --address ...`, or vLLM's helper
+# `multi-node-serving.sh worker --ray_address=...`. They serve no HTTP, so request limits
+# and probes belong to the leader that does.
+_RAY_WORKER = re.compile(r"(^|\s)ray\s+start\b(?=.*--address)(?!.*--head)|multi-node-serving\.sh\s+worker\b")
+_SERVES = re.compile(_COMMAND_PATTERNS[0][1].pattern + "|" + _COMMAND_PATTERNS[1][1].pattern + "|"
+                     + _COMMAND_PATTERNS[2][1].pattern)
+
+
+def is_ray_worker(container: dict, tokens: list[str], saw_unknown: bool) -> bool:
+    """Only a fully known command that joins a Ray cluster, starts no server, and exposes
+    no port; anything unknown stays a model server (fail closed)."""
+    if saw_unknown or container.get("ports"):
+        return False
+    text = " ".join(tokens)
+    return bool(_RAY_WORKER.search(text)) and not _SERVES.search(text)
+
+
 def container_serving(path: str, container: Any) -> Optional[Serving]:
     """The model server a container runs, if it runs one."""
     if not isinstance(container, dict):
@@ -231,6 +249,8 @@ def container_serving(path: str, container: Any) -> Optional[Serving]:
     items = ([command] if is_unknown(command) else list(command or [])) + \
             ([args] if is_unknown(args) else list(args or []))
     tokens, saw_unknown = tokens_of(items)
+    if is_ray_worker(container, tokens, saw_unknown):
+        return None
     runtime = runtime_of_image(container.get("image"))
     if runtime is None:
         env_names = " ".join(e.get("name", "") for e in container.get("env") or []
