@@ -261,8 +261,10 @@ def test_one_service_selects_the_leader_and_the_pdb_and_autoscaler_act_per_group
     pdb = run.one("kubernetes:policy/v1:PodDisruptionBudget", "r1-pdb").inputs
     assert pdb["spec"]["maxUnavailable"] == 1 and "role" not in pdb["spec"]["selector"]["matchLabels"]
     policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "r1-network-policy").inputs
-    peers = [r for r in policy["spec"]["ingress"] if "podSelector" in r["from"][0]]
-    assert peers and peers[0]["from"][0]["podSelector"]["matchLabels"] == policy["spec"]["podSelector"]["matchLabels"]
+    own = policy["spec"]["podSelector"]["matchLabels"]
+    peers = [r for r in policy["spec"]["ingress"]
+             if r["from"] == [{"podSelector": {"matchLabels": own}}] and "ports" not in r]
+    assert len(peers) == 1  # the group's own pods, on every port (Ray, NCCL)
 
 
 def test_single_node_models_keep_their_deployment(run):
