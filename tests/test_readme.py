@@ -42,3 +42,18 @@ def test_model_table_in_readme_is_generated_from_catalog_and_sizing():
     # The flagships' layouts are there, with the multi-node one on EKS only.
     assert "| deepseek-r1 | vllm | fp8 | 2 x p5.48xlarge |" in readme
     assert "| deepseek-v3 | vllm | fp8 | p5e.48xlarge | TP 8 |" in readme
+
+
+def test_the_bench_figures_in_the_readme_describe_the_current_stacks():
+    # The table is written by `make bench README=1`; a stack whose resource count moved since
+    # means the quoted timings are of another program.
+    from tools import bench, preview, stack_files
+    readme = (ROOT / "README.md").read_text()
+    section = bench.README_MARKERS.search(readme).group(2)
+    quoted = {cells[0]: int(cells[2]) for cells in
+              ([c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+               if line.startswith("| ") and not line.startswith("| scenario"))}
+    for stack in stack_files.committed_stacks():
+        assert stack in quoted, f"README bench table lacks {stack}: run make bench README=1"
+        resources = preview.preview(stack, with_policies=False)["summary"]["resources"]
+        assert quoted[stack] == resources, f"{stack}: README quotes {quoted[stack]}, plan has {resources}: run make bench README=1"

@@ -49,8 +49,31 @@ def inventory_with_models(count: int, template: Optional[dict[str, Any]] = None)
         model["name"] = f"m{index:03d}-{model['name']}"[:63].rstrip("-")
         models.append(model)
     inventory["models"] = models
+    _fit_pools(inventory, count)
     _fit_tiers(inventory, count)
     return inventory
+
+
+def _fit_pools(inventory: dict[str, Any], count: int) -> None:
+    """One GPU pool per cloned model (a copy of the template's pool it ran on), sized for that
+    model's rollout at full scale: the pools stay within the inventory's and the pack's
+    limits however many models are cloned, and resources grow linearly with models."""
+    from components.serving import catalog
+    from components.serving.rollout import nodes_for_rollout, pool_demands
+
+    if inventory.get("platform") != "eks":
+        return
+    templates = {pool["name"]: pool for pool in inventory["eks"]["gpu_pools"]}
+    pools = []
+    for index, model in enumerate(inventory["models"]):
+        pool = copy.deepcopy(templates[model["node_pool"]])
+        pool["name"] = model["node_pool"] = f"p{index:03d}"
+        pools.append(pool)
+    inventory["eks"]["gpu_pools"] = pools
+    parsed = parse_inventory(inventory, stack=stack_name(count), secret_keys=_secret_keys(inventory))
+    for raw, pool in zip(pools, parsed.eks.gpu_pools):
+        gpus_per_node = catalog.get_instance(pool.instance_type).gpu_count
+        raw["max_size"] = max(raw.get("max_size", 1), nodes_for_rollout(pool_demands(parsed, pool), gpus_per_node))
 
 
 def _fit_tiers(inventory: dict[str, Any], count: int) -> None:

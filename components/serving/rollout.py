@@ -63,25 +63,33 @@ def nodes_for_rollout(demands: list[PoolDemand], gpus_per_node: int) -> int:
                for d in demands)
 
 
+def pool_demands(inventory: Inventory, pool) -> list[PoolDemand]:
+    """What the models scheduled on an EKS GPU pool ask of it at full scale."""
+    from components.serving import catalog
+    from components.serving.runtimes import render_for_inventory
+
+    instance = catalog.get_instance(pool.instance_type)
+    demands = []
+    for model in (m for m in inventory.models if m.node_pool == pool.name):
+        launch = render_for_inventory(inventory, model)
+        # Tensor x data-parallel GPUs per node, times the nodes a replica spans.
+        gpus = (launch.capacity.gpus_per_node * launch.capacity.pipeline_parallel
+                if launch.capacity else instance.gpu_count)
+        demands.append(PoolDemand(model.name, model.max_replicas, gpus))
+    return demands
+
+
 def check_rollout_headroom(inventory: Inventory, stack: str) -> None:
     """Refuse an EKS GPU pool whose max_size leaves no room for the rollout surge."""
     if inventory.platform != "eks" or inventory.eks is None:
         return
     from components.serving import catalog
-    from components.serving.runtimes import render_for_inventory
 
     for index, pool in enumerate(inventory.eks.gpu_pools):
-        models = [m for m in inventory.models if m.node_pool == pool.name]
-        if not models:
+        demands = pool_demands(inventory, pool)
+        if not demands:
             continue
         instance = catalog.get_instance(pool.instance_type)
-        demands = []
-        for model in models:
-            launch = render_for_inventory(inventory, model)
-            # Tensor x data-parallel GPUs per node, times the nodes a replica spans.
-            gpus = (launch.capacity.gpus_per_node * launch.capacity.pipeline_parallel
-                    if launch.capacity else instance.gpu_count)
-            demands.append(PoolDemand(model.name, model.max_replicas, gpus))
         needed = nodes_for_rollout(demands, instance.gpu_count)
         if pool.max_size >= needed:
             continue

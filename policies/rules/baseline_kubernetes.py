@@ -39,8 +39,27 @@ def namespace_of(res: StackResource) -> Any:
     return namespace  # unknown
 
 
-def _same_namespace(a: Any, b: Any) -> bool:
-    return not is_unknown(a) and not is_unknown(b) and a == b
+def _namespace_key(namespace: Any) -> Any:
+    # Names and ("resource", urn) pairs hash; anything odd a program wrote is keyed by its repr.
+    try:
+        hash(namespace)
+        return namespace
+    except TypeError:
+        return repr(namespace)
+
+
+def _by_namespace(items: list, namespace: Any) -> tuple[dict, bool]:
+    """Items grouped by their known namespace (one pass, so stack rules stay linear in the
+    number of resources), and whether any item's namespace is unknown."""
+    grouped: dict = {}
+    unknown_seen = False
+    for item in items:
+        key = namespace(item)
+        if is_unknown(key):
+            unknown_seen = True
+            continue
+        grouped.setdefault(_namespace_key(key), []).append(item)
+    return grouped, unknown_seen
 
 
 def _show_namespace(namespace: Any, stack: Stack) -> str:
@@ -141,20 +160,21 @@ def _is_default_deny_ingress(policy: StackResource) -> Optional[bool]:
 
 
 def _check_default_deny(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
-    policies = [(namespace_of(p), p) for p in stack.of_type(NETWORK_POLICY)]
+    policies, policy_namespace_unknown = _by_namespace(stack.of_type(NETWORK_POLICY), namespace_of)
     reported: set = set()
     for model in model_pods(stack):
         namespace = namespace_of(model.owner)
         if is_unknown(namespace):
             yield model.owner.urn, cannot_check("metadata.namespace")
             continue
-        if namespace in reported:
+        key = _namespace_key(namespace)
+        if key in reported:
             continue
-        verdicts = [_is_default_deny_ingress(p) for ns, p in policies if _same_namespace(ns, namespace)]
+        verdicts = [_is_default_deny_ingress(p) for p in policies.get(key, [])]
         if any(v is True for v in verdicts):
             continue
-        reported.add(namespace)
-        if any(v is None for v in verdicts) or any(is_unknown(ns) for ns, _ in policies):
+        reported.add(key)
+        if any(v is None for v in verdicts) or policy_namespace_unknown:
             yield model.owner.urn, cannot_check(
                 "NetworkPolicies of its namespace", "are unknown during preview, so a default deny")
             continue
@@ -207,7 +227,7 @@ def _ports_overlap(rule_ports: Any, model_ports: list) -> bool:
 
 
 def _check_namespace_peers(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
-    models = model_pods(stack)
+    models_by_namespace, _ = _by_namespace(model_pods(stack), lambda model: namespace_of(model.owner))
     for policy in stack.of_type(NETWORK_POLICY):
         spec = policy.props.get("spec")
         if is_unknown(spec):
@@ -216,9 +236,7 @@ def _check_namespace_peers(stack: Stack, config: dict) -> Iterator[tuple[str, Fi
         spec = as_dict(spec)
         namespace = namespace_of(policy)
         targets = []
-        for model in models:
-            if not _same_namespace(namespace_of(model.owner), namespace):
-                continue
+        for model in [] if is_unknown(namespace) else models_by_namespace.get(_namespace_key(namespace), []):
             selected = selector_matches(spec.get("podSelector"), model.pod.labels)
             if selected is not False:
                 targets.append(model)
