@@ -24,3 +24,6 @@ def _local_traffic_only(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
+    # `make test` exports MAKELEVEL, and the tools then name make variables in their
+    # messages; tests run the tools as a direct command unless they set it themselves.
+    monkeypatch.delenv("MAKELEVEL", raising=False)
