@@ -4,49 +4,27 @@ from __future__ import annotations
 
 import datetime
 import json
-import socket
 import stat
-import time
-import urllib.request
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
+from tests.moto_server import moto_server, reset
 from tools import rotate_key
 
 REGION = "us-east-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def endpoint():
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"moto server on {url} did not answer within 30 s")
-            time.sleep(0.1)
-    yield url
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
 def gateway(endpoint, monkeypatch):
     """A usage plan per tier with one client key each, as the stack creates them."""
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    reset(endpoint)
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import logging
 import random
 import re
 import socket
@@ -21,8 +20,8 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
+from tests.moto_server import moto_server
 from tests.smoke_servers import DEFAULT_MODELS, FakeGateway, GatewayBehaviour, Scripted, ScriptedServer
 from tools import smoke
 from tools.client_policy import (
@@ -68,12 +67,8 @@ def isolated_aws(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def aws_endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 def _aws_client(service: str, endpoint: str):
