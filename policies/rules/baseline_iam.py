@@ -10,19 +10,23 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator
 
-from pulumi_policy import Severity
-
-from ._framework import FAMILY_BASELINE, Finding, Resource, cannot_check, resource_policy, violation
-from ._wire import as_dict, as_list, is_unknown, show
+from ._framework import (
+    FAMILY_BASELINE,
+    Finding,
+    Resource,
+    cannot_check,
+    resource_policy,
+    violation,
+)
+from ._wire import as_dict, as_list, is_unknown
 from .iam_documents import (
     SOURCE_KEYS,
-    Unreadable,
     grants_everything,
     open_principals,
-    parse,
     principal_unknown,
     restricting_keys,
     service_principals,
+    statements_to_judge,
 )
 
 # ---- permissions: documents and attachments ---------------------------------------------
@@ -91,17 +95,9 @@ def _documents(res: Resource) -> list[tuple[str, Any]]:
 
 
 def judge_permissions(path: str, value: Any) -> Iterator[Finding]:
-    try:
-        statements = parse(value, path)
-    except Unreadable as error:
-        yield violation(path, None, f"{error}, so AWS rejects it or its grants cannot be read",
-                        "write the document as JSON with a Statement list", rendered="unreadable")
-        return
-    if statements is None:
-        return
-    if is_unknown(statements):
-        yield cannot_check(path)
-        return
+    statements, findings = statements_to_judge(value, path, "AWS rejects it or its grants cannot be read",
+                                               "write the document as JSON with a Statement list")
+    yield from findings
     for statement in statements:
         broad = grants_everything(statement)
         if is_unknown(broad):
@@ -179,17 +175,10 @@ def _service_name(identifier: str) -> str:
 
 def _check_trust(res: Resource, config: dict) -> Iterator[Finding]:
     prone = {s.lower() for s in config.get("confusedDeputyServices") or []}
-    try:
-        statements = parse(res.get("assumeRolePolicy"), "assumeRolePolicy")
-    except Unreadable as error:
-        yield violation("assumeRolePolicy", None, f"{error}, so who may assume the role cannot be read",
-                        "write the trust policy as JSON with a Statement list", rendered="unreadable")
-        return
-    if statements is None:
-        return
-    if is_unknown(statements):
-        yield cannot_check("assumeRolePolicy")
-        return
+    statements, findings = statements_to_judge(res.get("assumeRolePolicy"), "assumeRolePolicy",
+                                               "who may assume the role cannot be read",
+                                               "write the trust policy as JSON with a Statement list")
+    yield from findings
     for statement in statements:
         if not statement.allows:
             continue

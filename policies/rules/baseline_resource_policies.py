@@ -14,9 +14,21 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from ._framework import FAMILY_BASELINE, Finding, Resource, cannot_check, resource_policy, violation
-from ._wire import as_list, is_unknown, show
-from .iam_documents import Unreadable, open_principals, parse, principal_unknown, restricting_keys
+from ._framework import (
+    FAMILY_BASELINE,
+    Finding,
+    Resource,
+    cannot_check,
+    resource_policy,
+    violation,
+)
+from ._wire import is_unknown, show
+from .iam_documents import (
+    open_principals,
+    principal_unknown,
+    restricting_keys,
+    statements_to_judge,
+)
 
 # ---- public resource policies ---------------------------------------------------------------
 
@@ -45,17 +57,9 @@ KEY_POLICY_PATHS = {
 
 def open_statements(path: str, value: Any, what: str, fix: str) -> Iterator[Finding]:
     """Allow statements of a resource policy that admit anyone without a restricting condition."""
-    try:
-        statements = parse(value, path)
-    except Unreadable as error:
-        yield violation(path, None, f"{error}, so who it admits cannot be read",
-                        "write the policy as JSON with a Statement list", rendered="unreadable")
-        return
-    if statements is None:
-        return
-    if is_unknown(statements):
-        yield cannot_check(path)
-        return
+    statements, findings = statements_to_judge(value, path, "who it admits cannot be read",
+                                               "write the policy as JSON with a Statement list")
+    yield from findings
     for statement in statements:
         if not statement.allows:
             continue

@@ -286,3 +286,19 @@ def iter_documents(items: list[tuple[str, Any]]) -> Iterator[tuple[str, Optional
     """(path, statements) for each (path, value); raises Unreadable like parse()."""
     for path, value in items:
         yield path, parse(value, path)
+
+
+def statements_to_judge(value: Any, path: str, unreadable_means: str, fix: str) -> tuple[list[Statement], list]:
+    """The document's statements, or the findings that stand in for them: an unreadable
+    document is a violation, one unknown during preview cannot be checked, none is nothing."""
+    from ._framework import cannot_check, violation
+
+    try:
+        statements = parse(value, path)
+    except Unreadable as error:
+        return [], [violation(path, None, f"{error}, so {unreadable_means}", fix, rendered="unreadable")]
+    if statements is None:
+        return [], []
+    if is_unknown(statements):
+        return [], [cannot_check(path)]
+    return statements, []
