@@ -654,17 +654,38 @@ class Domain(_Strict):
     hosted_zone_id: Optional[str] = Field(default=None, pattern=r"^Z[A-Z0-9]{4,32}$")
 
 
+# A Cognito custom scope, `<resource server identifier>/<scope name>`: both parts in OAuth's
+# scope-token characters (RFC 6749 3.3), the name without "/" (Cognito ResourceServerScopeType).
+_COGNITO_SCOPE = r"^[\x21\x23-\x5B\x5D-\x7E]+/[\x21\x23-\x2E\x30-\x5B\x5D-\x7E]+$"
+
+
 class Authorizer(_Strict):
     type: Literal["cognito", "lambda"]
     user_pool_arns: list[Annotated[str, Field(pattern=_arn("cognito-idp"))]] = []
     function_arn: Optional[str] = Field(default=None, pattern=_arn("lambda"))
+    # Cognito: the custom scopes every method requires. With scopes set API Gateway accepts only
+    # an access token that carries one of them; without, it accepts the user pool's ID tokens
+    # (AWS "Integrate a REST API with an Amazon Cognito user pool"), so type cognito needs them.
+    scopes: list[Annotated[str, Field(pattern=_COGNITO_SCOPE)]] = []
 
     @model_validator(mode="after")
     def _fields(self) -> "Authorizer":
         if self.type == "cognito" and not self.user_pool_arns:
             raise PydanticCustomError("authorizer", "type cognito needs user_pool_arns")
+        if self.type == "cognito" and not self.scopes:
+            raise PydanticCustomError(
+                "authorizer_scopes",
+                "type cognito needs scopes: the custom scopes (<resource server>/<scope>, e.g. "
+                "deepseek-api/invoke) an access token must carry; without them API Gateway accepts "
+                "ID tokens, which any app client of the pool can obtain for any signed-in user")
         if self.type == "lambda" and not self.function_arn:
             raise PydanticCustomError("authorizer", "type lambda needs function_arn")
+        if self.type == "lambda" and self.scopes:
+            raise PydanticCustomError(
+                "authorizer_scopes", "scopes apply to cognito authorizers only; a lambda authorizer "
+                "checks its token itself: remove scopes")
+        if len(set(self.scopes)) != len(self.scopes):
+            raise PydanticCustomError("authorizer_scopes", "scopes lists a scope twice")
         return self
 
 
@@ -1047,6 +1068,8 @@ def _pattern_hint(path: tuple) -> str:
         "hosted_zone_id": "give a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ (Z and "
                           "4 to 32 capital letters or digits)",
         "availability_zones": "give zone names of the inventory's region, such as us-east-1a",
+        "scopes": "give a Cognito custom scope, <resource server identifier>/<scope name>, such as "
+                  "deepseek-api/invoke (no spaces, quotes or backslashes; no / in the scope name)",
     }
     if path[:2] == ("gateway", "domain") and leaf == "name":
         return "give a DNS name such as llm.api.example.com (lowercase, at least one dot)"

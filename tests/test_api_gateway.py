@@ -31,7 +31,7 @@ from components.gateway.api import (
     gateway_throttles,
     routes_for,
 )
-from components.config import Inventory, parse_inventory
+from components.config import Inventory, InventoryError, parse_inventory
 from components.gateway.responses import render_gateway_responses
 from components.serving.runtimes import request_bytes_for
 from tools import mock_engine, stack_files
@@ -125,6 +125,57 @@ def test_methods_use_the_cognito_authorizer_when_the_inventory_names_one():
     for method in run.by_type(METHOD):
         assert method.inputs["authorization"] == "COGNITO_USER_POOLS"
         assert authorizer.urn in method.property_dependencies["authorizerId"]
+
+
+@pytest.mark.parametrize("stack", ("prod", "flagship"))
+def test_cognito_methods_require_the_inventory_scopes_so_only_access_tokens_pass(stack):
+    run = cached_run(stack)
+    inventory, _, _ = inventory_for(stack)
+    scopes = inventory.gateway.authorizer.scopes
+    assert scopes == ["deepseek-api/invoke"]
+    methods = run.by_type(METHOD)
+    assert methods
+    for method in methods:
+        assert method.inputs["authorization"] == "COGNITO_USER_POOLS", method.name
+        assert method.inputs["authorizationScopes"] == scopes, method.name
+
+
+def test_methods_without_a_cognito_authorizer_carry_no_scopes():
+    function = "arn:aws:lambda:us-east-1:123456789012:function:jwt-check"
+    for run in (cached_run("dev"), gateway_run("dev", lambda inv: inv["gateway"].update(
+            authorizer={"type": "lambda", "function_arn": function}))):
+        for method in run.by_type(METHOD):
+            assert "authorizationScopes" not in method.inputs, method.name
+
+
+@pytest.mark.parametrize("authorizer, fragment", [
+    ({"type": "cognito"}, "needs scopes"),
+    ({"type": "cognito", "scopes": []}, "needs scopes"),
+    ({"type": "cognito", "scopes": ["invoke"]}, "<resource server identifier>/<scope name>"),
+    ({"type": "cognito", "scopes": ["deepseek-api/"]}, "<resource server identifier>/<scope name>"),
+    ({"type": "cognito", "scopes": ["deepseek api/invoke"]}, "<resource server identifier>/<scope name>"),
+    ({"type": "cognito", "scopes": ["deepseek-api/invoke", "deepseek-api/invoke"]}, "twice"),
+    ({"type": "lambda", "function_arn": "arn:aws:lambda:us-east-1:123456789012:function:jwt-check",
+      "scopes": ["deepseek-api/invoke"]}, "cognito authorizers only"),
+])
+def test_a_cognito_authorizer_without_valid_scopes_is_refused_naming_the_key(authorizer, fragment):
+    pool = {"user_pool_arns": ["arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_AbCdEfGhI"]}
+
+    def change(inv):
+        inv["gateway"]["authorizer"] = {**(pool if authorizer["type"] == "cognito" else {}), **authorizer}
+
+    with pytest.raises(InventoryError) as refused:
+        inventory_for("dev", change)
+    message = str(refused.value)
+    assert "stacks/Pulumi.dev.yaml" in message
+    assert "gateway.authorizer" in message
+    assert fragment in message
+
+
+def test_scopes_may_name_a_url_resource_server():
+    inventory, _, _ = inventory_for("prod", lambda inv: inv["gateway"]["authorizer"].update(
+        scopes=["https://llm.api.acme.example/invoke"]))
+    assert inventory.gateway.authorizer.scopes == ["https://llm.api.acme.example/invoke"]
 
 
 def test_without_an_authorizer_methods_rely_on_the_key_alone():
@@ -254,9 +305,13 @@ def test_redeploy_trigger_changes_when_a_route_changes():
 
     assert _redeployment("dev", add_model) != base
     assert _redeployment("dev", lambda inv: inv["gateway"].update(integration_timeout_ms=120_000)) != base
+    cognito = {"type": "cognito", "scopes": ["deepseek-api/invoke"], "user_pool_arns": [
+        "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_AbCdEfGhI"]}
+    with_cognito = _redeployment("dev", lambda inv: inv["gateway"].update(authorizer=cognito))
+    assert with_cognito != base
+    # A method's scopes are part of what a deployment snapshots.
     assert _redeployment("dev", lambda inv: inv["gateway"].update(
-        authorizer={"type": "cognito", "user_pool_arns": [
-            "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_AbCdEfGhI"]})) != base
+        authorizer={**cognito, "scopes": ["deepseek-api/admin"]})) != with_cognito
     # The size limit is in the 413 gateway response's text.
     assert _redeployment("dev", lambda inv: inv["gateway"].update(max_request_bytes=65536)) != base
 

@@ -166,13 +166,13 @@ def test_a_gateway_that_keeps_every_promise_passes_every_check(tmp_path, capsys,
 def test_a_stack_with_an_authorizer_passes_with_a_token_from_the_environment_never_printed(
         tmp_path, capsys, aws_endpoint, api_key, monkeypatch):
     key_id, key_value = api_key
-    token = "Bearer eyJ-smoke-id-token-" + uuid.uuid4().hex
+    token = "Bearer eyJ-smoke-access-token-" + uuid.uuid4().hex
     with FakeGateway(GatewayBehaviour(api_key=key_value, required_authorization=token)) as gateway:
         outputs = write_outputs(tmp_path, stack_outputs(gateway, smoke_api_key_id=key_id))
         without = run_smoke(capsys, "--stack", "prod", "--outputs", str(outputs), "--aws-endpoint-url", aws_endpoint)
-        monkeypatch.setenv("SMOKE_ID_TOKEN", token)
+        monkeypatch.setenv("SMOKE_ACCESS_TOKEN", token)
         code, out, err = run_smoke(capsys, "--stack", "prod", "--outputs", str(outputs),
-                                   "--aws-endpoint-url", aws_endpoint, "--authorization-env", "SMOKE_ID_TOKEN")
+                                   "--aws-endpoint-url", aws_endpoint, "--authorization-env", "SMOKE_ACCESS_TOKEN")
 
     assert without[0] == 1 and "list_models" in failed_checks(without[1])
     assert code == 0, out + err
@@ -181,12 +181,12 @@ def test_a_stack_with_an_authorizer_passes_with_a_token_from_the_environment_nev
 
 def test_an_unset_authorization_variable_stops_the_run(tmp_path, capsys, aws_endpoint, api_key, monkeypatch):
     key_id, key_value = api_key
-    monkeypatch.delenv("SMOKE_ID_TOKEN", raising=False)
+    monkeypatch.delenv("SMOKE_ACCESS_TOKEN", raising=False)
     with FakeGateway(GatewayBehaviour(api_key=key_value)) as gateway:
         outputs = write_outputs(tmp_path, stack_outputs(gateway, smoke_api_key_id=key_id))
         code, _, err = run_smoke(capsys, "--stack", "prod", "--outputs", str(outputs),
-                                 "--aws-endpoint-url", aws_endpoint, "--authorization-env", "SMOKE_ID_TOKEN")
-    assert code == 2 and "SMOKE_ID_TOKEN" in err
+                                 "--aws-endpoint-url", aws_endpoint, "--authorization-env", "SMOKE_ACCESS_TOKEN")
+    assert code == 2 and "SMOKE_ACCESS_TOKEN" in err
 
 
 def test_the_burst_stays_within_its_request_budget_when_nothing_throttles(tmp_path, capsys, aws_endpoint, api_key):

@@ -693,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--authorization-env", metavar="VAR",
         help="for stacks with an authorizer: send the value of environment variable VAR "
-             "(e.g. 'Bearer <Cognito ID token>') as the Authorization header; never printed",
+             "(e.g. 'Bearer <Cognito access token with the stack's scope>') as the Authorization header; never printed",
     )
     return parser
 

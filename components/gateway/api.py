@@ -7,7 +7,8 @@ own metrics and throttles. Each integration calls `https://<internal host>/v1/..
 so the runtimes' unauthenticated routes (`/health`, `/metrics`, `/tokenize`, `/pause`, ...)
 are unreachable through the gateway; nothing is mounted at the root, and a request for
 any other path gets the 404 gateway response. Every method has `api_key_required=True`,
-plus the Cognito or Lambda authorizer when the inventory names one.
+plus the Cognito or Lambda authorizer when the inventory names one; a Cognito method
+requires the inventory's scopes, so only access tokens granted one of them pass.
 
 Integrations. HTTP_PROXY over a VPC link (v1) to the model's internal NLB, HTTPS with the
 internal certificate's host name in the URI (it sets Host and the name verified; the
@@ -210,13 +211,29 @@ def backend_uri(backend: Backend, route: Route) -> str:
     return f"https://{backend.host}{port}{route.backend_path}"
 
 
-def method_definition(route: Route, authorization: str) -> dict:
-    return {
+def authorization_scopes(authorizer: Optional[AuthorizerSettings]) -> Optional[list[str]]:
+    """The scopes a Cognito-authorized method requires, None for other authorizations.
+
+    With scopes set, API Gateway accepts only an access token carrying one of them and
+    refuses the pool's ID tokens (AWS "Integrate a REST API with an Amazon Cognito user pool":
+    https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-enable-cognito-user-pool.html).
+    The inventory refuses a cognito authorizer without scopes.
+    """
+    if authorizer is None or authorizer.type != "cognito":
+        return None
+    return list(authorizer.scopes)
+
+
+def method_definition(route: Route, authorization: str, scopes: Optional[Sequence[str]] = None) -> dict:
+    definition = {
         "http_method": route.http_method,
         "authorization": authorization,
         "api_key_required": True,
         "request_parameters": {"method.request.path.proxy": True} if route.is_proxy else {},
     }
+    if scopes:
+        definition["authorization_scopes"] = list(scopes)
+    return definition
 
 
 def integration_definition(route: Route, backend: Backend, settings: GatewaySettings) -> dict:
@@ -250,12 +267,13 @@ def api_definition(settings: GatewaySettings, backends: Sequence[Backend],
     """Everything a deployment snapshots, as plain data (the `redeployment` trigger input)."""
     by_model = {b.model_name: b for b in backends}
     authorization = authorization_type(settings.authorizer)
+    scopes = authorization_scopes(settings.authorizer)
     routes = routes_for([b.model_name for b in backends])
     return {
         "authorizer": settings.authorizer.model_dump() if settings.authorizer else None,
         "routes": [
             {"resource_path": r.resource_path,
-             "method": method_definition(r, authorization),
+             "method": method_definition(r, authorization, scopes),
              "integration": integration_definition(r, by_model[r.model], settings)}
             for r in routes
         ],
@@ -612,6 +630,7 @@ class ApiGateway(pulumi.ComponentResource):
         name = self._name
         settings = args.settings
         authorization = authorization_type(settings.authorizer)
+        scopes = authorization_scopes(settings.authorizer)
         resources: dict[tuple[str, ...], aws.apigateway.Resource] = {}
 
         def resource_for(parts: tuple[str, ...]) -> aws.apigateway.Resource:
@@ -639,7 +658,7 @@ class ApiGateway(pulumi.ComponentResource):
         self.routes = routes_for(self.served_models)
         for route in self.routes:
             resource = resource_for(route.parts)
-            definition = method_definition(route, authorization)
+            definition = method_definition(route, authorization, scopes)
             method = aws.apigateway.Method(
                 f"{name}-method-{route.slug}",
                 rest_api=self.rest_api.id,
@@ -647,6 +666,7 @@ class ApiGateway(pulumi.ComponentResource):
                 http_method=definition["http_method"],
                 authorization=definition["authorization"],
                 authorizer_id=authorizer_id,
+                authorization_scopes=definition.get("authorization_scopes"),
                 api_key_required=definition["api_key_required"],
                 request_parameters=definition["request_parameters"] or None,
                 opts=self._child,

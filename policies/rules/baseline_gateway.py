@@ -18,6 +18,7 @@ from ._framework import (
     FAMILY_BASELINE, Finding, Resource, Stack, StackResource, cannot_check, resource_policy, stack_policy,
     violation,
 )
+from . import openapi_security
 from ._wire import as_bool, as_dict, as_list, is_unknown
 from .public_endpoints import LB_V2_TYPES, LISTENER_TYPES
 
@@ -238,5 +239,76 @@ NO_LITERAL_CREDENTIALS = resource_policy(
 )
 
 
+# ---- Cognito methods that accept ID tokens ----------------------------------------------------
+
+# With no scopes on a COGNITO_USER_POOLS method, API Gateway accepts the pool's ID tokens; with
+# scopes it accepts only an access token that carries one (AWS "Integrate a REST API with an
+# Amazon Cognito user pool"; CloudFormation AWS::ApiGateway::Method AuthorizationScopes).
+_SCOPES_WHY = ("a Cognito-authorized method without authorization scopes accepts ID tokens, which "
+               "every app client of the user pool receives for any signed-in user, so the pool's "
+               "whole population can call it; scopes demand an access token granted for this API")
+_SCOPES_FIX = ("set authorization_scopes to the custom scopes (<resource server>/<scope>) the API's "
+               "callers are granted, and have clients send that access token")
+
+
+def _scope_list(value: Any) -> list:
+    return [s for s in as_list(value) if is_unknown(s) or (isinstance(s, str) and s.strip())]
+
+
+def _cognito_schemes(document: dict) -> set[str]:
+    schemes = dict(as_dict(document.get("securityDefinitions")))
+    schemes.update(as_dict(as_dict(document.get("components")).get("securitySchemes")))
+    return {name for name, scheme in schemes.items()
+            if str(as_dict(as_dict(scheme).get("x-amazon-apigateway-authorizer")).get("type", "")).lower()
+            == "cognito_user_pools"}
+
+
+def _check_cognito_scopes(res: Resource, config: dict) -> Iterator[Finding]:
+    if res.type == METHOD:
+        authorization = res.get("authorization")
+        if is_unknown(authorization):
+            yield cannot_check("authorization")
+            return
+        if str(authorization).upper() != "COGNITO_USER_POOLS":
+            return
+        scopes = res.get("authorizationScopes")
+        if is_unknown(scopes):
+            yield cannot_check("authorizationScopes")
+        elif not _scope_list(scopes):
+            yield violation("authorizationScopes", scopes, _SCOPES_WHY, _SCOPES_FIX)
+        return
+    body = res.get("body")
+    if is_unknown(body):
+        yield cannot_check("body")
+        return
+    document = openapi_security.parse(body)
+    if not isinstance(document, dict):
+        return  # no body, or one the Family 1 rules already refuse as unreadable
+    cognito = _cognito_schemes(document)
+    if not cognito:
+        return
+    for route, verb, operation in openapi_security.operations(document):
+        security = operation["security"] if "security" in operation else document.get("security")
+        for requirement in as_list(security):
+            for scheme in sorted(set(as_dict(requirement)) & cognito):
+                if not _scope_list(as_dict(requirement)[scheme]):
+                    yield violation(
+                        f"body.paths[\"{route}\"].{verb}.security.{scheme}", [], _SCOPES_WHY,
+                        "list the custom scopes in the operation's security requirement "
+                        f"({scheme}: [<resource server>/<scope>]), and have clients send that access token")
+
+
+COGNITO_ACCESS_TOKEN_SCOPES = resource_policy(
+    name="cognito-access-token-scopes",
+    family=FAMILY_BASELINE,
+    description="REST API methods authorized by a Cognito user pool require authorization scopes "
+                "(Method authorizationScopes, or the scopes of a cognito_user_pools security requirement "
+                "in an OpenAPI body), so they accept access tokens granted for the API, not ID tokens.",
+    resource_types=(METHOD, REST_API),
+    check=_check_cognito_scopes,
+    remediation="Set authorization_scopes on every COGNITO_USER_POOLS method; clients send an access token.",
+)
+
+
 POLICIES = [EXECUTE_API_ENDPOINT_DISABLED, INTEGRATION_TLS_VERIFIED, INTEGRATION_TLS_PRIVATE_CA,
-            NO_LITERAL_CREDENTIALS]
+            NO_LITERAL_CREDENTIALS, COGNITO_ACCESS_TOKEN_SCOPES]
