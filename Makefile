@@ -10,13 +10,21 @@ OUT ?= build/plan-$(STACK).json
 # `make` alone lists the targets.
 .DEFAULT_GOAL := help
 
-.PHONY: cost help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke rotate-key loadtest kv-bench diff diff-stacks manifests bench tgi-image vllm-flags clean
+.PHONY: cost help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke rotate-key loadtest kv-bench diff diff-stacks manifests bench tgi-image vllm-flags checkov clean
 
 $(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt tools/crd_schemas/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	# Pinned CRD schemas (Karpenter) run under Node: tools/crd_schemas.py.
 	npm ci --prefix tools/crd_schemas --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Checkov has its own virtualenv: it pins boto3 and others differently from the project.
+CHECKOV_VENV := .checkov
+CHECKOV := $(CHECKOV_VENV)/.deps-installed
+$(CHECKOV): requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
 ## This list: every target, with the variables it reads.
@@ -53,8 +61,13 @@ offerings: $(DEPS)
 	$(PY) -m tools.offerings
 
 ## Every test, as CI runs them.
-test: $(DEPS)
+test: $(DEPS) $(CHECKOV)
 	$(PY) -m pytest tests -n 2 -q
+
+## Checkov over every EKS stack's Kubernetes manifests and the image recipes; a deliberate
+## disagreement carries its reason where Checkov reads it (exit 1 on a finding).
+checkov: $(DEPS) $(CHECKOV)
+	$(PY) -m tools.checkov_scan
 
 ## Regenerate the policy reference from the pack.
 policy-reference: $(DEPS)
@@ -127,4 +140,4 @@ tgi-image:
 
 ## Remove the virtualenv and everything built.
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) build .pytest_cache
