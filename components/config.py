@@ -365,8 +365,8 @@ class Model(_Strict):
     # The traffic each replica is sized for; unset: the model family's default from the
     # catalog (reasoning models write long traces), capped to fit max_context.
     workload: Optional[Workload] = None
-    # vLLM only. priority: requests carrying a lower `priority` body field are scheduled first
-    # (and may preempt running ones); see docs/GATEWAY.md "Priority scheduling".
+    # vLLM only. priority: requests of a tier with a lower `priority` are scheduled first (and
+    # may preempt running ones); see docs/GATEWAY.md "Priority scheduling".
     scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
     # Replace every replica after this many days (leaks, fragmentation): the ASG's maximum
     # instance lifetime on ec2, a scheduled rolling restart on eks. None: no bound.
@@ -636,8 +636,9 @@ class UsageTier(_Strict):
     rate_per_second: float = Field(gt=0, le=10000)
     burst: int = Field(gt=0, le=5000)
     quota: Quota
-    # The `priority` body field this tier's clients send to models with scheduling_policy
-    # priority (lower is served first, vLLM's rule); client-declared, see docs/GATEWAY.md.
+    # The priority this tier's requests get on models with scheduling_policy priority (lower
+    # is served first, vLLM's rule); the server takes it from the gateway's header and ignores
+    # a client's own, see docs/GATEWAY.md.
     priority: int = Field(default=0, ge=-100, le=100)
 
 

@@ -697,8 +697,7 @@ def cloud_config(plan: HostPlan) -> dict:
         _file(ENV_FILE, "".join(f"{k}={shlex.quote(v)}\n" for k, v in model_env(plan).items() if v),
               "0644"),
         _file("/etc/deepseek/warmup.json", json.dumps(launch.warmup_request["json"]) + "\n", "0644"),
-        *(_file(f"{RUNTIME_CONFIG_DIR}/{name}", text, "0644")
-          for name, text in sorted(launch.config_files.items())),
+        *(_runtime_config_file(name, text) for name, text in sorted(launch.config_files.items())),
         _file("/usr/local/sbin/deepseek-prepare-host", PREPARE_HOST, "0755"),
         _gzip_file("/usr/local/sbin/deepseek-host-env", HOST_ENV, "0755"),
         _file("/usr/local/sbin/deepseek-fetch-key", FETCH_KEY, "0755"),
@@ -754,6 +753,13 @@ def _file(path: str, content: str, permissions: str) -> dict:
     return {"path": path, "content": content, "permissions": permissions}
 
 
+def _runtime_config_file(name: str, text: str) -> dict:
+    """A file of RUNTIME_CONFIG_DIR: settings as text; Python modules (the vLLM priority
+    middleware) compressed, being code rather than settings and most of the 16 KB."""
+    path = f"{RUNTIME_CONFIG_DIR}/{name}"
+    return _gzip_file(path, text, "0644") if name.endswith(".py") else _file(path, text, "0644")
+
+
 def _gzip_file(path: str, content: str, permissions: str) -> dict:
     """A write_files entry cloud-init decompresses (`encoding: gz+b64`); mtime 0 keeps the
     bytes, and so the plan, the same between runs."""
@@ -783,8 +789,9 @@ _Dumper.add_representer(str, _str)
 def user_data_payload(text: str, model_name: str) -> bytes:
     """The bytes EC2 receives: the text, or gzip of it when the text alone is over the
     16 KB limit (cloud-init unpacks gzip user data:
-    https://cloudinit.readthedocs.io/en/latest/explanation/format.html). Only the
-    instance-store variant (its RAID0 assembly script) needs it today."""
+    https://cloudinit.readthedocs.io/en/latest/explanation/format.html): the instance-store
+    variant (its RAID0 assembly script) and vLLM with priority scheduling (the middleware
+    module) need it."""
     raw = text.encode()
     if len(raw) <= USER_DATA_LIMIT:
         return raw
@@ -797,11 +804,9 @@ def user_data_payload(text: str, model_name: str) -> bytes:
 
 
 def render_user_data(plan: HostPlan) -> str:
-    """The user data text: `#cloud-config` plus the document, within EC2's 16 KB limit."""
+    """The user data text: `#cloud-config` plus the document, within EC2's 16 KB limit
+    (compressed by `user_data_payload` when the text alone is over it)."""
     text = "#cloud-config\n" + yaml.dump(cloud_config(plan), Dumper=_Dumper, sort_keys=False,
                                          width=1000)
-    if len(text.encode()) > USER_DATA_LIMIT and plan.local_storage != "instance_store":
-        raise HostProvisioningError(
-            f"model {plan.model_name}: rendered user data is {len(text.encode())} bytes, over "
-            f"EC2's {USER_DATA_LIMIT}; shorten the scripts in components/ec2/host.py")
+    user_data_payload(text, plan.model_name)  # refuses what does not fit even compressed
     return text

@@ -28,6 +28,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from components.config import Inventory, Model
@@ -43,6 +44,13 @@ PORTS = {"vllm": 8000, "tgi": 8080, "ollama": 11434}
 RUNTIME_CONFIG_DIR = "/etc/deepseek-runtime"
 # Ollama: the Modelfile lines after FROM, appended when the model is created from its GGUF.
 MODELFILE_PARAMETERS = "Modelfile.parameters"
+
+# vLLM with priority scheduling: components/serving/priority_middleware.py, shipped under a
+# name no installed package uses, imported from RUNTIME_CONFIG_DIR (on PYTHONPATH) by vLLM's
+# `--middleware <module>.<class>` (vllm/entrypoints/openai/cli_args.py, api_server.py).
+PRIORITY_MIDDLEWARE_FILE = "deepseek_priority_middleware.py"
+PRIORITY_MIDDLEWARE = "deepseek_priority_middleware.PriorityHeaderMiddleware"
+PRIORITY_MIDDLEWARE_SOURCE = Path(__file__).with_name("priority_middleware.py")
 
 # vLLM's logging: `VLLM_LOGGING_CONFIG_PATH` is a `logging.config.dictConfig` JSON file, and
 # the same variable is the default of `--log-config-file`, "Path to logging config JSON file
@@ -298,6 +306,9 @@ def _vllm(inventory: Inventory, model: Model, cap: CapacityFlags, image: str, ho
         # request models' `priority` field: "Any priority other than 0 will raise an error
         # if the served model does not use priority scheduling").
         *(("--scheduling-policy", "priority") if model.scheduling_policy == "priority" else ()),
+        # ... and that field comes from the gateway's per-tier header, never from the client
+        # (see PRIORITY_MIDDLEWARE).
+        *(("--middleware", PRIORITY_MIDDLEWARE) if model.scheduling_policy == "priority" else ()),
         # Browsers are not clients of this API; only the internal name may be an origin.
         "--allowed-origins", json.dumps([f"https://{inventory.load_balancer.certificate.internal_domain}"]),
         # The OpenAPI/Swagger pages list every unauthenticated route: do not serve them.
@@ -315,8 +326,15 @@ def _vllm(inventory: Inventory, model: Model, cap: CapacityFlags, image: str, ho
         # JSON log lines for vLLM and uvicorn (see VLLM_LOGGING_CONFIG).
         "VLLM_LOGGING_CONFIG_PATH": f"{RUNTIME_CONFIG_DIR}/logging.json",
     }
+    config_files = {"logging.json": json.dumps(VLLM_LOGGING_CONFIG, separators=(",", ":")) + "\n"}
+    if model.scheduling_policy == "priority":
+        # The middleware module, read-only beside the logging config; PYTHONPATH makes it
+        # importable (vLLM's docker/Dockerfile installs vLLM into the system site-packages
+        # with `uv pip install --system` and sets no PYTHONPATH of its own).
+        config_files[PRIORITY_MIDDLEWARE_FILE] = PRIORITY_MIDDLEWARE_SOURCE.read_text()
+        env["PYTHONPATH"] = RUNTIME_CONFIG_DIR
     return dict(
-        config_files={"logging.json": json.dumps(VLLM_LOGGING_CONFIG, separators=(",", ":")) + "\n"},
+        config_files=config_files,
         scheduling_policy=model.scheduling_policy,
         runtime="vllm", image=image, entrypoint=("vllm", "serve"), port=PORTS["vllm"], args=args, env=env,
         api_key_env=None, served_model_name=name,
