@@ -373,7 +373,8 @@ class Model(_Strict):
     max_lifetime_days: Optional[int] = Field(default=None, ge=1, le=365)
     weights: Weights
     # Another build of the runtime than the catalog's (for example a TGI image rebuilt to run
-    # as non-root, which restricted pods require); same entrypoint, pinned by tag and digest.
+    # as non-root, which both platforms require: images/tgi-nonroot); same entrypoint, pinned
+    # by tag and digest.
     image: Optional[str] = Field(
         default=None,
         pattern=r"^[a-z0-9][a-z0-9._-]*(:[0-9]+)?(/[a-z0-9._-]+)*:[A-Za-z0-9._-]+@sha256:[0-9a-f]{64}$")
@@ -454,6 +455,14 @@ class Model(_Strict):
                           f"tokens exceeds max_context {self.max_context}: a p95 prompt could "
                           f"not get its full output; lower them or raise max_context to >= "
                           f"{longest}")
+        if self.runtime == "tgi" and self.image and root_only_tgi_image(self.image):
+            raise _at(("image",), self.image,
+                      "this is the upstream TGI image, which from 3.1 on cannot start as a non-root "
+                      "user (its Python lives under /root, mode 0700: "
+                      "huggingface/text-generation-inference#3082), and every runtime container "
+                      "runs as UID 10001 on both platforms; build images/tgi-nonroot (make "
+                      "tgi-image), push it under a repository of its own and name it here, for "
+                      "example <registry>/tgi-nonroot:3.3.5@sha256:<64 hex>")
         if self.scheduling_policy != "fcfs" and self.runtime != "vllm":
             raise PydanticCustomError(
                 "scheduling_policy", "scheduling_policy {policy} is a vLLM scheduler; {runtime} "
@@ -483,6 +492,20 @@ class Model(_Strict):
                     "override_value", "runtime_overrides.{key} must be positive, got {value}",
                     {"key": key, "value": value})
         return self
+
+
+# The upstream TGI repository, or a mirror of it (ECR pull-through caches keep the name).
+_UPSTREAM_TGI = re.compile(r"(^|/)text-generation-inference:(?P<tag>[^@]+)@")
+
+
+def root_only_tgi_image(image: str) -> bool:
+    """An upstream TGI image that cannot run as a non-root UID: release 3.1 and later, and any
+    tag that names no release (latest, sha-...), since nothing shows it runs non-root."""
+    match = _UPSTREAM_TGI.search(image)
+    if not match:
+        return False
+    version = re.match(r"v?(\d+)\.(\d+)", match["tag"])
+    return version is None or (int(version[1]), int(version[2])) >= (3, 1)
 
 
 class NodePool(_Strict):

@@ -42,7 +42,6 @@ def plan_for(model_name: str, stack: str = "dev", change=None) -> hp.HostPlan:
         stack=stack, region=inv.region, model_name=model.name, launch=launch,
         weights_source=model.weights.source, manifest_sha256=model.weights.manifest_sha256,
         s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
-        api_key_secret_name=None,
         hf_token_secret_arn=None, log_group_name=gpu_fleet.runtime_log_group_name(stack, model.name),
         metrics_namespace=gpu_fleet.METRICS_NAMESPACE)
 
@@ -179,35 +178,26 @@ def test_logs_go_to_journald_and_the_agent_ships_the_json_export():
 # --- secrets ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", ["r1-qwen-7b", "r1-qwen-1-5b-gguf"])
-def test_user_data_names_the_key_secret_but_never_holds_a_key(model):
-    plan = plan_for(model)
-    text = hp.render_user_data(plan)
-    env = env_file(yaml.safe_load(text))
-    assert "--api-key" not in text
+def test_user_data_holds_no_key_and_the_runtime_gets_none(model):
+    # The runtimes start without an API key (docs/BACKEND_AUTH.md): nothing fetches one, and
+    # the container gets no environment file a key could arrive through.
+    config = cloud_config(plan_for(model))
+    text = hp.render_user_data(plan_for(model))
+    assert "--api-key" not in text and "secretsmanager" not in written(config, "/usr/local/sbin/deepseek-warmup")
     # The policy pack's own reading of user data: no secret-named variable gets a literal.
     for name, value in env_assignments(text):
         assert not (is_secret_name(name) and value and not value.startswith("$")), (name, value)
-    if plan.launch.api_key_env:
-        assert env["KEY_SECRET_NAME"] == f"deepseek/dev/{model}/backend-api-key"
-        assert env["KEY_VAR_NAME"] == plan.launch.api_key_env
-        fetch = written(yaml.safe_load(text), "/usr/local/sbin/deepseek-fetch-key")
-        assert "aws secretsmanager get-secret-value" in fetch and "umask 077" in fetch
-    else:
-        assert "KEY_SECRET_NAME" not in env
+    assert not {"KEY_SECRET_NAME", "KEY_VAR_NAME"} & set(env_file(config))
+    assert not any("fetch-key" in entry["path"] for entry in config["write_files"])
+    runtime = unit(config, "deepseek-runtime.service")
+    assert not any("secret" in line or "key" in line for line in runtime["ExecStartPre"])
+    assert "--env-file" not in docker_argv(config)
 
 
 @pytest.mark.parametrize("model, runtime", [("r1-qwen-7b", "vllm"), ("r1-qwen-1-5b-gguf", "ollama")])
 def test_user_data_mentions_only_the_runtime_it_starts(model, runtime):
     # Reviewers and the policy pack read the runtime off the user data: one host, one runtime.
     assert runtimes_in_text(hp.render_user_data(plan_for(model))) == [runtime]
-
-
-def test_the_key_reaches_the_container_through_a_root_only_env_file():
-    config = cloud_config(plan_for("r1-qwen-7b"))
-    argv = docker_argv(config)
-    assert argv[argv.index("--env-file") + 1] == hp.SECRET_ENV_FILE
-    runtime = unit(config, "deepseek-runtime.service")
-    assert "/usr/local/sbin/deepseek-fetch-key" in runtime["ExecStartPre"]
 
 
 # --- weights: the real script against a fake S3 ------------------------------------------
@@ -237,9 +227,12 @@ def _run_fetch(tmp_path: Path, plan: hp.HostPlan) -> subprocess.CompletedProcess
         '[[ $1 == s3 && $2 == cp ]] || exit 9\n[[ -s "$FAKE_S3/configured" ]] || exit 8\n'
         'src="${@: -2:1}"; dst="${@: -1}"\ncp -r "$FAKE_S3/${src#s3://}." "$dst"\n')
     (bin_dir / "aws").chmod(0o755)
+    # Ownership changes are recorded, not made: the test need not run as root.
+    (bin_dir / "chown").write_text('#!/bin/bash\necho "$*" >> "$CHOWN_LOG"\n')
+    (bin_dir / "chown").chmod(0o755)
     return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, env={
         **os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_S3": str(tmp_path / "s3"),
-        "DEEPSEEK_ENV": str(tmp_path / "model.env")})
+        "DEEPSEEK_ENV": str(tmp_path / "model.env"), "CHOWN_LOG": str(tmp_path / "chown.log")})
 
 
 def _s3_plan(tmp_path: Path, files: dict[str, bytes], manifest: str | None = None) -> hp.HostPlan:

@@ -123,7 +123,7 @@ def test_ec2_alarms_read_exactly_the_metrics_the_hosts_publish():
             stack="dev", region=inventory.region, model_name=model.name, launch=launch,
             weights_source="s3", manifest_sha256=model.weights.manifest_sha256,
             s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
-            api_key_secret_name=None, hf_token_secret_arn=None, log_group_name="/x",
+            hf_token_secret_arn=None, log_group_name="/x",
             metrics_namespace=obs.SERVING_NAMESPACE)
         config = host_provisioning.cloudwatch_agent_config(plan)
         # The runtime series the agent's Prometheus scrape publishes (EMF), same dimensions.

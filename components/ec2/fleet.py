@@ -167,7 +167,6 @@ class GpuFleet(pulumi.ComponentResource):
             stack=stack, region=inventory.region, model_name=model.name, launch=self.launch,
             weights_source=model.weights.source, manifest_sha256=model.weights.manifest_sha256,
             s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
-            api_key_secret_name=None,
             hf_token_secret_arn=_hf_token_secret_arn(model),
             log_group_name=self.log_group_name, metrics_namespace=METRICS_NAMESPACE,
             spot=model.spot is not None, local_storage=model.local_storage)

@@ -8,8 +8,13 @@ reboot or a re-run converges instead of repeating work:
   staging directory, checked against a SHA256SUMS manifest whose own sha256 is pinned in
   the inventory, and only then moved into place; a verified copy is never fetched again;
 - the runtime runs as a container (image pinned by tag and digest) under a systemd unit
-  with `Restart=always`; its API key is fetched from Secrets Manager at every start into
-  a root-only file under /run, never into user data;
+  with `Restart=always`, holding no credential: the network is its boundary
+  (docs/BACKEND_AUTH.md);
+- every container (the server, the hub download) runs as the unprivileged UID the EKS pods
+  use (components/serving/sandbox.py) with a read-only root filesystem, no capabilities
+  and no privilege gain: it writes only a tmpfs at /tmp, /dev/shm, and the host
+  directories made for it and owned by that UID (compile caches, Ollama's store); the
+  weights are owned by it too but mounted read-only (see `docker_run_argv`);
 - after start a warm-up request runs, and only then does the local health gate report
   ready; the load balancer's health check asks the gate, which re-checks that the model
   is listed by the runtime on every probe;
@@ -47,6 +52,8 @@ from typing import Optional
 import yaml
 
 from components.serving.runtimes import MODELFILE_PARAMETERS, RUNTIME_CONFIG_DIR, RuntimeLaunch
+from components.serving.sandbox import (IDENTITY_ENV, RUN_AS_GID, RUN_AS_UID, SCRATCH_HOME, cache_env,
+                                        user_spec)
 from components.serving.weights import VERIFY_WEIGHTS_SH, s3_download_command
 
 CONTAINER = "deepseek-runtime"
@@ -56,7 +63,6 @@ CACHE_DEVICE = "/dev/sdf"
 CACHE_LABEL = "model-cache"
 ENV_FILE = "/etc/deepseek/model.env"
 HOST_ENV_FILE = f"{STATE_DIR}/host.env"
-SECRET_ENV_FILE = f"{STATE_DIR}/secrets.env"
 READY_MARKER = f"{STATE_DIR}/warm"
 RUNTIME_LOG = "/var/log/deepseek/runtime.json"
 # The local gate the NLB health check asks; it answers for the runtime (see GATE_SCRIPT).
@@ -65,6 +71,36 @@ HEALTH_GATE_PORT = 8099
 USER_DATA_LIMIT = 16 * 1024
 # Seconds allowed for pulling the image (10-25 GB) before the start budget begins.
 IMAGE_PULL_SECONDS = 900
+# Where the runtime's compile and JIT caches live inside its container: a host directory
+# on the cache volume, so a restarted container reuses what the last one compiled.
+CONTAINER_CACHE_DIR = "/var/cache/deepseek"
+# The /tmp tmpfs of a container, in RAM: scratch only (HOME, the shard sockets, a JIT
+# build's temp files, Ollama's Modelfile); the caches above live on disk. Small because
+# the smallest GPU hosts have 16 GiB of host memory that the runtime itself needs while it
+# loads weights; a runaway writer gets ENOSPC instead of starving the server.
+RUNTIME_TMP_SIZE = "2g"
+# The hub download: huggingface_hub keeps its partial files in the target directory.
+DOWNLOAD_TMP_SIZE = "1g"
+
+
+def sandbox_flags(tmp_size: str) -> list[str]:
+    """The `docker run` flags every container on the host gets (the EKS pods' securityContext:
+    runAsUser/runAsGroup, readOnlyRootFilesystem, capabilities drop ALL,
+    allowPrivilegeEscalation false).
+
+    /tmp is a tmpfs that allows exec, unlike Docker's default for `--tmpfs` (noexec, nosuid,
+    nodev: moby daemon/oci_linux.go; a later `exec` option wins, pkg/mount
+    MergeTmpfsOptions): Triton and the CUDA toolchain build shared objects in temporary
+    directories and load them, as they may on the EKS emptyDir. Mode 1777 lets the UID
+    write it whatever its passwd entry. GPUs stay usable by a non-root UID: the NVIDIA
+    driver creates /dev/nvidia* world read-write (0666 by default: NVIDIA/nvidia-modprobe
+    modprobe-utils/nvidia-modprobe-utils.h NV_DEVICE_FILE_MODE; open-gpu-kernel-modules
+    kernel-open/nvidia/nv-reg.h DeviceFileMode), and the container toolkit bind-mounts the
+    host's nodes with their mode (NVIDIA/libnvidia-container src/nvc_mount.c mount_device).
+    """
+    return ["--user", user_spec(), "--read-only",
+            "--tmpfs", f"/tmp:rw,exec,nosuid,nodev,size={tmp_size},mode=1777",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
 
 
 class HostProvisioningError(ValueError):
@@ -84,8 +120,6 @@ class HostPlan:
     s3_uri: Optional[str]
     hf_repo: str
     revision: str
-    # Secrets Manager secret *name* of the backend API key (None: the runtime has no auth).
-    api_key_secret_name: Optional[str]
     # ARN of a Secrets Manager secret holding a hub token (hub downloads of gated repos).
     hf_token_secret_arn: Optional[str]
     log_group_name: str
@@ -98,6 +132,18 @@ class HostPlan:
     @property
     def model_dir(self) -> str:
         return f"{CACHE_MOUNT}/models/{self.model_name}"
+
+    @property
+    def writable_dirs(self) -> dict[str, str]:
+        """Host directory -> container path of every mount the runtime writes, each made and
+        owned by the container's UID before every start (ExecStartPre): after an instance-store
+        host is stopped and started, the disks are new and empty."""
+        dirs = {}
+        if cache_env(self.launch.runtime, CONTAINER_CACHE_DIR):
+            dirs[f"{CACHE_MOUNT}/cache/{self.model_name}"] = CONTAINER_CACHE_DIR
+        if self.launch.runtime == "ollama":
+            dirs[f"{CACHE_MOUNT}/ollama"] = self.launch.env["OLLAMA_MODELS"]
+        return dirs
 
     @property
     def agent_config_parameter(self) -> str:
@@ -150,31 +196,19 @@ source /etc/deepseek/model.env
   Parameter.Value --output text | sed "s/@HOST@/$ip/" > /opt/aws/amazon-cloudwatch-agent/etc/deepseek-prometheus.yaml
 """
 
-FETCH_KEY = r"""#!/bin/bash
-# The runtime's API key, fetched from Secrets Manager at every start (rotation = restart).
-set -euo pipefail
-source /etc/deepseek/model.env
-install -d -m 0700 /run/deepseek
-umask 077
-if [[ -z ${KEY_SECRET_NAME:-} ]]; then : > /run/deepseek/secrets.env; exit 0; fi
-key=$(aws secretsmanager get-secret-value --region "$AWS_REGION" --secret-id "$KEY_SECRET_NAME" \
-      --query SecretString --output text)
-[[ -n $key ]] || { echo "empty API key secret" >&2; exit 1; }
-printf '%s=%s\n' "$KEY_VAR_NAME" "$key" > /run/deepseek/secrets.env
-printf '%s' "$key" > /run/deepseek/api-key
-"""
-
 FETCH_WEIGHTS = r"""#!/bin/bash
-# Weights into place only after every file matches the pinned manifest.
+# Weights into place only after every file matches the pinned manifest, owned by the
+# containers' UID (RUN_AS) and mounted read-only into the server.
 set -euo pipefail
 source "${DEEPSEEK_ENV:-/etc/deepseek/model.env}"
 final="$MODEL_DIR"; staging="$MODEL_DIR.partial"
 if [[ -f $final/.verified ]] && [[ $(cat "$final/.verified") == "$MANIFEST_SHA256" ]]; then
-  echo "weights already verified"; exit 0
+  chown -R "$RUN_AS" "$final"; echo "weights already verified"; exit 0
 fi
 rm -rf "$staging"; install -d -m 0755 "$staging"
 if [[ $WEIGHTS_SOURCE == s3 ]]; then
   __S3_DOWNLOAD__else
+  chown "$RUN_AS" "$staging"
   hub_auth=()
   if [[ -n ${HUB_TOKEN_SECRET_ARN:-} ]]; then
     umask 077
@@ -182,17 +216,22 @@ if [[ $WEIGHTS_SOURCE == s3 ]]; then
       --secret-id "$HUB_TOKEN_SECRET_ARN" --query SecretString --output text)" > /run/deepseek/hf.env
     hub_auth=(--env-file /run/deepseek/hf.env)
   fi
-  docker run --rm "${hub_auth[@]}" -v "$staging:/out" --entrypoint python3 "$IMAGE" -c \
+  # HF_HOME (token, xet chunk cache) beside the download on disk, removed with it below.
+  docker run --rm __SANDBOX__ -e HOME=__HOME__ -e HF_HOME=/out/.cache/hf-home -e HF_HUB_DISABLE_TELEMETRY=1 \
+    "${hub_auth[@]}" -v "$staging:/out" --entrypoint python3 "$IMAGE" -c \
     "from huggingface_hub import snapshot_download as d; d(repo_id='$HF_REPO', revision='$REVISION', local_dir='/out')"
   rm -f /run/deepseek/hf.env
   rm -rf "$staging/.cache"
 fi
 cd "$staging"
 """ + VERIFY_WEIGHTS_SH + r"""echo "$MANIFEST_SHA256" > .verified
+chown -R "$RUN_AS" .
 rm -rf "$final"; mv "$staging" "$final"
 """
-FETCH_WEIGHTS = FETCH_WEIGHTS.replace(
-    "__S3_DOWNLOAD__", s3_download_command('"$S3_URI"', '"$staging/"').replace("\n", "\n  ", 1))
+FETCH_WEIGHTS = (FETCH_WEIGHTS
+                 .replace("__S3_DOWNLOAD__", s3_download_command('"$S3_URI"', '"$staging/"').replace("\n", "\n  ", 1))
+                 .replace("__SANDBOX__", shlex.join(sandbox_flags(DOWNLOAD_TMP_SIZE)))
+                 .replace("__HOME__", SCRATCH_HOME))
 
 # The instance's NVMe store as one RAID0 at the cache mount, run at every boot (cloud-init
 # bootcmd): after a reboot the array is assembled again; a new or stopped-and-started
@@ -221,8 +260,6 @@ set -euo pipefail
 source /etc/deepseek/model.env
 source /run/deepseek/host.env
 base="http://$HOST_PRIVATE_IP:$RUNTIME_PORT"
-auth=()
-[[ -s /run/deepseek/api-key ]] && auth=(-H "Authorization: Bearer $(cat /run/deepseek/api-key)")
 deadline=$((SECONDS + STARTUP_BUDGET))
 """
 
@@ -237,11 +274,11 @@ docker exec deepseek-runtime sh -c "printf 'FROM %s\n' '$MODEL_PATH/$gguf' > /tm
   ollama create '$SERVED_MODEL' -f /tmp/Modelfile"
 """
 
-WARMUP_TAIL = r"""until curl -fsS "${auth[@]}" "$base$READINESS_PATH" | grep -q -- "$READINESS_BODY"; do
+WARMUP_TAIL = r"""until curl -fsS "$base$READINESS_PATH" | grep -q -- "$READINESS_BODY"; do
   (( SECONDS < deadline )) || { echo "model not serving within $STARTUP_BUDGET s" >&2; exit 1; }
   sleep 5
 done
-curl -fsS "${auth[@]}" -H 'Content-Type: application/json' -X "$WARMUP_METHOD" \
+curl -fsS -H 'Content-Type: application/json' -X "$WARMUP_METHOD" \
   --data @/etc/deepseek/warmup.json "$base$WARMUP_PATH" >/dev/null
 touch /run/deepseek/warm
 """
@@ -262,18 +299,15 @@ RUN = E.get("STATE_DIR", "/run/deepseek")
 BASE = "http://%s:%s" % (E["HOST_PRIVATE_IP"], E["RUNTIME_PORT"])
 SERIES = json.loads(E.get("GATE_SERIES", "[]"))  # [[CloudWatch name, Prometheus name, scale, how]]
 
-def get(path, auth=False):
-    req = u.Request(BASE + path)
-    if auth and os.path.exists(RUN + "/api-key"):
-        req.add_header("Authorization", "Bearer " + open(RUN + "/api-key").read().strip())
-    with u.urlopen(req, timeout=4) as r:
+def get(path):
+    with u.urlopen(BASE + path, timeout=4) as r:
         return r.status, r.read().decode("utf-8", "replace")
 
 def ready():
     if os.path.exists(RUN + "/draining"):  # spot notice: stop admitting (WATCHER_SCRIPT)
         return False
     try:
-        s, body = get(E["READINESS_PATH"], E["READINESS_AUTH"] == "1")
+        s, body = get(E["READINESS_PATH"])
         return os.path.exists(RUN + "/warm") and s == 200 and E["READINESS_BODY"] in body
     except Exception:
         return False
@@ -470,16 +504,14 @@ def model_env(plan: HostPlan) -> dict[str, str]:
         "MODEL_DIR": plan.model_dir,
         "MODEL_PATH": launch.model_path,
         "READINESS_PATH": launch.readiness_path,
-        "READINESS_AUTH": "1" if launch.readiness_requires_api_key else "0",
         "READINESS_BODY": launch.readiness_body_contains or "",
         "LIVENESS_PATH": launch.liveness_path,
         "METRICS_PATH": launch.metrics_path or "",
         "WARMUP_METHOD": launch.warmup_request["method"],
         "WARMUP_PATH": launch.warmup_request["path"],
         "STARTUP_BUDGET": str(launch.startup_budget_seconds),
-        # Names of where the key lives and goes, never the key itself.
-        "KEY_VAR_NAME": launch.api_key_env or "",
-        "KEY_SECRET_NAME": plan.api_key_secret_name or "",
+        # uid:gid of every container; the weights and the writable host directories are its.
+        "RUN_AS": user_spec(),
         "HUB_TOKEN_SECRET_ARN": plan.hf_token_secret_arn or "",
         "WEIGHTS_SOURCE": plan.weights_source,
         "S3_URI": plan.s3_uri or "",
@@ -501,20 +533,25 @@ def docker_run_argv(plan: HostPlan) -> list[str]:
         "--gpus", "all",
         # Bridge network: published only on the private address, one hop from IMDS.
         "--publish", f"${{HOST_PRIVATE_IP}}:{launch.port}:{launch.port}",
-        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        *sandbox_flags(RUNTIME_TMP_SIZE),
         "--pids-limit", "4096",
-        # vLLM/TGI shard workers exchange tensors through shared memory.
+        # vLLM/TGI shard workers exchange tensors through shared memory (vLLM's docs: --ipc=host
+        # or --shm-size; a private IPC namespace keeps the host's segments out of reach). Docker
+        # mounts /dev/shm mode 1777, so the container's UID writes it on a read-only root.
         "--shm-size", "16g" if launch.capacity and launch.capacity.tensor_parallel_size > 1 else "4g",
         "--log-driver", "journald", "--log-opt", f"tag={CONTAINER}",
+        # The server only reads the weights: read-only even though its UID owns them.
         "--volume", f"{plan.model_dir}:{launch.model_path}:ro",
-        "--env-file", SECRET_ENV_FILE,
     ]
     if launch.config_files:
         # The same non-secret files the EKS pod gets from its ConfigMap (logging config, ...).
         argv += ["--volume", f"{RUNTIME_CONFIG_DIR}:{RUNTIME_CONFIG_DIR}:ro"]
-    if launch.runtime == "ollama":
-        argv += ["--volume", f"{CACHE_MOUNT}/ollama:{launch.env['OLLAMA_MODELS']}"]
-    for name, value in launch.env.items():
+    # Writable on purpose (a checker that wants every volume read-only disagrees): compile
+    # caches that a restart reuses and Ollama's model store, each a directory of its own on
+    # the cache volume owned by the container's UID, never the host's root filesystem.
+    argv += [arg for host_dir, path in plan.writable_dirs.items() for arg in ("--volume", f"{host_dir}:{path}:rw")]
+    env = {**launch.env, **IDENTITY_ENV, **cache_env(launch.runtime, CONTAINER_CACHE_DIR)}
+    for name, value in env.items():
         argv += ["--env", f"{name}={value}"]
     argv.append(launch.image)
     argv += launch.args
@@ -564,7 +601,9 @@ def systemd_units(plan: HostPlan) -> dict[str, str]:
             "StartLimitIntervalSec=0\n\n"
             f"[Service]\nType=simple\n{env_files}"
             f"ExecStartPre=/bin/rm -f {READY_MARKER}\n"
-            "ExecStartPre=/usr/local/sbin/deepseek-fetch-key\n"
+            # Idempotent at every start: an instance-store host comes back with empty disks.
+            + "".join(f"ExecStartPre=/usr/bin/install -d -o {RUN_AS_UID} -g {RUN_AS_GID} -m 0700 {host_dir}\n"
+                      for host_dir in plan.writable_dirs) +
             f"ExecStartPre=-/usr/bin/docker rm -f {CONTAINER}\n"
             "ExecStartPre=/usr/bin/docker pull ${IMAGE}\n"
             f"ExecStart={exec_line(docker_run_argv(plan))}\n"
@@ -700,7 +739,6 @@ def cloud_config(plan: HostPlan) -> dict:
         *(_runtime_config_file(name, text) for name, text in sorted(launch.config_files.items())),
         _file("/usr/local/sbin/deepseek-prepare-host", PREPARE_HOST, "0755"),
         _gzip_file("/usr/local/sbin/deepseek-host-env", HOST_ENV, "0755"),
-        _file("/usr/local/sbin/deepseek-fetch-key", FETCH_KEY, "0755"),
         # Compressed too (16 KB cap): scripts with no runtime flag or secret in them.
         _gzip_file("/usr/local/sbin/deepseek-fetch-weights", FETCH_WEIGHTS, "0755"),
         _gzip_file("/usr/local/sbin/deepseek-warmup", warmup_script(launch.runtime), "0755"),
@@ -728,8 +766,7 @@ def cloud_config(plan: HostPlan) -> dict:
         **storage,
         "write_files": files,
         "runcmd": [
-            ["mkdir", "-p", f"{CACHE_MOUNT}/models"]
-            + ([f"{CACHE_MOUNT}/ollama"] if launch.runtime == "ollama" else []),
+            ["mkdir", "-p", f"{CACHE_MOUNT}/models"],
             ["/usr/local/sbin/deepseek-prepare-host"],
             ["systemctl", "daemon-reload"],
             ["systemctl", "restart", "systemd-journald"],

@@ -63,6 +63,7 @@ from components.eks.addons import (MONITORING_NAMESPACE, PART_OF_LABEL, PART_OF_
                                    ClusterAddons)
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
 from components.serving.runtimes import MODELFILE_PARAMETERS, RUNTIME_CONFIG_DIR, RuntimeLaunch
+from components.serving.sandbox import IDENTITY_ENV, RUN_AS_UID
 from components.serving.storage import pod_scratch
 
 # aws-cli v2 (Pod Identity credentials need >= 2.15), pinned by the digest several
@@ -71,13 +72,12 @@ from components.serving.storage import pod_scratch
 WEIGHTS_STAGING_IMAGE = ("amazon/aws-cli:2.17.0@sha256:"
                          "643507c10ada7964ca6157b3d799f030b90577643da9955d319a77399ed80d73")
 
-# Every container runs as this UID (restricted Pod Security). Images must support it:
-# TGI 3.1+ images install Python under /root (mode 0700) and fail to start as non-root
+# Every container runs as this UID (restricted Pod Security), the one the EC2 hosts use too
+# (components/serving/sandbox.py says why 10001). Images must support it: TGI 3.1+ images
+# install Python under /root (mode 0700) and fail to start as non-root
 # (huggingface/text-generation-inference#3082, fix proposed in #3197), so the catalog's
 # TGI image must be one built with a world-readable interpreter (UV_PYTHON_INSTALL_DIR).
-# 10001 rather than 1000: UID 1000 is ec2-user on Amazon Linux nodes, and a UID of 10000 or
-# above never matches a host user (NSA/CISA Kubernetes Hardening Guide; Checkov CKV_K8S_40).
-RUN_AS = 10001
+RUN_AS = RUN_AS_UID
 CONTAINER = "server"
 WEIGHTS_STAGER = "stage-weights"
 RUNTIME_CONFIG_MAP = "runtime-config"
@@ -413,7 +413,7 @@ def server_env(launch: RuntimeLaunch) -> list[dict]:
     env = [{"name": key, "value": value} for key, value in sorted(launch.env.items())]
     # Writable home for caches (compile caches, Ollama's key pair) on a read-only root;
     # USER keeps getpass/torch from failing on a UID without a passwd entry.
-    env += [{"name": "HOME", "value": "/tmp"}, {"name": "USER", "value": "serving"}]
+    env += [{"name": name, "value": value} for name, value in IDENTITY_ENV.items()]
     return env
 
 

@@ -453,6 +453,9 @@ class RuntimeImage:
     tag: str
     digest: str | None
     digest_source: str
+    # Whether the image starts as the non-root UID every runtime container runs as
+    # (components/serving/sandbox.py); why not, when it does not.
+    non_root_problem: str | None = None
 
     @property
     def reference(self) -> str:
@@ -481,7 +484,9 @@ RUNTIME_IMAGES: dict[str, RuntimeImage] = {
     "tgi": RuntimeImage(
         "ghcr.io/huggingface/text-generation-inference", "3.3.5", None,
         "digest NOT confirmed: resolve with `docker buildx imagetools inspect "
-        "ghcr.io/huggingface/text-generation-inference:3.3.5` and record it here"),
+        "ghcr.io/huggingface/text-generation-inference:3.3.5` and record it here",
+        non_root_problem="its Python lives under /root (mode 0700), so it cannot start as a non-root "
+                         "user (huggingface/text-generation-inference#3082)"),
     # Two digests circulate for 0.12.6 (352e045b... and a61a8fd3...), presumably the
     # multi-arch index and one platform manifest; the first appears in more independent
     # references.

@@ -223,12 +223,20 @@ def render_runtime(inventory: Inventory, model: Model, *, gpu_count: int, gpu_me
                             f"got gpu_count={gpu_count}, gpu_memory_gib={gpu_memory_gib}")
     capacity = _capacity_flags(inventory, model, gpu_count=gpu_count, gpu_memory_gib=gpu_memory_gib)
     image = model.image or _image_for(model.runtime)
+    problems = []
     if not model.image and not image_pinned_by_digest(model.runtime):
         # A tag can be re-pushed; only a digest pins what was reviewed and scanned.
+        problems.append(f"the catalog has no confirmed digest for the {model.runtime} image {image}")
+    if not model.image and _non_root_problem(model.runtime):
+        # Every container runs as a non-root UID on both platforms (serving/sandbox.py):
+        # refused here rather than started as root, or failing on every start.
+        problems.append(f"that image cannot run as the non-root UID every runtime container runs "
+                        f"as: {_non_root_problem(model.runtime)}")
+    if problems:
+        rebuild = " that runs as non-root (images/tgi-nonroot, make tgi-image)" if _non_root_problem(model.runtime) else ""
         raise LaunchError(
-            f"model {model.name}: the catalog has no confirmed digest for the {model.runtime} image "
-            f"{image}; set models[].image to a build pinned by tag and digest "
-            f"(registry/repository:tag@sha256:<64 hex>), see docs/OPERATIONS.md")
+            f"model {model.name}: {'; '.join(problems)}; set models[].image to a build{rebuild} pinned by "
+            f"tag and digest (registry/repository:tag@sha256:<64 hex>), see docs/OPERATIONS.md")
     weights = _weights_gib(model)
     render = {"vllm": _vllm, "tgi": _tgi, "ollama": _ollama}[model.runtime]
     launch = render(inventory, model, capacity, image, bind_host)
@@ -449,6 +457,12 @@ def image_pinned_by_digest(runtime: str) -> bool:
     from components.serving import catalog
 
     return catalog.get_runtime_image(runtime).pinned_by_digest
+
+
+def _non_root_problem(runtime: str) -> Optional[str]:
+    from components.serving import catalog
+
+    return catalog.get_runtime_image(runtime).non_root_problem
 
 
 def _catalog_model(model: Model):
