@@ -79,14 +79,14 @@ class DockerRun:
         return dict(item.split("=", 1) for item in self.values("env"))
 
     @property
-    def volumes(self) -> list[tuple[str, str, set[str]]]:
+    def volumes(self) -> list[tuple[str, str, list[str]]]:
         """(host path, container path, options) of every `--volume src:dst[:opts]`."""
         found = []
         for spec in self.values("volume"):
             parts = spec.split(":")
             if len(parts) not in (2, 3):
                 raise DockerCliError(f"not a bind mount: --volume {spec}")
-            found.append((parts[0], parts[1], set(parts[2].split(",")) if len(parts) == 3 else set()))
+            found.append((parts[0], parts[1], parts[2].split(",") if len(parts) == 3 else []))
         return found
 
     @property

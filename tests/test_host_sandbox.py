@@ -112,10 +112,17 @@ def all_docker_runs(tmp_path: Path, plan: hp.HostPlan) -> list[tuple[str, Docker
     return from_units + [("/usr/local/sbin/deepseek-fetch-weights", run) for run in fetched]
 
 
+def effective(options, *pair: str) -> str | None:
+    """Which of two opposite mount options holds: the later one (moby pkg/mount
+    MergeTmpfsOptions keeps the last of a flag; Docker's tmpfs defaults come first)."""
+    chosen = [option for option in options if option in pair]
+    return chosen[-1] if chosen else None
+
+
 def writable(run: DockerRun, path: str) -> bool:
     """Whether `path` inside the container lies on a writable mount (the deepest mount wins)."""
-    mounts = [(target, "ro" not in options) for target, options in run.tmpfs.items()]
-    mounts += [(target, "ro" not in options) for _, target, options in run.volumes]
+    mounts = [(target, effective(options, "ro", "rw") != "ro") for target, options in run.tmpfs.items()]
+    mounts += [(target, effective(options, "ro", "rw") != "ro") for _, target, options in run.volumes]
     mounts += [("/dev/shm", True)] if run.value("shm-size") else []
     deepest = None
     for target, rw in mounts:
@@ -144,11 +151,12 @@ def test_every_container_runs_as_the_eks_uid_read_only_without_capabilities(stac
         for namespace in ("network", "net", "ipc", "pid", "uts", "userns", "cgroupns"):
             assert "host" not in run.values(namespace), (where, namespace)
         # /tmp is the one tmpfs: bounded, writable, never setuid or device nodes.
-        options = run.tmpfs["/tmp"]
-        assert "ro" not in options and {"nosuid", "nodev"} <= set(options), where
+        options = ["noexec", "nosuid", "nodev", *run.tmpfs["/tmp"]]  # Docker's defaults first
+        assert effective(options, "ro", "rw") != "ro" and effective(options, "suid", "nosuid") == "nosuid", where
+        assert effective(options, "dev", "nodev") == "nodev", where
         assert any(re.fullmatch(r"size=\d+[kmg]", o) for o in options), where
         # Docker's default for --tmpfs is noexec; Triton and the CUDA JIT load what they build.
-        assert "exec" in options, where
+        assert effective(options, "exec", "noexec") == "exec", where
         assert writable(run, run.env["HOME"]), where
 
 
