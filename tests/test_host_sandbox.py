@@ -31,15 +31,42 @@ EC2_MODELS = [(stack, model["name"]) for stack in ("dev", "ec2-runtimes")
               for model in inventory_of(stack)["models"]]
 RUNTIMES_COVERED = {plan_for(model, stack=stack).launch.runtime for stack, model in EC2_MODELS}
 
-# What each runtime's libraries write at run time, as the variables that say where (the
-# libraries' own defaults sit under HOME, /tmp or the image's HF_HOME): each must name a
-# writable path. Stated here from the libraries, independently of components/serving/sandbox.py.
+# Where each runtime's libraries write at run time, as the variables that say where, and the
+# libraries' defaults when a variable is unset (stated here from the libraries, independently
+# of components/serving/sandbox.py). None: no default that a read-only root could hold (Docker
+# sets HOME=/ for a UID without a passwd entry; the upstream TGI image sets HF_HOME=/data).
+DEFAULTS = {
+    "HOME": None, "OLLAMA_MODELS": None, "HF_HOME": None,
+    "XDG_CACHE_HOME": "{HOME}/.cache", "XDG_CONFIG_HOME": "{HOME}/.config",
+    "VLLM_CACHE_ROOT": "{XDG_CACHE_HOME}/vllm", "VLLM_CONFIG_ROOT": "{XDG_CONFIG_HOME}/vllm",
+    "TRITON_CACHE_DIR": "{HOME}/.triton/cache", "TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor_{USER}",
+    "FLASHINFER_WORKSPACE_BASE": "{HOME}", "CUDA_CACHE_PATH": "{HOME}/.nv/ComputeCache",
+}
 MUST_BE_WRITABLE = {
-    "vllm": {"HOME", "XDG_CACHE_HOME", "VLLM_CACHE_ROOT", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
-             "FLASHINFER_WORKSPACE_BASE", "CUDA_CACHE_PATH", "HF_HOME"},
-    "tgi": {"HOME", "HF_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "CUDA_CACHE_PATH"},
+    "vllm": {"HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT",
+             "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "FLASHINFER_WORKSPACE_BASE", "CUDA_CACHE_PATH",
+             "HF_HOME"},
+    "tgi": {"HOME", "XDG_CACHE_HOME", "HF_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "CUDA_CACHE_PATH"},
     "ollama": {"HOME", "OLLAMA_MODELS"},
 }
+# Compile and JIT caches: on disk, so a restart reuses them and they take no RAM.
+PERSISTENT = {
+    "vllm": {"VLLM_CACHE_ROOT", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "FLASHINFER_WORKSPACE_BASE",
+             "CUDA_CACHE_PATH"},
+    "tgi": {"TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "CUDA_CACHE_PATH"},
+    "ollama": {"OLLAMA_MODELS"},
+}
+
+
+def resolved(name: str, env: dict[str, str]) -> str | None:
+    """The path a library uses for `name` given the container's environment."""
+    if name in env:
+        return env[name]
+    default = DEFAULTS[name]
+    if default is None:
+        return None
+    fields = {key: resolved(key, env) or "" for key in re.findall(r"{(\w+)}", default) if key != "USER"}
+    return default.format(USER=env.get("USER", ""), **fields)
 
 
 def unit_docker_runs(config: dict) -> list[tuple[str, DockerRun]]:
@@ -166,8 +193,13 @@ def test_the_server_env_points_every_cache_at_a_writable_path(stack, model):
     ((_, server),) = [(w, r) for w, r in unit_docker_runs(cloud_config(plan)) if "deepseek-runtime" in w]
     env = server.env
     for name in MUST_BE_WRITABLE[plan.launch.runtime]:
-        assert name in env, f"{name} is not set: the library would write under its default on a read-only root"
-        assert writable(server, env[name]), f"{name}={env[name]} is not on a writable mount"
+        path = resolved(name, env)
+        assert path, f"{name} is not set and has no default a read-only root could hold"
+        assert writable(server, path), f"{name} resolves to {path}, not on a writable mount"
+    disk = {target for _, target, options in server.volumes if "ro" not in options}
+    for name in PERSISTENT[plan.launch.runtime]:
+        path = PurePosixPath(resolved(name, env))
+        assert any(path == PurePosixPath(t) or PurePosixPath(t) in path.parents for t in disk), (name, path)
     # And nothing the server only reads is writable.
     mounts = {target: options for _, target, options in server.volumes}
     assert "ro" in mounts[plan.launch.model_path]

@@ -737,9 +737,9 @@ def cloud_config(plan: HostPlan) -> dict:
               "0644"),
         _file("/etc/deepseek/warmup.json", json.dumps(launch.warmup_request["json"]) + "\n", "0644"),
         *(_runtime_config_file(name, text) for name, text in sorted(launch.config_files.items())),
-        _file("/usr/local/sbin/deepseek-prepare-host", PREPARE_HOST, "0755"),
+        # Compressed (16 KB cap): scripts with no runtime flag or secret in them.
+        _gzip_file("/usr/local/sbin/deepseek-prepare-host", PREPARE_HOST, "0755"),
         _gzip_file("/usr/local/sbin/deepseek-host-env", HOST_ENV, "0755"),
-        # Compressed too (16 KB cap): scripts with no runtime flag or secret in them.
         _gzip_file("/usr/local/sbin/deepseek-fetch-weights", FETCH_WEIGHTS, "0755"),
         _gzip_file("/usr/local/sbin/deepseek-warmup", warmup_script(launch.runtime), "0755"),
         # Compressed: the gate is the largest file and user data is capped at 16 KB; its
@@ -786,8 +786,13 @@ def cloud_config(plan: HostPlan) -> dict:
 
 def _file(path: str, content: str, permissions: str) -> dict:
     # No `owner`: cloud-init writes files as root:root unless told otherwise (cloud-init docs,
-    # write_files), and every byte of user data counts against EC2's 16 KB.
-    return {"path": path, "content": content, "permissions": permissions}
+    # write_files), and every byte of user data counts against EC2's 16 KB; for the same
+    # reason no `permissions` when they are cloud-init's default, 0644 (DEFAULT_PERMS in
+    # cloudinit/config/cc_write_files.py).
+    entry = {"path": path, "content": content}
+    if permissions != "0644":
+        entry["permissions"] = permissions
+    return entry
 
 
 def _runtime_config_file(name: str, text: str) -> dict:

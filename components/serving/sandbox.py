@@ -23,25 +23,26 @@ RUN_AS_GID = 10001
 SCRATCH_HOME = "/tmp"
 IDENTITY_ENV = {"HOME": SCRATCH_HOME, "USER": "serving"}
 
-# What each runtime's libraries write at run time, by the variable that moves it (its
-# default in brackets). All of them default under HOME or /tmp, so scratch alone works;
-# a platform that offers a persistent writable cache points them there instead (EC2: the
-# compile caches survive a container restart, so a restart does not compile again).
-#   XDG_CACHE_HOME, XDG_CONFIG_HOME   [~/.cache, ~/.config]: vLLM's roots (vllm/envs.py
-#                                     get_default_cache_root/get_default_config_root), torch hub
-#   VLLM_CACHE_ROOT                   [$XDG_CACHE_HOME/vllm]: torch.compile artefacts
-#   TRITON_CACHE_DIR                  [~/.triton/cache]: compiled Triton kernels (dlopen'ed)
-#   TORCHINDUCTOR_CACHE_DIR           [/tmp/torchinductor_$USER]: inductor's generated code
-#   FLASHINFER_WORKSPACE_BASE         [~]: FlashInfer's JIT modules under .cache/flashinfer
-#   CUDA_CACHE_PATH                   [~/.nv/ComputeCache]: the driver's PTX JIT cache
-#   HF_HOME                           [~/.cache/huggingface; the upstream TGI image: /data]
-# Ollama writes its models to OLLAMA_MODELS (a mount of its own) and its key pair to ~.
+# What each runtime's libraries write at run time, and the variable that moves it (its
+# default in brackets). Every default lies under HOME or /tmp, so scratch alone is enough
+# to start; the variables below move the compile and JIT caches to where a platform keeps
+# them (EC2: a directory on the cache volume, so a restarted container does not compile
+# again and the caches stay out of RAM), plus HF_HOME, which images set themselves.
+#   XDG_CACHE_HOME            [~/.cache]: vLLM's cache root (vllm/envs.py
+#                             get_default_cache_root; VLLM_CACHE_ROOT, its torch.compile
+#                             artefacts, defaults to $XDG_CACHE_HOME/vllm), torch hub
+#   TRITON_CACHE_DIR          [~/.triton/cache]: compiled Triton kernels (dlopen'ed)
+#   TORCHINDUCTOR_CACHE_DIR   [/tmp/torchinductor_$USER]: inductor's generated code
+#   FLASHINFER_WORKSPACE_BASE [~]: FlashInfer's JIT modules under .cache/flashinfer
+#   CUDA_CACHE_PATH           [~/.nv/ComputeCache]: the driver's PTX JIT cache
+#   HF_HOME                   [$XDG_CACHE_HOME/huggingface; the upstream TGI image: /data]
+# vLLM's config root ($XDG_CONFIG_HOME/vllm: usage stats, off) stays under HOME. Ollama
+# writes its models to OLLAMA_MODELS (a mount of its own) and its key pair under HOME.
 CACHE_VARIABLES = {
-    "vllm": {"XDG_CACHE_HOME": "xdg-cache", "XDG_CONFIG_HOME": "xdg-config", "VLLM_CACHE_ROOT": "vllm",
-             "TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor",
-             "FLASHINFER_WORKSPACE_BASE": "flashinfer", "CUDA_CACHE_PATH": "cuda", "HF_HOME": "huggingface"},
-    "tgi": {"XDG_CACHE_HOME": "xdg-cache", "TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor",
-            "CUDA_CACHE_PATH": "cuda", "HF_HOME": "huggingface"},
+    "vllm": {"XDG_CACHE_HOME": "xdg", "TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor",
+             "FLASHINFER_WORKSPACE_BASE": "flashinfer", "CUDA_CACHE_PATH": "cuda", "HF_HOME": "hf"},
+    "tgi": {"XDG_CACHE_HOME": "xdg", "TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor",
+            "CUDA_CACHE_PATH": "cuda", "HF_HOME": "hf"},
     "ollama": {},
 }
 
