@@ -313,3 +313,65 @@ def test_a_literal_secret_in_an_encoded_cloud_init_file_is_found(pack):
     verdict = judge(pack, lambda: launch_template("leaky-host", _cloud_config_with_encoded_script(script, "b64")),
                     "prod")
     expect_violation(verdict, "no-plaintext-secrets", LAUNCH_TEMPLATE, "leaky-host")
+
+
+# ---- priority scheduling takes the priority from the gateway ----------------------------
+
+PRIORITY_RULE = "vllm-priority-from-gateway"
+SHIPPED_MIDDLEWARE = ("--middleware", "deepseek_priority_middleware.PriorityHeaderMiddleware")
+
+
+def test_priority_scheduling_without_the_middleware_lets_clients_pick_and_is_refused_in_prod(pack):
+    def program():
+        model_deployment("self-serve", vllm_container("--scheduling-policy", "priority"))
+        model_deployment("by-tier", vllm_container("--scheduling-policy", "priority", *SHIPPED_MIDDLEWARE))
+        model_deployment("fcfs", vllm_container("--scheduling-policy", "fcfs"))
+        model_deployment("default", vllm_container())
+
+    verdict = judge(pack, program, "prod")
+    expect_violation(verdict, PRIORITY_RULE, DEPLOYMENT, "self-serve",
+                     contains=["--scheduling-policy priority without a trusted --middleware",
+                               "--middleware deepseek_priority_middleware.PriorityHeaderMiddleware"])
+    for name in ("by-tier", "fcfs", "default"):
+        assert not verdict.on(PRIORITY_RULE, DEPLOYMENT, name), verdict.describe(PRIORITY_RULE)
+    expect_violation(judge(pack, program, "dev"), PRIORITY_RULE, DEPLOYMENT, "self-serve", level="advisory")
+
+
+def test_an_untrusted_middleware_does_not_count_unless_the_pack_config_lists_it(pack):
+    import json
+
+    from tools.analyzer import config_path
+
+    def program():
+        model_deployment("own", vllm_container("--scheduling-policy=priority", "--middleware", "acme.TierPriority"))
+
+    expect_violation(judge(pack, program, "prod"), PRIORITY_RULE, DEPLOYMENT, "own")
+    config = json.loads(config_path("prod").read_text())
+    config[PRIORITY_RULE] = {"enforcementLevel": "mandatory", "priorityMiddlewares": ["acme.TierPriority"]}
+    expect_clean(judge(pack, program, "prod", config=config), PRIORITY_RULE)
+
+
+def test_priority_scheduling_in_gzipped_user_data_needs_the_middleware_too(pack):
+    def program():
+        launch_template("self-serve-host", VLLM_SCRIPT.format(extra="--scheduling-policy priority"), gzipped=True)
+        launch_template("by-tier-host", VLLM_SCRIPT.format(extra="--scheduling-policy priority " + " ".join(SHIPPED_MIDDLEWARE)),
+                        gzipped=True)
+
+    verdict = judge(pack, program, "prod")
+    expect_violation(verdict, PRIORITY_RULE, LAUNCH_TEMPLATE, "self-serve-host")
+    assert not verdict.on(PRIORITY_RULE, LAUNCH_TEMPLATE, "by-tier-host")
+
+
+def test_a_scheduling_policy_unknown_during_preview_is_not_passed_silently(pack):
+    def program():
+        model_deployment("later", vllm_container("--scheduling-policy", unknown_of("priority")))
+
+    found = judge(pack, program, "prod").on(PRIORITY_RULE, DEPLOYMENT, "later")
+    assert found and all(d.enforcement_level == "advisory" for d in found)
+
+
+def test_the_pack_trusts_the_middleware_the_program_ships():
+    from components.serving import runtimes
+    from policies.rules.runtime_hygiene import PRIORITY_MIDDLEWARE
+
+    assert PRIORITY_MIDDLEWARE == runtimes.PRIORITY_MIDDLEWARE == SHIPPED_MIDDLEWARE[1]

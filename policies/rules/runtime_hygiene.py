@@ -234,6 +234,66 @@ RUNTIME_CONCURRENCY = resource_policy(
 )
 
 
+# ---- priority chosen by the gateway, not the client ---------------------------------------
+
+# The middleware deepseek-serving ships into vLLM for this (components/serving/priority_middleware.py):
+# it sets the body's `priority` from the gateway's per-tier header and drops a client's own.
+PRIORITY_MIDDLEWARE = "deepseek_priority_middleware.PriorityHeaderMiddleware"
+
+
+def _check_priority_source(res: Resource, config: dict) -> Iterator[Finding]:
+    servings, unknowns = servings_of(res)
+    yield from unknowns
+    trusted = {str(m).strip() for m in config.get("priorityMiddlewares") or []}
+    for serving in servings:
+        if serving.runtime != VLLM:
+            continue
+        policies = serving.flag_values("--scheduling-policy")
+        if not policies:
+            # vLLM's default is fcfs; hidden arguments could still switch priority on.
+            yield from (cannot_check(path, why) for path, why in serving.opaque)
+            continue
+        if any(is_unknown(value) for value in policies):
+            yield cannot_check(_flag_path(serving))
+            continue
+        if str(policies[-1]).strip().lower() != "priority":
+            continue
+        middlewares = serving.flag_values("--middleware")
+        if any(is_unknown(value) for value in middlewares):
+            yield cannot_check(_flag_path(serving))
+            continue
+        if trusted & {str(value).strip() for value in middlewares if value is not None}:
+            continue
+        if serving.opaque and not middlewares:
+            yield from (cannot_check(path, why) for path, why in serving.opaque)
+            continue
+        yield violation(_flag_path(serving), "--scheduling-policy priority",
+                        f"{serving.title} then schedules by the request body's `priority`, which "
+                        "every client writes itself: any caller can put its requests ahead of "
+                        "everyone else's, whatever its tier",
+                        f"load a middleware that sets `priority` from the gateway's per-tier header "
+                        f"(--middleware {PRIORITY_MIDDLEWARE}, deepseek-serving's "
+                        f"components/serving/priority_middleware.py), list your own in this "
+                        f"policy's priorityMiddlewares, or use --scheduling-policy fcfs",
+                        rendered="--scheduling-policy priority without a trusted --middleware")
+
+
+VLLM_PRIORITY_FROM_GATEWAY = resource_policy(
+    name="vllm-priority-from-gateway",
+    family=FAMILY_HYGIENE,
+    description="vLLM with --scheduling-policy priority loads a middleware that takes the "
+                "priority from the gateway (per tier), so no client picks its own.",
+    resource_types=SERVING_TYPES,
+    check=_check_priority_source,
+    remediation="Pass --middleware with a middleware that overwrites the body's priority from a "
+                "header the gateway sets, or schedule first come, first served.",
+    config_schema={"priorityMiddlewares": {
+        "type": "array", "items": {"type": "string"}, "default": [PRIORITY_MIDDLEWARE],
+        "description": "vLLM --middleware import paths trusted to set the request priority from "
+                       "the gateway and ignore the client's"}},
+)
+
+
 # ---- pod hardening ----------------------------------------------------------------------
 
 _GPU_LIMIT = re.compile(r"(^|/)(gpu|neuron|neuroncore|neurondevice)$")
@@ -479,4 +539,5 @@ POLICIES = [
     RUNTIME_CONCURRENCY,
     MODEL_POD_HARDENING,
     NO_PLAINTEXT_SECRETS,
+    VLLM_PRIORITY_FROM_GATEWAY,
 ]
