@@ -21,6 +21,8 @@ from ._framework import (
 from ._wire import as_dict, as_list, is_unknown
 from .iam_documents import (
     SOURCE_KEYS,
+    condition_values,
+    federated_principals,
     grants_everything,
     open_principals,
     principal_unknown,
@@ -116,12 +118,16 @@ def _check_permissions(res: Resource, config: dict) -> Iterator[Finding]:
     if path is None:
         return
     arns = res.get(path)
-    # An attachment whose ARN is unknown names a policy declared in this program (judged
-    # where it is declared) or looked up; only literal AWS-managed ARNs can be admin-class.
+    # An ARN unknown during preview may be AdministratorAccess computed from a partition or
+    # a lookup as easily as a policy declared here: it cannot be checked until `pulumi up`.
     if is_unknown(arns):
+        yield cannot_check(path)
         return
     for index, arn in enumerate(as_list(arns)):
         where = f"{path}[{index}]" if isinstance(arns, list) else path
+        if is_unknown(arn):
+            yield cannot_check(where)
+            continue
         why = admin_class_policy(arn)
         if why:
             yield violation(where, arn, why,
@@ -204,6 +210,7 @@ def _check_trust(res: Resource, config: dict) -> Iterator[Finding]:
                             "aws:PrincipalAccount / aws:PrincipalOrgID / aws:SourceAccount",
                             rendered=", ".join(opened))
             continue
+        yield from _judge_federated(statement)
         deputies = [s for s in service_principals(statement.principal) if _service_name(s) in prone]
         if not deputies:
             continue
@@ -219,12 +226,74 @@ def _check_trust(res: Resource, config: dict) -> Iterator[Finding]:
                             "and/or {\"ArnLike\": {\"aws:SourceArn\": \"<source resource ARN>\"}}")
 
 
+# Web identity federation: the provider signs tokens for every identity it knows (every
+# service account of an EKS cluster, every repository on GitHub, every user of a Google app),
+# so a trust policy must pin which subject may assume the role. IAM user guide, "Creating a
+# role for web identity or OpenID Connect federation" and "Available keys for AWS web identity
+# federation"; GitHub docs, "Configuring OpenID Connect in Amazon Web Services" (the sub
+# condition); EKS user guide, "Assign IAM roles to Kubernetes service accounts" (the
+# <issuer>:sub condition; aud alone lets every service account of the cluster in).
+# Public identity providers identify the application by aud/app_id, Cognito by the identity
+# pool in cognito-identity.amazonaws.com:aud.
+_PUBLIC_WEB_IDENTITY = {
+    "cognito-identity.amazonaws.com": ("cognito-identity.amazonaws.com:aud",),
+    "accounts.google.com": ("accounts.google.com:aud", "accounts.google.com:sub"),
+    "graph.facebook.com": ("graph.facebook.com:app_id", "graph.facebook.com:id"),
+    "www.amazon.com": ("www.amazon.com:app_id", "www.amazon.com:user_id"),
+}
+_OIDC_PROVIDER = re.compile(r"^arn:[^:]+:iam::[^:]*:oidc-provider/(.+)$")
+# A subject pattern whose fixed part is only the kind of subject admits every subject of
+# that kind: "repo:*" (every GitHub repository), "system:serviceaccount:*" (every service
+# account of the cluster), "project_path:*" (GitLab), "organization:*" (Terraform Cloud).
+_SUBJECT_KINDS = frozenset({"", "repo", "system", "system:serviceaccount", "project_path",
+                            "organization", "org", "user", "group"})
+
+
+def _subject_restricts(value: Any) -> bool:
+    text = str(value).strip()
+    wildcard = min((i for i in (text.find("*"), text.find("?")) if i >= 0), default=-1)
+    if wildcard < 0:
+        return text != ""
+    return text[:wildcard].rstrip(":/").lower() not in _SUBJECT_KINDS
+
+
+def _judge_federated(statement) -> Iterator[Finding]:
+    for provider in federated_principals(statement.principal):
+        text = provider.strip()
+        match = _OIDC_PROVIDER.match(text)
+        if match:
+            keys, who = (f"{match.group(1)}:sub",), "every identity the OIDC provider issues tokens for"
+        elif text.lower() in _PUBLIC_WEB_IDENTITY:
+            keys, who = _PUBLIC_WEB_IDENTITY[text.lower()], f"every user of every application {text} signs in"
+        else:
+            continue  # SAML providers belong to the account; nothing else federates
+        values = []
+        for key in keys:
+            found = condition_values(statement.condition, key)
+            if is_unknown(found):
+                yield cannot_check(f"{statement.path}.Condition")
+                break
+            values.extend(found)
+        else:
+            if values and all(_subject_restricts(v) for v in values):
+                continue
+            shown = f" (only {values})" if values else ""
+            yield violation(
+                f"{statement.label()}.Principal.Federated", provider,
+                f"{who} (every service account of the cluster, every GitHub repository) can assume the "
+                f"role: no condition pins {' or '.join(keys)} to a named subject{shown}",
+                f"add Condition {{\"StringEquals\": {{\"{keys[0]}\": \"<subject, e.g. "
+                "system:serviceaccount:<namespace>:<service account> or repo:<org>/<repo>:ref:refs/heads/main>\"}}}} "
+                "next to the aud condition")
+
+
 IAM_TRUST_RESTRICTED = resource_policy(
     name="iam-trust-restricted",
     family=FAMILY_BASELINE,
     description="Role trust policies admit no `*` principal (nor Allow+NotPrincipal) without a "
-                "restricting condition, and service principals of confused-deputy prone services "
-                "carry aws:SourceAccount or aws:SourceArn.",
+                "restricting condition, web identity (OIDC, Cognito) principals are pinned to a subject "
+                "(<issuer>:sub, the identity pool), and service principals of confused-deputy prone "
+                "services carry aws:SourceAccount or aws:SourceArn.",
     resource_types=(ROLE,),
     check=_check_trust,
     config_schema={"confusedDeputyServices": {

@@ -131,15 +131,24 @@ def broad_action(action: Any) -> bool:
     return False
 
 
+# A resource part made only of wildcards and separators: "*", "*/*" (every object of every
+# bucket), "*:*".
+_WILDCARD_ONLY = re.compile(r"^[*?/:]*\*[*?/:]*$")
+
+
 def broad_resource(resource: Any) -> bool:
-    """`*`, or an ARN whose resource part is only a wildcard (every resource of a service)."""
+    """`*`, or an ARN whose resource part is only wildcards (every resource of a service):
+    `arn:aws:s3:::*`, `arn:aws:s3:::*/*`, `arn:aws:dynamodb:*:*:*`, `arn:*`."""
     if not isinstance(resource, str):
         return False
     text = resource.strip()
     if text.strip("*") == "":
         return True
     parts = text.split(":", 5)
-    return len(parts) == 6 and parts[0] == "arn" and parts[5].strip("*") == "" and parts[5] != ""
+    if parts[0] != "arn" or len(parts) < 2:
+        return False
+    # Fewer than six segments: the last one, a wildcard, stands for the rest ("arn:*").
+    return bool(_WILDCARD_ONLY.match(parts[-1]))
 
 
 def grants_everything(statement: Statement) -> Optional[str] | bool:
@@ -213,6 +222,16 @@ def service_principals(principal: Any) -> list[str]:
     return services
 
 
+def federated_principals(principal: Any) -> list[str]:
+    if not isinstance(principal, dict):
+        return []
+    found = []
+    for kind, identifiers in principal.items():
+        if str(kind).lower() == "federated":
+            found.extend(s for s in _strings(identifiers) or [] if isinstance(s, str) and not is_unknown(s))
+    return found
+
+
 def principal_unknown(principal: Any) -> bool:
     if is_unknown(principal):
         return True
@@ -276,10 +295,46 @@ def _is_wildcard(value: Any, key: str) -> bool:
     if key.lower() == "aws:sourceip":
         return admits_internet(text) and text.endswith("/0")
     if text.startswith("arn:"):
-        parts = text.split(":")
-        # arn:aws:iam::*:role/x names no account at all.
-        return len(parts) > 4 and parts[4].strip("*?") == "" and parts[2] in ("iam", "sts")
+        parts = text.split(":", 5)
+        if len(parts) < 5:
+            return "*" in parts[-1] or "?" in parts[-1]  # "arn:*" stops before the account
+        service, account = parts[2], parts[4]
+        resource = parts[5] if len(parts) == 6 else ""
+        # arn:aws:iam::*:role/x names no account at all; arn:aws:s3:::* (S3 ARNs carry no
+        # account) names every bucket of every account.
+        if account and account.strip("*?") == "":
+            return True
+        if not account and (service in ("iam", "sts") or "*" in service):
+            return True
+        return not account and resource != "" and resource.strip("*?/") == ""
     return False
+
+
+def condition_values(condition: dict, key: str) -> list | str:
+    """Values a positive operator (not Not-, not IfExists, not Null) tests `key` against,
+    across every operator; the unknown sentinel when any of them is unknown."""
+    if is_unknown(condition):
+        return condition
+    wanted = key.lower()
+    found: list = []
+    for operator, tests in condition.items():
+        bare = str(operator).split(":", 1)[-1].lower()
+        if "not" in bare or bare.endswith("ifexists") or bare in ("null", "bool"):
+            continue
+        if is_unknown(tests):
+            return tests
+        for name, values in as_mapping(tests).items():
+            if str(name).lower() != wanted:
+                continue
+            values = _strings(values) or []
+            if any(is_unknown(v) for v in values):
+                return "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+            found.extend(values)
+    return found
+
+
+def as_mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def iter_documents(items: list[tuple[str, Any]]) -> Iterator[tuple[str, Optional[list[Statement]] | str]]:
