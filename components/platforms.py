@@ -41,6 +41,12 @@ def request_limits(launch: RuntimeLaunch) -> dict[str, int]:
             "max_output_tokens": capacity.max_new_tokens}
 
 
+def metrics_ports(inventory: Inventory) -> dict[str, int]:
+    """Model namespace -> the port its pods serve /metrics on (runtimes that export metrics)."""
+    launches = {model.name: render_for_inventory(inventory, model) for model in inventory.models}
+    return {name: launch.port for name, launch in launches.items() if launch.metrics_path}
+
+
 def startup_seconds(inventory: Inventory, launch: RuntimeLaunch, model: Optional[Model] = None) -> int:
     """How long a new replica is unhealthy on purpose: boot or weight staging plus model load."""
     if inventory.platform == "ec2":
@@ -222,7 +228,8 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
                           recording_rules=prometheus_recording_rules(inventory), data_key_arn=keys.data_key_arn,
                           metrics_retention_days=inventory.observability.metrics_retention_days,
                           keda_reads_cloudwatch=any(m.min_replicas == 0 for m in inventory.models),
-                          leader_worker_sets=any(m.pipeline_parallel > 1 for m in inventory.models)),
+                          leader_worker_sets=any(m.pipeline_parallel > 1 for m in inventory.models),
+                          metrics_ports=metrics_ports(inventory)),
         opts=opts)
     # The model pods' logs leave the nodes for an encrypted log group, filtered of request content.
     ClusterLogging("eks-logging", ClusterLoggingArgs(cluster=cluster, inventory=inventory, stack=stack,

@@ -376,7 +376,7 @@ def test_vllm_and_tgi_scale_on_their_queue_depth(runtime, metric):
     assert trigger["type"] == "prometheus"
     assert trigger["metricType"] == "AverageValue"
     assert trigger["metadata"]["query"] == f'sum({metric}{{namespace="{case.model_name}"}})'
-    assert trigger["metadata"]["serverAddress"] == "http://prometheus-server.monitoring.svc.cluster.local:80"
+    assert trigger["metadata"]["serverAddress"] == "http://prometheus-server.monitoring.svc.cluster.local:9090"
     assert float(trigger["metadata"]["threshold"]) >= 1
     assert case.pod()["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
 

@@ -23,6 +23,12 @@ One release per concern, each pinned to a chart version (the chart pins its imag
   shrink when GPUs sit idle (managed node groups tag their Auto Scaling groups for
   auto-discovery).
 
+The monitoring namespace denies every connection by default: Prometheus may reach its scrape
+targets, the API server and DNS, and only the KEDA operator and Grafana may query it (Grafana's
+and Alertmanager's links come with their components; components/eks/network_policy.py, the
+table in docs/OPERATIONS.md). Its lifecycle and admin APIs are off: nothing that can query it can stop
+or reload it, or delete series.
+
 Why KEDA rather than prometheus-adapter + HPA: the scaling rule stays next to the model
 (one ScaledObject per model with the exact PromQL), KEDA generates and owns the HPA, and the
 same mechanism covers Ollama's GPU-utilisation signal without a second adapter rule set.
@@ -34,13 +40,14 @@ node launch templates set an IMDS hop limit of 1, so pods cannot reach the metad
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components.eks import network_policy as netpol
 from components.eks.cluster import (DEVICE_PLUGIN_LABEL, EFA_LABEL, GPU_TOLERATION, POOL_LABEL,
                                     SYSTEM_POOL, GpuCluster)
 
@@ -79,7 +86,23 @@ MONITORING_NAMESPACE = "monitoring"
 KEDA_NAMESPACE = "keda"
 SYSTEM_NAMESPACE = "kube-system"
 PROMETHEUS_SERVICE = "prometheus-server"
-PROMETHEUS_URL = f"http://{PROMETHEUS_SERVICE}.{MONITORING_NAMESPACE}.svc.cluster.local:80"
+# The server's container port (the chart's deploy.yaml); the Service listens on the same port,
+# as EKS network policies want (components/eks/network_policy.py).
+PROMETHEUS_PORT = 9090
+PROMETHEUS_URL = f"http://{PROMETHEUS_SERVICE}.{MONITORING_NAMESPACE}.svc.cluster.local:{PROMETHEUS_PORT}"
+# The Prometheus server's pods (prometheus-community/prometheus chart, server matchLabels in
+# templates/_helpers.tpl, release `prometheus`).
+PROMETHEUS_SERVER_LABELS = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/component": "server"}
+# The keda chart's operator pods (keda/templates/manager/deployment.yaml, operator.name
+# default): the operator evaluates the ScaledObjects' Prometheus queries.
+KEDA_OPERATOR_LABELS = {"app.kubernetes.io/name": "keda-operator"}
+# DCGM exporter pods (NVIDIA dcgm-exporter chart: selector label, service port 9400, not on
+# the host network by default).
+DCGM_LABELS = {"app.kubernetes.io/name": "dcgm-exporter"}
+DCGM_PORT = 9400
+# How often Prometheus checks its configuration and rule files for changes (Prometheus 3
+# feature flag auto-reload-config), instead of a sidecar POSTing to the lifecycle API.
+CONFIG_RELOAD_INTERVAL = "30s"
 LBC_SERVICE_ACCOUNT = "aws-load-balancer-controller"
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
 ENCRYPTED_STORAGE_CLASS = "deepseek-gp3-encrypted"
@@ -113,6 +136,8 @@ class ClusterAddonsArgs:
     metrics_retention_days: int = 15
     # Some model spans nodes: install the LeaderWorkerSet controller.
     leader_worker_sets: bool = False
+    # Model namespace -> the port its pods serve /metrics on: where Prometheus may scrape.
+    metrics_ports: Mapping[str, int] = field(default_factory=dict)
 
 
 class ClusterAddons(pulumi.ComponentResource):
@@ -159,8 +184,9 @@ class ClusterAddons(pulumi.ComponentResource):
         values = with_recording_rules(values, args.recording_rules)
         if storage:
             values = with_persistent_storage(values, args.metrics_retention_days)
+        deny = self._create_monitoring_policies(monitoring, args.metrics_ports)
         self.prometheus = self._release("prometheus", MONITORING_NAMESPACE, values,
-                                        depends_on=[monitoring, *storage])
+                                        depends_on=[monitoring, deny, *storage])
         keda_deps: list[pulumi.Resource] = [keda_ns]
         if args.keda_reads_cloudwatch:
             # Pods get Pod Identity credentials only if the association exists at their start.
@@ -190,6 +216,28 @@ class ClusterAddons(pulumi.ComponentResource):
                 "pod-security.kubernetes.io/audit": "restricted",
             }},
             opts=self._cluster.k8s_opts(self))
+
+    def _network_policy(self, role: str, policy_name: str, spec: dict,
+                        depends_on: list[pulumi.Resource]) -> k8s.networking.v1.NetworkPolicy:
+        return k8s.networking.v1.NetworkPolicy(
+            f"{self._name}-{role}", metadata={"name": policy_name, "namespace": MONITORING_NAMESPACE},
+            spec=spec, opts=self._cluster.k8s_opts(self, depends_on))
+
+    def _create_monitoring_policies(self, namespace: k8s.core.v1.Namespace,
+                                    metrics_ports: Mapping[str, int]) -> pulumi.Resource:
+        """The monitoring namespace's default deny, and what Prometheus and KEDA need through
+        it; Alertmanager and Grafana bring their own (components/eks/monitoring.py, grafana.py).
+        The deny waits for Prometheus' allowances, so a live Prometheus is never cut off."""
+        cluster = self._cluster
+        allowances = [
+            self._network_policy("prometheus-egress", "prometheus-egress",
+                                 prometheus_egress_spec(metrics_ports, cluster.service_cidr, cluster.vpc_cidr),
+                                 [namespace]),
+            self._network_policy("prometheus-from-keda", "prometheus-from-keda", prometheus_from_keda_spec(),
+                                 [namespace]),
+        ]
+        return self._network_policy("monitoring-default-deny", "default-deny", netpol.default_deny(),
+                                    [namespace, *allowances])
 
     def _release(self, key: str, namespace: str, values: dict,
                  depends_on: Optional[list[pulumi.Resource]] = None) -> k8s.helm.v3.Release:
@@ -354,11 +402,19 @@ class ClusterAddons(pulumi.ComponentResource):
             "kube-state-metrics": {"enabled": False},
             "prometheus-node-exporter": {"enabled": False},
             "prometheus-pushgateway": {"enabled": False},
-            "configmapReload": {"prometheus": {"containerSecurityContext": restricted}},
+            # The chart's reloader sidecar POSTs to /-/reload, which needs the lifecycle API.
+            "configmapReload": {"prometheus": {"enabled": False}},
             "server": {
                 "fullnameOverride": PROMETHEUS_SERVICE,
                 "nodeSelector": {POOL_LABEL: SYSTEM_POOL},
                 "containerSecurityContext": restricted,
+                # Replaces the chart's default [web.enable-lifecycle]: no /-/quit or /-/reload
+                # for anything that reaches port 9090 (KEDA, Grafana); the admin API
+                # (--web.enable-admin-api: delete series, snapshots) stays off as by default.
+                # Prometheus reloads its configuration and rule files itself when their
+                # checksum changes (docs/feature_flags.md "Auto Reload Config", v3.4.1).
+                "extraFlags": ["enable-feature=auto-reload-config",
+                               f"config.auto-reload-interval={CONFIG_RELOAD_INTERVAL}"],
                 # The autoscaling signal needs minutes of history, not months; no EBS CSI
                 # driver or PVC to manage.
                 "persistentVolume": {"enabled": False},
@@ -366,7 +422,7 @@ class ClusterAddons(pulumi.ComponentResource):
                 "retention": "2d",
                 "global": {"scrape_interval": "15s", "scrape_timeout": "10s",
                            "evaluation_interval": "30s"},
-                "service": {"servicePort": 80},
+                "service": {"servicePort": PROMETHEUS_PORT},
             },
             "serverFiles": {"prometheus.yml": {"scrape_configs": [
                 _model_server_scrape_job(), _dcgm_scrape_job()]}},
@@ -380,6 +436,28 @@ class ClusterAddons(pulumi.ComponentResource):
             values["serverFiles"]["alerting_rules.yml"] = alert_rules
             values["serverFiles"]["prometheus.yml"]["rule_files"] = ["/etc/config/alerting_rules.yml"]
         return values
+
+
+def prometheus_egress_spec(metrics_ports: Mapping[str, int], service_cidr: str, vpc_cidr: str) -> dict:
+    """Where the Prometheus server may connect: the scrape targets of its jobs (each model's
+    pods on its metrics port, the DCGM exporter), the API server its pod discovery watches,
+    and DNS. Alertmanager is admitted by components/eks/monitoring.py."""
+    scrape_model_servers = [
+        {"to": [netpol.pods(namespace, {PART_OF_LABEL: PART_OF_VALUE})], "ports": [netpol.tcp(port)]}
+        for namespace, port in sorted(metrics_ports.items())]
+    return netpol.egress_policy(PROMETHEUS_SERVER_LABELS, [
+        *scrape_model_servers,
+        {"to": [netpol.pods(SYSTEM_NAMESPACE, DCGM_LABELS)], "ports": [netpol.tcp(DCGM_PORT)]},
+        netpol.kubernetes_api_egress(service_cidr, vpc_cidr),
+        netpol.dns_egress(),
+    ])
+
+
+def prometheus_from_keda_spec() -> dict:
+    """The KEDA operator runs the ScaledObjects' queries; nothing else outside the namespace
+    may query Prometheus."""
+    return netpol.ingress_policy(PROMETHEUS_SERVER_LABELS, [netpol.pods(KEDA_NAMESPACE, KEDA_OPERATOR_LABELS)],
+                                 [netpol.tcp(PROMETHEUS_PORT)])
 
 
 def metrics_volume_gib(retention_days: int) -> int:
@@ -464,9 +542,9 @@ def _dcgm_scrape_job() -> dict:
         "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [SYSTEM_NAMESPACE]}}],
         "relabel_configs": [
             {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
-             "action": "keep", "regex": "dcgm-exporter"},
+             "action": "keep", "regex": DCGM_LABELS["app.kubernetes.io/name"]},
             {"source_labels": ["__meta_kubernetes_pod_container_port_number"],
-             "action": "keep", "regex": "9400"},
+             "action": "keep", "regex": str(DCGM_PORT)},
             {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
         ],
     }

@@ -145,6 +145,8 @@ class GpuCluster(pulumi.ComponentResource):
     node_role: aws.iam.Role
     vpc_id: pulumi.Output[str]
     vpc_cidr: str
+    # Services' ClusterIP range; its first address is the API server's `kubernetes` Service.
+    service_cidr: str
     region: str
 
     def __init__(self, name: str, args: GpuClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -157,6 +159,7 @@ class GpuCluster(pulumi.ComponentResource):
         self.autoscaler = settings.autoscaler
         self.vpc_id = pulumi.Output.from_input(args.vpc_id)
         self.vpc_cidr = args.vpc_cidr
+        self.service_cidr = str(settings.service_cidr)
         self.region = args.region
 
         cluster_role = self._create_cluster_role()

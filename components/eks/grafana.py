@@ -33,7 +33,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import Inventory
-from components.eks.addons import MONITORING_NAMESPACE, PROMETHEUS_URL, ClusterAddons
+from components.eks import network_policy as netpol
+from components.eks.addons import (MONITORING_NAMESPACE, PROMETHEUS_PORT, PROMETHEUS_SERVER_LABELS, PROMETHEUS_URL,
+                                   ClusterAddons)
 from components.eks.cluster import POOL_LABEL, SYSTEM_POOL, GpuCluster
 
 GRAFANA_CHART = ("https://grafana-community.github.io/helm-charts", "grafana", "12.11.1")
@@ -142,6 +144,21 @@ def grafana_network_policy() -> dict:
     return {"podSelector": {"matchLabels": grafana_labels()}, "policyTypes": ["Ingress"], "ingress": []}
 
 
+def grafana_egress_spec(vpc_cidr: str) -> dict:
+    """The two data sources: Prometheus on its port, CloudWatch on 443 with Pod Identity
+    credentials (no CloudWatch endpoint in the VPC: through the NAT), and DNS. No plugin or
+    update downloads (`grafana.ini` turns the checks off)."""
+    return netpol.egress_policy(grafana_labels(), [
+        {"to": [netpol.pods(MONITORING_NAMESPACE, PROMETHEUS_SERVER_LABELS)], "ports": [netpol.tcp(PROMETHEUS_PORT)]},
+        netpol.dns_egress(), netpol.pod_identity_egress(), netpol.aws_api_egress(vpc_cidr)])
+
+
+def prometheus_from_grafana_spec() -> dict:
+    """The Prometheus server's side of the data source link."""
+    return netpol.ingress_policy(PROMETHEUS_SERVER_LABELS, [netpol.pods(MONITORING_NAMESPACE, grafana_labels())],
+                                 [netpol.tcp(PROMETHEUS_PORT)])
+
+
 @dataclass
 class ClusterDashboardsArgs:
     cluster: GpuCluster
@@ -182,16 +199,29 @@ class ClusterDashboards(pulumi.ComponentResource):
                       "labels": {"app.kubernetes.io/part-of": "deepseek-serving"}},
             data=data,
             opts=cluster.k8s_opts(self, [args.addons.prometheus]))
+        # Grafana's links through the monitoring namespace's default deny, before its pod starts.
+        policies = [
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-grafana-ingress",
+                metadata={"name": GRAFANA, "namespace": MONITORING_NAMESPACE, "labels": grafana_labels()},
+                spec=grafana_network_policy(),
+                opts=cluster.k8s_opts(self, [args.addons.prometheus])),
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-grafana-egress",
+                metadata={"name": f"{GRAFANA}-egress", "namespace": MONITORING_NAMESPACE, "labels": grafana_labels()},
+                spec=grafana_egress_spec(cluster.vpc_cidr),
+                opts=cluster.k8s_opts(self, [args.addons.prometheus])),
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-prometheus-from-grafana",
+                metadata={"name": "prometheus-from-grafana", "namespace": MONITORING_NAMESPACE},
+                spec=prometheus_from_grafana_spec(),
+                opts=cluster.k8s_opts(self, [args.addons.prometheus])),
+        ]
         repo, chart, version = GRAFANA_CHART
         self.release = k8s.helm.v3.Release(
             f"{name}-grafana",
             name=GRAFANA, chart=chart, version=version, repository_opts={"repo": repo},
             namespace=MONITORING_NAMESPACE, values=grafana_values(inventory.region),
             atomic=True, cleanup_on_fail=True, max_history=5, timeout=600,
-            opts=cluster.k8s_opts(self, [dashboards, *identity.resources]))
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-grafana-ingress",
-            metadata={"name": GRAFANA, "namespace": MONITORING_NAMESPACE, "labels": grafana_labels()},
-            spec=grafana_network_policy(),
-            opts=cluster.k8s_opts(self, [args.addons.prometheus]))
+            opts=cluster.k8s_opts(self, [dashboards, *identity.resources, *policies]))
         self.register_outputs({"grafana_service": f"{GRAFANA}.{MONITORING_NAMESPACE}"})

@@ -47,8 +47,9 @@ import pulumi_kubernetes as k8s
 
 from components.alerting import RUNBOOK, STUCK_GPU_PERCENT
 from components.config import Inventory, Model, Thresholds
+from components.eks import network_policy as netpol
 from components.eks.cluster import POOL_LABEL, SYSTEM_POOL, GpuCluster
-from components.eks.addons import MONITORING_NAMESPACE, ClusterAddons
+from components.eks.addons import MONITORING_NAMESPACE, PROMETHEUS_SERVER_LABELS, ClusterAddons
 from components.serving.runtimes import RuntimeLaunch, render_for_inventory
 
 ALERTMANAGER = "alertmanager"
@@ -309,14 +310,23 @@ def alertmanager_values(config: pulumi.Input[dict]) -> dict:
 
 
 def alertmanager_network_policy() -> dict:
-    """Only pods of the monitoring namespace (the Prometheus server) may reach Alertmanager:
-    its API can silence alerts."""
-    return {
-        "podSelector": {"matchLabels": alertmanager_labels()},
-        "policyTypes": ["Ingress"],
-        "ingress": [{"from": [{"podSelector": {}}],
-                     "ports": [{"protocol": "TCP", "port": ALERTMANAGER_PORT}]}],
-    }
+    """Only the Prometheus server may reach Alertmanager: its API can silence alerts. (An
+    operator's `kubectl port-forward` arrives over the pod's loopback, which no policy filters.)"""
+    return netpol.ingress_policy(alertmanager_labels(), [netpol.pods(MONITORING_NAMESPACE, PROMETHEUS_SERVER_LABELS)],
+                                 [netpol.tcp(ALERTMANAGER_PORT)])
+
+
+def alertmanager_egress_spec(vpc_cidr: str) -> dict:
+    """Publishing to SNS: DNS, its Pod Identity credentials, and SNS on 443 (no SNS endpoint
+    in the VPC: through the NAT)."""
+    return netpol.egress_policy(alertmanager_labels(), [
+        netpol.dns_egress(), netpol.pod_identity_egress(), netpol.aws_api_egress(vpc_cidr)])
+
+
+def prometheus_to_alertmanager_spec() -> dict:
+    """The Prometheus server's side of the link (`server.alertmanagers`)."""
+    return netpol.egress_policy(PROMETHEUS_SERVER_LABELS, [
+        {"to": [netpol.pods(MONITORING_NAMESPACE, alertmanager_labels())], "ports": [netpol.tcp(ALERTMANAGER_PORT)]}])
 
 
 @dataclass
@@ -348,7 +358,27 @@ class ClusterMonitoring(pulumi.ComponentResource):
             parent=self, description="Alertmanager: publish alerts to the stack's SNS topics")
 
         # The monitoring namespace comes with the Prometheus release's dependencies; Pod
-        # Identity injects credentials at admission, so the association comes first.
+        # Identity injects credentials at admission, so the association comes first, and so
+        # do Alertmanager's links through the namespace's default deny.
+        policies = [
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-alertmanager-ingress",
+                metadata={"name": ALERTMANAGER, "namespace": MONITORING_NAMESPACE,
+                          "labels": alertmanager_labels()},
+                spec=alertmanager_network_policy(),
+                opts=cluster.k8s_opts(self, [args.addons.prometheus])),
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-alertmanager-egress",
+                metadata={"name": f"{ALERTMANAGER}-egress", "namespace": MONITORING_NAMESPACE,
+                          "labels": alertmanager_labels()},
+                spec=alertmanager_egress_spec(cluster.vpc_cidr),
+                opts=cluster.k8s_opts(self, [args.addons.prometheus])),
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-prometheus-to-alertmanager",
+                metadata={"name": "prometheus-to-alertmanager", "namespace": MONITORING_NAMESPACE},
+                spec=prometheus_to_alertmanager_spec(),
+                opts=cluster.k8s_opts(self, [args.addons.prometheus])),
+        ]
         repo, chart, version = ALERTMANAGER_CHART
         self.release = k8s.helm.v3.Release(
             f"{name}-alertmanager",
@@ -357,11 +387,5 @@ class ClusterMonitoring(pulumi.ComponentResource):
             values=alertmanager_values(topics.apply(
                 lambda arns: alertmanager_config(arns, args.region, args.stack))),
             atomic=True, cleanup_on_fail=True, max_history=5, timeout=600,
-            opts=cluster.k8s_opts(self, [args.addons.prometheus, *identity.resources]))
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-alertmanager-ingress",
-            metadata={"name": ALERTMANAGER, "namespace": MONITORING_NAMESPACE,
-                      "labels": alertmanager_labels()},
-            spec=alertmanager_network_policy(),
-            opts=cluster.k8s_opts(self, [args.addons.prometheus]))
+            opts=cluster.k8s_opts(self, [args.addons.prometheus, *identity.resources, *policies]))
         self.register_outputs({"alertmanager_target": self.alertmanager_target})
