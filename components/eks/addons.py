@@ -412,7 +412,7 @@ class ClusterAddons(pulumi.ComponentResource):
                 # for anything that reaches port 9090 (KEDA, Grafana); the admin API
                 # (--web.enable-admin-api: delete series, snapshots) stays off as by default.
                 # Prometheus reloads its configuration and rule files itself when their
-                # checksum changes (docs/feature_flags.md "Auto Reload Config", v3.4.1).
+                # checksum changes (prometheus/prometheus v3.4.1, feature flags doc, "Auto Reload Config").
                 "extraFlags": ["enable-feature=auto-reload-config",
                                f"config.auto-reload-interval={CONFIG_RELOAD_INTERVAL}"],
                 # The autoscaling signal needs minutes of history, not months; no EBS CSI
