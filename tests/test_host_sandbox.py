@@ -188,6 +188,18 @@ def test_every_container_runs_as_the_eks_uid_read_only_without_capabilities(stac
 
 
 @pytest.mark.parametrize("stack, model", EC2_MODELS)
+def test_commands_run_inside_the_server_run_as_its_uid_too(stack, model):
+    # docker exec would inherit the container's user; the scripts say it, so a change to the
+    # run line cannot leave an exec as root.
+    config = cloud_config(plan_for(model, stack=stack))
+    execs = [match for entry in config["write_files"]
+             for match in re.findall(r"\bdocker\s+exec\s+(\S+)\s+(\S+)", hp.file_content(entry))]
+    assert len(execs) == (1 if plan_for(model, stack=stack).launch.runtime == "ollama" else 0)
+    for flag, user in execs:
+        assert (flag, user) == ("-u", '"$RUN_AS"') and env_file(config)["RUN_AS"] == sandbox.user_spec()
+
+
+@pytest.mark.parametrize("stack, model", EC2_MODELS)
 def test_the_server_env_points_every_cache_at_a_writable_path(stack, model):
     plan = plan_for(model, stack=stack)
     ((_, server),) = [(w, r) for w, r in unit_docker_runs(cloud_config(plan)) if "deepseek-runtime" in w]

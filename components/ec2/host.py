@@ -269,7 +269,7 @@ WARMUP_OLLAMA = r"""until curl -fsS "$base$LIVENESS_PATH" >/dev/null 2>&1; do
 done
 gguf=$(cd "$MODEL_DIR" && ls -1 *.gguf)
 [[ $(wc -l <<<"$gguf") == 1 ]] || { echo "expected exactly one .gguf" >&2; exit 1; }
-docker exec deepseek-runtime sh -c "printf 'FROM %s\n' '$MODEL_PATH/$gguf' > /tmp/Modelfile && \
+docker exec -u "$RUN_AS" deepseek-runtime sh -c "printf 'FROM %s\n' '$MODEL_PATH/$gguf' > /tmp/Modelfile && \
   cat '""" + f"{RUNTIME_CONFIG_DIR}/{MODELFILE_PARAMETERS}" + r"""' >> /tmp/Modelfile && \
   ollama create '$SERVED_MODEL' -f /tmp/Modelfile"
 """
