@@ -10,7 +10,7 @@ OUT ?= build/plan-$(STACK).json
 # `make` alone lists the targets.
 .DEFAULT_GOAL := help
 
-.PHONY: cost help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke rotate-key loadtest kv-bench diff diff-stacks manifests bench tgi-image vllm-flags checkov clean
+.PHONY: cost help up preview-live tunnel offerings preview plan test policy-reference classify preflight smoke rotate-key loadtest kv-bench diff diff-stacks manifests bench tgi-image vllm-flags checkov cloud-init-schema clean
 
 $(DEPS): requirements.txt requirements-dev.txt policies/requirements.txt tools/crd_schemas/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ $(CHECKOV): requirements-checkov.txt
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
+
+# cloud-init's own schema validator, unpacked from Debian's package (not installed as a service).
+CLOUD_INIT := tools/cloud_init/root/.installed
+$(CLOUD_INIT): tools/cloud_init/install.sh
+	bash tools/cloud_init/install.sh
 
 ## This list: every target, with the variables it reads.
 help:
@@ -61,13 +66,17 @@ offerings: $(DEPS)
 	$(PY) -m tools.offerings
 
 ## Every test, as CI runs them.
-test: $(DEPS) $(CHECKOV)
+test: $(DEPS) $(CHECKOV) $(CLOUD_INIT)
 	$(PY) -m pytest tests -n 2 -q
 
 ## Checkov over every EKS stack's Kubernetes manifests and the image recipes; a deliberate
 ## disagreement carries its reason where Checkov reads it (exit 1 on a finding).
 checkov: $(DEPS) $(CHECKOV)
 	$(PY) -m tools.checkov_scan
+
+## A stack's EC2 user data checked by cloud-init's own schema validator (strict), as the host reads it.
+cloud-init-schema: $(DEPS) $(CLOUD_INIT)
+	$(PY) -m tools.cloud_init_schema --stack $(STACK)
 
 ## Regenerate the policy reference from the pack.
 policy-reference: $(DEPS)
@@ -140,4 +149,4 @@ tgi-image:
 
 ## Remove the virtualenv and everything built.
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) build .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) tools/cloud_init/root build .pytest_cache
