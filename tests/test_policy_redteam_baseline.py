@@ -224,3 +224,284 @@ def test_public_resource_policies_in_other_spellings_are_violations(pack):
                              ("aws:ecr/repositoryPolicy:RepositoryPolicy", "pull"),
                              ("aws:sqs/queuePolicy:QueuePolicy", "any-root")):
         expect_violation(verdict, PUBLIC, type_token, name)
+
+
+# ---- resource-policy-not-public: ACLs make a bucket public as surely as a policy -------------
+
+BUCKET_ACL = "aws:s3/bucketAcl:BucketAcl"
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+AUTHENTICATED_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
+
+
+def test_public_bucket_and_object_acls_are_violations(pack):
+    def program():
+        aws.s3.BucketAcl("canned", bucket="site", acl="public-read")
+        aws.s3.BucketAclV2("canned-v2", bucket="site", acl="public-read-write")
+        aws.s3.BucketAcl("authenticated", bucket="site", acl="authenticated-read")
+        aws.s3.BucketAcl("grant", bucket="site", access_control_policy={
+            "owner": {"id": "owner"},
+            "grants": [{"permission": "FULL_CONTROL", "grantee": {"type": "CanonicalUser", "id": "owner"}},
+                       {"permission": "READ", "grantee": {"type": "Group", "uri": ALL_USERS}}]})
+        aws.s3.Bucket("inline-acl", acl="public-read")
+        aws.s3.Bucket("inline-grant", grants=[{"type": "Group", "uri": AUTHENTICATED_USERS,
+                                               "permissions": ["READ"]}])
+        aws.s3.BucketObjectv2("object", bucket="site", key="index.html", content="hi", acl="public-read")
+
+    verdict = judge(pack, program)
+    for type_token, name, fragment in (
+            (BUCKET_ACL, "canned", 'acl is "public-read"'),
+            ("aws:s3/bucketAclV2:BucketAclV2", "canned-v2", 'acl is "public-read-write"'),
+            (BUCKET_ACL, "authenticated", 'acl is "authenticated-read"'),
+            (BUCKET_ACL, "grant", "accessControlPolicy.grants[1]"),
+            ("aws:s3/bucket:Bucket", "inline-acl", 'acl is "public-read"'),
+            ("aws:s3/bucket:Bucket", "inline-grant", "grants[0]"),
+            ("aws:s3/bucketObjectv2:BucketObjectv2", "object", 'acl is "public-read"')):
+        expect_violation(verdict, PUBLIC, type_token, name, contains=[fragment])
+
+
+def test_private_and_log_delivery_acls_pass(pack):
+    def program():
+        aws.s3.BucketAcl("private", bucket="b", acl="private")
+        aws.s3.BucketAcl("logs", bucket="b", acl="log-delivery-write")
+        aws.s3.BucketAcl("owner", bucket="b", access_control_policy={
+            "owner": {"id": "owner"},
+            "grants": [{"permission": "FULL_CONTROL", "grantee": {"type": "CanonicalUser", "id": "owner"}}]})
+        aws.s3.Bucket("plain")
+        aws.s3.BucketObjectv2("object", bucket="b", key="k", content="x", acl="bucket-owner-full-control")
+
+    expect_clean(judge(pack, program), PUBLIC)
+
+
+# ---- log-group-protected ----------------------------------------------------------------------
+
+def test_a_blank_kms_key_is_no_key(pack):
+    def program():
+        aws.cloudwatch.LogGroup("blank-key", retention_in_days=30, kms_key_id="")
+        aws.cloudwatch.LogGroup("keyed", retention_in_days=30, kms_key_id=aws.kms.Key("logs").arn)
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, "log-group-protected", "aws:cloudwatch/logGroup:LogGroup", "blank-key",
+                     contains=["kmsKeyId"])
+    assert not verdict.on("log-group-protected", "aws:cloudwatch/logGroup:LogGroup", "keyed"), verdict.describe()
+
+
+# ---- execute-api-endpoint-disabled: a REST API mapped with the v2 ApiMapping ------------------
+
+def test_a_rest_api_mapped_through_an_apigatewayv2_api_mapping_must_disable_execute_api(pack):
+    def program():
+        domain = aws.apigateway.DomainName("domain", domain_name="api.example.com",
+                                           regional_certificate_arn="arn:aws:acm:us-east-1:1:certificate/x",
+                                           endpoint_configuration={"types": "REGIONAL"}, security_policy="TLS_1_2")
+        open_api = aws.apigateway.RestApi("open", endpoint_configuration={"types": "REGIONAL"})
+        closed = aws.apigateway.RestApi("closed", disable_execute_api_endpoint=True,
+                                        endpoint_configuration={"types": "REGIONAL"})
+        aws.apigatewayv2.ApiMapping("open", api_id=open_api.id, domain_name=domain.domain_name, stage="v1")
+        aws.apigatewayv2.ApiMapping("closed", api_id=closed.id, domain_name=domain.domain_name, stage="v1")
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, "execute-api-endpoint-disabled", "aws:apigateway/restApi:RestApi", "open",
+                     contains=["disableExecuteApiEndpoint"])
+    assert not verdict.on("execute-api-endpoint-disabled", "aws:apigateway/restApi:RestApi", "closed")
+    assert not [d for d in verdict.of("execute-api-endpoint-disabled") if d.enforcement_level == "advisory"], \
+        verdict.describe("execute-api-endpoint-disabled")
+
+
+# ---- no-literal-credentials: credentials outside request_parameters ---------------------------
+
+CREDS = "no-literal-credentials"
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"uri": "https://svc:s3cr3t@backend.internal/v1/chat/completions"}, "uri"),
+    ({"uri": "https://backend.internal/v1/chat/completions?api_key=sk-live-123"}, "uri"),
+    ({"request_templates": {"application/json":
+                            '#set($context.requestOverride.header.Authorization = "Bearer sk-live-123")\n$input.body'}},
+     "requestTemplates"),
+    ({"request_templates": {"application/json": '{"api_key": "sk-live-1234567890", "prompt": $input.json(\'$.p\')}'}},
+     "requestTemplates"),
+], ids=["userinfo", "query-key", "vtl-override", "template-body-key"])
+def test_credentials_written_into_the_uri_or_templates_are_violations(pack, kwargs, fragment):
+    def program():
+        aws.apigateway.Integration("literal", rest_api="a", resource_id="r", http_method="POST", type="HTTP",
+                                   integration_http_method="POST",
+                                   **{"uri": "https://backend.internal/v1/chat/completions", **kwargs})
+
+    expect_violation(judge(pack, program), CREDS, "aws:apigateway/integration:Integration", "literal",
+                     contains=[fragment])
+
+
+def test_mapped_credentials_in_uri_and_templates_pass(pack):
+    def program():
+        aws.apigateway.Integration("mapped", rest_api="a", resource_id="r", http_method="POST", type="HTTP",
+                                   integration_http_method="POST",
+                                   uri="https://backend.internal/v1/chat/completions?model=deepseek",
+                                   request_templates={"application/json": (
+                                       "#set($context.requestOverride.header.Authorization = "
+                                       "$context.authorizer.backendToken)\n$input.body")})
+        aws.apigatewayv2.Integration("v2-mapped", api_id="a", integration_type="HTTP_PROXY",
+                                     integration_method="POST", integration_uri="https://backend.internal/v1")
+
+    expect_clean(judge(pack, program), CREDS)
+
+
+def test_credentials_in_an_openapi_body_integration_are_violations(pack):
+    def body(authorization: str) -> str:
+        return json.dumps({"openapi": "3.0.1", "info": {"title": "t", "version": "1"}, "paths": {"/v1/chat": {"post": {
+            "security": [{"api_key": []}],
+            "x-amazon-apigateway-integration": {
+                "type": "http_proxy", "httpMethod": "POST", "uri": "https://backend.internal/v1/chat",
+                "requestParameters": {"integration.request.header.Authorization": authorization}}}}},
+            "components": {"securitySchemes": {"api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}}}})
+
+    def program():
+        aws.apigateway.RestApi("literal", body=body("'Bearer sk-live-123'"))
+        aws.apigateway.RestApi("mapped", body=body("context.authorizer.backendToken"))
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, CREDS, "aws:apigateway/restApi:RestApi", "literal",
+                     contains=["x-amazon-apigateway-integration.requestParameters"])
+    assert not verdict.on(CREDS, "aws:apigateway/restApi:RestApi", "mapped"), verdict.describe(CREDS)
+
+
+# ---- Kubernetes ---------------------------------------------------------------------------------
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+PEERS = "k8s-network-policy-pod-selected"
+UID = "k8s-high-uid"
+
+
+def _vllm(uid=10001) -> dict:
+    return {"name": "vllm", "image": "vllm/vllm-openai:v0.11.0",
+            "args": ["--model", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "--max-model-len", "16384"],
+            "ports": [{"container_port": 8000, "name": "http"}],
+            "security_context": {"run_as_user": uid, "run_as_non_root": True}}
+
+
+def _model(name="llm", namespace="models", uid=10001):
+    return k8s.apps.v1.Deployment(name, metadata={"namespace": namespace}, spec={
+        "selector": {"match_labels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [_vllm(uid)]}}})
+
+
+def _policy(name, ingress, selector=None):
+    return k8s.networking.v1.NetworkPolicy(name, metadata={"namespace": "models"}, spec={
+        "pod_selector": selector if selector is not None else {"match_labels": {"app": "llm"}},
+        "policy_types": ["Ingress"], "ingress": ingress})
+
+
+@pytest.mark.parametrize("rule", [
+    {"from": [{"namespace_selector": {"match_labels": {"team": "apps"}}, "pod_selector": {}}],
+     "ports": [{"port": 8000}]},
+    {"ports": [{"port": 8000}]},
+    {"from": [], "ports": [{"port": "http"}]},
+    {"from": [{"ip_block": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 8000}]},
+    {"from": [{"ip_block": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]},
+], ids=["empty-pod-selector", "no-from", "empty-from", "internet-ip-block", "internet-except-private"])
+def test_peers_that_admit_more_than_named_pods_to_a_model_port_are_violations(pack, rule):
+    def program():
+        _model()
+        k8s.networking.v1.NetworkPolicy("deny", metadata={"namespace": "models"},
+                                        spec={"pod_selector": {}, "policy_types": ["Ingress"]})
+        _policy("wide", [rule])
+
+    expect_violation(judge(pack, program), PEERS, NETWORK_POLICY, "wide", contains=["spec.ingress[0]"])
+
+
+def test_named_pods_and_private_load_balancer_ranges_pass(pack):
+    def program():
+        _model()
+        _policy("scraper", [{"from": [{"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "mon"}},
+                                       "pod_selector": {"match_labels": {"app": "prometheus"}}}],
+                             "ports": [{"port": "http"}]}])
+        _policy("load-balancer", [{"from": [{"ip_block": {"cidr": "10.0.0.0/24"}}, {"ip_block": {"cidr": "10.0.1.0/24"}}],
+                                   "ports": [{"port": 8000}]}])
+        _policy("gateway", [{"from": [{"pod_selector": {"match_labels": {"app": "gateway"}}}]}])
+        _policy("other-port-open", [{"ports": [{"port": 9400}]}])
+
+    expect_clean(judge(pack, program), PEERS)
+
+
+def test_every_workload_kind_is_held_to_the_uid_floor(pack):
+    pod = {"containers": [{"name": "c", "image": "busybox@sha256:1", "security_context": {"run_as_user": 0}}],
+           "security_context": {"run_as_user": 10001}}
+    template = {"metadata": {"labels": {"app": "x"}}, "spec": pod}
+
+    def program():
+        k8s.apps.v1.StatefulSet("sts", spec={"selector": {"match_labels": {"app": "x"}}, "service_name": "x",
+                                             "template": template})
+        k8s.apps.v1.DaemonSet("ds", spec={"selector": {"match_labels": {"app": "x"}}, "template": template})
+        k8s.batch.v1.CronJob("cron", spec={"schedule": "@daily", "job_template": {"spec": {"template": {
+            "spec": {**pod, "restart_policy": "Never"}}}}})
+        k8s.core.v1.ReplicationController("rc", spec={"selector": {"app": "x"}, "template": template})
+        k8s.core.v1.PodTemplate("template", template=template)
+        k8s.apps.v1.DeploymentPatch("patch", metadata={"name": "existing", "namespace": "models"},
+                                    spec={"template": template})
+
+    verdict = judge(pack, program)
+    for type_token, name in (("kubernetes:apps/v1:StatefulSet", "sts"), ("kubernetes:apps/v1:DaemonSet", "ds"),
+                             ("kubernetes:batch/v1:CronJob", "cron"),
+                             ("kubernetes:core/v1:ReplicationController", "rc"),
+                             ("kubernetes:core/v1:PodTemplate", "template"),
+                             ("kubernetes:apps/v1:DeploymentPatch", "patch")):
+        expect_violation(verdict, UID, type_token, name, contains=["containers[0].securityContext.runAsUser is 0"])
+
+
+def test_a_container_that_overrides_a_high_pod_uid_downwards_is_a_violation(pack):
+    def program():
+        k8s.apps.v1.Deployment("llm", metadata={"namespace": "models"}, spec={
+            "selector": {"match_labels": {"app": "llm"}},
+            "template": {"metadata": {"labels": {"app": "llm"}}, "spec": {
+                "security_context": {"run_as_user": 10001, "run_as_group": 10001},
+                "containers": [_vllm(uid=1000), {"name": "sidecar", "image": "busybox@sha256:1"}]}}})
+
+    verdict = judge(pack, program)
+    found = verdict.on(UID, DEPLOYMENT, "llm")
+    assert len(found) == 1 and "containers[0].securityContext.runAsUser is 1000" in found[0].message, \
+        verdict.describe(UID)
+
+
+# ---- EKS ------------------------------------------------------------------------------------------
+
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+
+
+def _group(name, template):
+    return aws.eks.NodeGroup(name, cluster_name="c", node_role_arn="arn:role", subnet_ids=["subnet-1"],
+                             scaling_config={"desired_size": 1, "min_size": 1, "max_size": 2},
+                             launch_template=template)
+
+
+def test_node_group_templates_found_by_literal_name_or_computed_name_are_judged(pack):
+    def program():
+        aws.ec2.LaunchTemplate("named", name="gpu-nodes", metadata_options={"http_tokens": "optional"})
+        _group("by-literal-name", {"name": "gpu-nodes", "version": "$Latest"})
+        auto = aws.ec2.LaunchTemplate("auto", metadata_options={"http_tokens": "required",
+                                                                "http_put_response_hop_limit": 2})
+        _group("by-computed-name", {"name": auto.name, "version": "$Default"})
+        good = aws.ec2.LaunchTemplate("good", metadata_options={"http_tokens": "required",
+                                                                "http_put_response_hop_limit": 1})
+        _group("good", {"name": good.name, "version": good.latest_version.apply(str)})
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, "eks-node-group-imdsv2", NODE_GROUP, "by-literal-name", contains=["(named)"])
+    expect_violation(verdict, "eks-node-group-imdsv2", NODE_GROUP, "by-computed-name", contains=["(auto)"])
+    assert not verdict.on("eks-node-group-imdsv2", NODE_GROUP, "good"), verdict.describe("eks-node-group-imdsv2")
+
+
+def test_an_eks_cluster_without_secrets_encryption_is_a_baseline_violation(pack):
+    def program():
+        role = "arn:aws:iam::123456789012:role/eks"
+        vpc = {"subnet_ids": ["subnet-1"], "endpoint_public_access": False, "endpoint_private_access": True}
+        aws.eks.Cluster("plain", role_arn=role, vpc_config=vpc)
+        aws.eks.Cluster("other-resources", role_arn=role, vpc_config=vpc,
+                        encryption_config={"resources": ["configmaps"], "provider": {"key_arn": "arn:aws:kms:k"}})
+        key = aws.kms.Key("eks")
+        aws.eks.Cluster("encrypted", role_arn=role, vpc_config=vpc,
+                        encryption_config={"resources": ["secrets"], "provider": {"key_arn": key.arn}})
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, "secrets-customer-managed-key", "aws:eks/cluster:Cluster", "plain",
+                     contains=["encryptionConfig"])
+    expect_violation(verdict, "secrets-customer-managed-key", "aws:eks/cluster:Cluster", "other-resources")
+    assert not verdict.on("secrets-customer-managed-key", "aws:eks/cluster:Cluster", "encrypted"), verdict.describe()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Iterator, Optional
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 from pulumi_policy import Severity
 
@@ -53,10 +53,11 @@ def _body_disables(body: Any) -> Optional[bool]:
 def _check_execute_api(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
     fix = ("set disable_execute_api_endpoint=True on the API so clients can only come through the "
            "custom domain (and its TLS policy, WAF and mTLS)")
-    for mapping_type, api_type, prop in ((BASE_PATH_MAPPING, REST_API, "restApi"),
-                                         (V2_API_MAPPING, V2_API, "apiId")):
+    # An apigatewayv2 ApiMapping maps REST APIs as well as HTTP APIs to a domain (its api_id
+    # takes either), so both mapping kinds are followed to both API kinds.
+    for mapping_type, prop in ((BASE_PATH_MAPPING, "restApi"), (V2_API_MAPPING, "apiId")):
         for mapping in stack.of_type(mapping_type):
-            apis = stack.referenced(mapping, prop, api_type)
+            apis = stack.referenced(mapping, prop, REST_API, V2_API)
             if not apis:
                 yield mapping.urn, cannot_check(
                     prop, "names an API this program does not declare (or by a literal id), so whether "
@@ -200,31 +201,124 @@ def _static_value(resource_type: str, value: Any) -> Optional[str]:
     return None
 
 
-def _check_literal_credentials(res: Resource, config: dict) -> Iterator[Finding]:
-    parameters = res.get("requestParameters")
+_LITERAL_WHY = ("a static credential in the integration configuration is readable by every principal "
+                "with apigateway:GET in the account, shows in exports and plan diffs, and never rotates")
+_LITERAL_FIX = ("map it from the request (method.request.header.X), the authorizer "
+                "(context.authorizer.X) or drop it; if the backend needs its own credential, issue it "
+                "per request (Lambda authorizer context) or rotate it on a schedule")
+_REDACTED = "a static literal (value redacted)"
+
+
+def _credential_name(key: Any) -> bool:
+    return bool(_CREDENTIAL_NAME.search(str(key).rsplit(".", 1)[-1].rsplit(":", 1)[-1]))
+
+
+def _parameter_findings(kind: str, parameters: Any, where: str) -> Iterator[Finding]:
+    """Request parameter mappings: a quoted literal (REST) or a value without a variable
+    (HTTP API) on a credential header or query string, or any Bearer/Basic literal."""
     if is_unknown(parameters):
-        yield cannot_check("requestParameters")
+        yield cannot_check(where)
         return
     for key, value in as_dict(parameters).items():
-        path = f"requestParameters[\"{key}\"]"
+        path = f"{where}[\"{key}\"]"
         if is_unknown(value):
-            if _CREDENTIAL_NAME.search(str(key).rsplit(".", 1)[-1].rsplit(":", 1)[-1]):
+            if _credential_name(key):
                 yield cannot_check(path)
             continue
-        static = _static_value(res.type, value)
+        static = _static_value(kind, value)
         # A placeholder that blanks the caller's header ('none', '-', '') carries nothing.
         if static is None or static.strip().lower() in _PLACEHOLDERS:
             continue
-        name = str(key).rsplit(".", 1)[-1].rsplit(":", 1)[-1]
-        if _CREDENTIAL_NAME.search(name) or _CREDENTIAL_VALUE.match(static):
-            yield violation(
-                path, None,
-                "a static credential in the integration configuration is readable by every principal "
-                "with apigateway:GET in the account, shows in exports and plan diffs, and never rotates",
-                "map it from the request (method.request.header.X), the authorizer "
-                "(context.authorizer.X) or drop it; if the backend needs its own credential, issue it "
-                "per request (Lambda authorizer context) or rotate it on a schedule",
-                rendered="a static literal (value redacted)")
+        if _credential_name(key) or _CREDENTIAL_VALUE.match(static):
+            yield violation(path, None, _LITERAL_WHY, _LITERAL_FIX, rendered=_REDACTED)
+
+
+def _uri_findings(uri: Any, where: str) -> Iterator[Finding]:
+    """A backend URI with a password (https://user:secret@host) or a credential-named query
+    parameter with a literal value (?api_key=sk-...)."""
+    if not isinstance(uri, str) or is_unknown(uri):
+        return
+    try:
+        parsed = urlparse(uri.strip())
+        password = parsed.password
+    except ValueError:
+        return
+    if password and not _templated(password):
+        yield violation(f"{where} (user information)", None, _LITERAL_WHY,
+                        "remove the user name and password from the URI; " + _LITERAL_FIX, rendered=_REDACTED)
+    for name, value in parse_qsl(parsed.query, keep_blank_values=True):
+        if _credential_name(name) and value.strip() and not _templated(value) \
+                and value.strip().lower() not in _PLACEHOLDERS:
+            yield violation(f"{where} (query parameter {name})", None, _LITERAL_WHY,
+                            "remove it from the URI; " + _LITERAL_FIX, rendered=_REDACTED)
+
+
+def _templated(text: str) -> bool:
+    # {proxy}, ${stageVariables.x}, $context.x: a value mapped at request time.
+    return "$" in text or "{" in text
+
+
+# Mapping templates (Velocity): a header override or a body field set to a literal credential.
+# API Gateway developer guide, "Override your API's request and response parameters and status
+# codes" ($context.requestOverride.header.<name>).
+_TEMPLATE_OVERRIDE = re.compile(
+    r"\$context\.requestOverride\.(?:header|querystring)\.([\w-]+)\s*=\s*(['\"])(.*?)\2", re.IGNORECASE)
+_TEMPLATE_FIELD = re.compile(r"(['\"])([\w.-]+)\1\s*:\s*(['\"])(.*?)\3")
+_TEMPLATE_BEARER = re.compile(r"(['\"])\s*(bearer|basic)\s+[^'\"$\s]{8,}\s*\1", re.IGNORECASE)
+
+
+def _template_findings(templates: Any, where: str) -> Iterator[Finding]:
+    if is_unknown(templates):
+        yield cannot_check(where)
+        return
+    for content_type, template in as_dict(templates).items():
+        path = f"{where}[\"{content_type}\"]"
+        if is_unknown(template):
+            yield cannot_check(path)
+            continue
+        if not isinstance(template, str):
+            continue
+        literal = False
+        for match in _TEMPLATE_OVERRIDE.finditer(template):
+            value = match.group(3)
+            if not _templated(value) and value.strip().lower() not in _PLACEHOLDERS and (
+                    _credential_name(match.group(1)) or _CREDENTIAL_VALUE.match(value)):
+                literal = True
+        for match in _TEMPLATE_FIELD.finditer(template):
+            value = match.group(4)
+            if _credential_name(match.group(2)) and value.strip() and not _templated(value) \
+                    and value.strip().lower() not in _PLACEHOLDERS:
+                literal = True
+        if literal or _TEMPLATE_BEARER.search(template):
+            yield violation(path, None, _LITERAL_WHY, _LITERAL_FIX, rendered=_REDACTED)
+
+
+def _body_findings(kind: str, body: Any) -> Iterator[Finding]:
+    """x-amazon-apigateway-integration objects of an OpenAPI body: the same three places."""
+    if is_unknown(body):
+        yield cannot_check("body")
+        return
+    document = openapi_security.parse(body)
+    if not isinstance(document, dict):
+        return  # no body, or one the Family 1 rules already refuse as unreadable
+    for route, verb, operation in openapi_security.operations(document):
+        integration = as_dict(operation.get("x-amazon-apigateway-integration"))
+        where = f"body.paths[\"{route}\"].{verb}.x-amazon-apigateway-integration"
+        yield from _parameter_findings(kind, integration.get("requestParameters"), f"{where}.requestParameters")
+        yield from _uri_findings(integration.get("uri"), f"{where}.uri")
+        yield from _template_findings(integration.get("requestTemplates"), f"{where}.requestTemplates")
+
+
+def _check_literal_credentials(res: Resource, config: dict) -> Iterator[Finding]:
+    if res.type in (REST_API, V2_API):
+        yield from _body_findings(INTEGRATION if res.type == REST_API else V2_INTEGRATION, res.get("body"))
+        return
+    yield from _parameter_findings(res.type, res.get("requestParameters"), "requestParameters")
+    if res.type == METHOD:
+        return
+    uri_path = "uri" if res.type == INTEGRATION else "integrationUri"
+    yield from _uri_findings(res.get(uri_path), uri_path)
+    yield from _template_findings(res.get("requestTemplates"), "requestTemplates")
 
 
 NO_LITERAL_CREDENTIALS = resource_policy(
@@ -232,8 +326,10 @@ NO_LITERAL_CREDENTIALS = resource_policy(
     family=FAMILY_BASELINE,
     description="Integration and method request parameters carry no static credential (a quoted "
                 "literal, or an HTTP API value without a variable, on an Authorization/API key/token "
-                "header or query string, or any 'Bearer ...'/'Basic ...' literal).",
-    resource_types=(INTEGRATION, METHOD, V2_INTEGRATION),
+                "header or query string, or any 'Bearer ...'/'Basic ...' literal); neither do backend "
+                "URIs (user:password@, credential query parameters), mapping templates (header "
+                "overrides, credential fields) or the integrations of an OpenAPI body.",
+    resource_types=(INTEGRATION, METHOD, V2_INTEGRATION, REST_API, V2_API),
     check=_check_literal_credentials,
     remediation="Map credentials from the request or the authorizer; never write them into the API.",
 )

@@ -15,7 +15,7 @@ from ._framework import (
     FAMILY_BASELINE, Finding, Resource, Stack, StackResource, cannot_check, resource_policy, stack_policy,
     violation,
 )
-from ._wire import as_dict, as_list, as_number, is_unknown
+from ._wire import admits_internet, as_dict, as_list, as_number, is_unknown
 from .workloads import POD_TEMPLATE_TYPES, PodSpec, containers, kubernetes_servings, pod_specs
 
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -252,26 +252,62 @@ def _check_namespace_peers(stack: Stack, config: dict) -> Iterator[tuple[str, Fi
             if is_unknown(peers):
                 yield policy.urn, cannot_check(f"spec.ingress[{rule_index}].from")
                 continue
-            for peer_index, peer in enumerate(as_list(peers)):
-                peer = as_dict(peer)
-                if "namespaceSelector" not in peer or peer.get("podSelector") is not None:
-                    continue
-                if not any(_ports_overlap(rule.get("ports"), m.ports) for m in targets):
-                    continue
-                path = f"spec.ingress[{rule_index}].from[{peer_index}]"
+            if not any(_ports_overlap(rule.get("ports"), m.ports) for m in targets):
+                continue
+            # An ingress rule without peers matches every source (NetworkPolicy API reference,
+            # NetworkPolicyIngressRule.from: "If this field is empty or missing, this rule
+            # matches all sources").
+            if not as_list(peers):
+                path = f"spec.ingress[{rule_index}].from"
                 yield policy.urn, violation(
-                    path, peer,
-                    f"it admits every pod of the selected namespace(s) to the model server "
-                    f"({targets[0].owner.name}), not just the one client that needs it",
-                    f"add a podSelector to the same peer ({path}.podSelector: {{matchLabels: "
-                    "{app.kubernetes.io/name: <client>}}}), and limit ports to the one it uses")
+                    path, None,
+                    f"a rule without peers admits every pod of every namespace and every address to the "
+                    f"model server ({targets[0].owner.name})",
+                    f"list the one client in {path}: a podSelector (with a namespaceSelector for another "
+                    "namespace), and limit ports to the one it uses", rendered="empty (every source)")
+                continue
+            for peer_index, peer in enumerate(as_list(peers)):
+                finding = _wide_peer(as_dict(peer), f"spec.ingress[{rule_index}].from[{peer_index}]",
+                                     targets[0].owner.name)
+                if finding is not None:
+                    yield policy.urn, finding
+
+
+def _wide_peer(peer: dict, path: str, model: str) -> Optional[Finding]:
+    """A peer that admits more than named pods: a namespace selector whose pod selector is
+    missing or empty (every pod of the namespaces), or an ipBlock with internet addresses."""
+    if "namespaceSelector" in peer:
+        pods = peer.get("podSelector")
+        if is_unknown(pods):
+            return cannot_check(f"{path}.podSelector")
+        if pods is None or selects_everything(pods):
+            return violation(
+                path, peer,
+                f"it admits every pod of the selected namespace(s) to the model server ({model}), not "
+                "just the one client that needs it",
+                f"add a podSelector that names the client to the same peer ({path}.podSelector: "
+                "{matchLabels: {app.kubernetes.io/name: <client>}}), and limit ports to the one it uses")
+    block = peer.get("ipBlock")
+    if block is not None:
+        cidr = block.get("cidr") if isinstance(block, dict) else block
+        if is_unknown(cidr):
+            return cannot_check(f"{path}.ipBlock.cidr")
+        if isinstance(cidr, str) and admits_internet(cidr):
+            return violation(
+                f"{path}.ipBlock", block,
+                f"it admits internet addresses to the model server ({model}): the policy no longer "
+                "limits who can reach it once any route (a load balancer, a node port, a peering) exists",
+                "admit the load balancer's private subnets (or its pods by podSelector), never 0.0.0.0/0 "
+                "or public ranges")
+    return None
 
 
 K8S_NETWORK_POLICY_POD_SELECTED = stack_policy(
     name="k8s-network-policy-pod-selected",
     family=FAMILY_BASELINE,
     description="NetworkPolicies that select model server pods admit peers by pod selector: no "
-                "namespaceSelector-only peer reaches a model port.",
+                "namespaceSelector peer without a (non-empty) podSelector, no rule without peers, and no "
+                "ipBlock with internet addresses reaches a model port.",
     resource_types=(NETWORK_POLICY,) + POD_TEMPLATE_TYPES,
     check=_check_namespace_peers,
     remediation="Pair every namespaceSelector with a podSelector in the same peer.",

@@ -134,8 +134,10 @@ LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 
 
 def _check_log_group(res: Resource, config: dict) -> Iterator[Finding]:
-    if res.get("kmsKeyId") is None:  # an unknown key ARN is still a key
-        yield violation("kmsKeyId", None,
+    key = res.get("kmsKeyId")
+    # An unknown key ARN is still a key; a blank one is none.
+    if key is None or (isinstance(key, str) and not is_unknown(key) and not key.strip()):
+        yield violation("kmsKeyId", key or None,
                         "the logs (caller identities, request ids, errors) are then encrypted only with "
                         "a key AWS owns: you cannot restrict or audit who decrypts them",
                         "set kms_key_id to a customer-managed KMS key whose policy allows "

@@ -22,7 +22,7 @@ from ._framework import (
     resource_policy,
     violation,
 )
-from ._wire import is_unknown, show
+from ._wire import as_dict, as_list, is_unknown, show
 from .iam_documents import (
     open_principals,
     principal_unknown,
@@ -81,11 +81,70 @@ def open_statements(path: str, value: Any, what: str, fix: str) -> Iterator[Find
                             "restricts the caller", fix, rendered=", ".join(opened))
 
 
+# S3 access control lists make a bucket or object public as surely as a policy does: the
+# canned ACLs public-read, public-read-write and authenticated-read (any AWS account), and
+# grants to the AllUsers / AuthenticatedUsers groups (Amazon S3 user guide, "Access control
+# list (ACL) overview": canned ACLs and Amazon S3 predefined groups).
+ACL_PATHS = {
+    "aws:s3/bucketAcl:BucketAcl": ("acl", "accessControlPolicy.grants"),
+    "aws:s3/bucketAclV2:BucketAclV2": ("acl", "accessControlPolicy.grants"),
+    "aws:s3/bucket:Bucket": ("acl", "grants"),
+    "aws:s3/bucketV2:BucketV2": ("acl", "grants"),
+    "aws:s3/bucketObject:BucketObject": ("acl", None),
+    "aws:s3/bucketObjectv2:BucketObjectv2": ("acl", None),
+    "aws:s3/objectCopy:ObjectCopy": ("acl", "grants"),
+}
+_PUBLIC_CANNED_ACLS = {
+    "public-read": "everyone on the internet can read it",
+    "public-read-write": "everyone on the internet can read and write it",
+    "authenticated-read": "every AWS account in the world can read it",
+}
+_PUBLIC_GROUPS = {"http://acs.amazonaws.com/groups/global/allusers": "everyone on the internet",
+                  "http://acs.amazonaws.com/groups/global/authenticatedusers": "every AWS account in the world"}
+_ACL_FIX = ("use acl=\"private\" (or drop the ACL and keep the bucket owner enforced), and grant named "
+            "principals through a bucket policy; serve public content through CloudFront with origin "
+            "access control")
+
+
+def _check_acl(res: Resource) -> Iterator[Finding]:
+    acl_path, grants_path = ACL_PATHS[res.type]
+    acl = res.get(acl_path)
+    if is_unknown(acl):
+        yield cannot_check(acl_path)
+    elif isinstance(acl, str) and acl.strip().lower() in _PUBLIC_CANNED_ACLS:
+        yield violation(acl_path, acl, f"this canned ACL makes it public: {_PUBLIC_CANNED_ACLS[acl.strip().lower()]}",
+                        _ACL_FIX)
+    if grants_path is None:
+        return
+    grants = res.get(*grants_path.split("."))
+    if is_unknown(grants):
+        yield cannot_check(grants_path)
+        return
+    for index, grant in enumerate(as_list(grants)):
+        grant = as_dict(grant)
+        grantee = grant.get("grantee", grant)  # BucketAcl nests the grantee; Bucket.grants do not
+        if is_unknown(grantee):
+            yield cannot_check(f"{grants_path}[{index}]")
+            continue
+        uri = as_dict(grantee).get("uri")
+        if is_unknown(uri):
+            yield cannot_check(f"{grants_path}[{index}].uri")
+        elif isinstance(uri, str) and uri.strip().lower() in _PUBLIC_GROUPS:
+            permissions = grant.get("permissions", grant.get("permission"))
+            yield violation(f"{grants_path}[{index}]", None,
+                            f"the grant gives {_PUBLIC_GROUPS[uri.strip().lower()]} "
+                            f"{show(permissions)} on it", _ACL_FIX,
+                            rendered=f"a grant to {uri.strip()}")
+
+
 def _check_public(res: Resource, config: dict) -> Iterator[Finding]:
-    path = RESOURCE_POLICY_PATHS[res.type]
-    yield from open_statements(path, res.get(path), "it grants its actions",
-                               "name the account or role ARNs in Principal, or add a condition on "
-                               "aws:PrincipalAccount / aws:PrincipalOrgID / aws:SourceVpce")
+    path = RESOURCE_POLICY_PATHS.get(res.type)
+    if path is not None:
+        yield from open_statements(path, res.get(path), "it grants its actions",
+                                   "name the account or role ARNs in Principal, or add a condition on "
+                                   "aws:PrincipalAccount / aws:PrincipalOrgID / aws:SourceVpce")
+    if res.type in ACL_PATHS:
+        yield from _check_acl(res)
 
 
 RESOURCE_POLICY_NOT_PUBLIC = resource_policy(
@@ -93,8 +152,10 @@ RESOURCE_POLICY_NOT_PUBLIC = resource_policy(
     family=FAMILY_BASELINE,
     description="Bucket, access point, secret, ECR repository and registry, SNS topic and SQS queue "
                 "policies (separate or inline) admit no `*` principal without a condition that "
-                "restricts the caller to an account, organisation, network or source.",
-    resource_types=tuple(RESOURCE_POLICY_PATHS),
+                "restricts the caller to an account, organisation, network or source; bucket and object "
+                "ACLs are not public-read, public-read-write or authenticated-read and grant nothing to "
+                "the AllUsers or AuthenticatedUsers groups.",
+    resource_types=tuple(dict.fromkeys(tuple(RESOURCE_POLICY_PATHS) + tuple(ACL_PATHS))),
     check=_check_public,
     remediation="Name the principals, or condition an open principal on the account or organisation.",
 )
@@ -123,7 +184,37 @@ KMS_KEY_POLICY_RESTRICTED = resource_policy(
 
 # ---- secrets with a customer-managed key --------------------------------------------------
 
+EKS_CLUSTER = "aws:eks/cluster:Cluster"
+
+
+def _check_cluster_secrets(res: Resource) -> Iterator[Finding]:
+    # Without encryption_config, Kubernetes Secrets are encrypted only with EKS's default
+    # (AWS-owned) key; envelope encryption with a customer-managed key is what lets you
+    # restrict and audit decryption (EKS user guide, "Encrypt Kubernetes secrets with KMS on
+    # existing clusters" and "Default envelope encryption for all Kubernetes API Data").
+    encryption = res.get("encryptionConfig")
+    if is_unknown(encryption):
+        yield cannot_check("encryptionConfig")
+        return
+    encryption = as_dict(encryption)
+    resources = encryption.get("resources")
+    key = as_dict(encryption.get("provider")).get("keyArn") if not is_unknown(encryption.get("provider")) \
+        else encryption.get("provider")
+    if is_unknown(resources):
+        yield cannot_check("encryptionConfig.resources")
+    elif "secrets" not in [str(r).lower() for r in as_list(resources)] or key is None or key == "":
+        yield violation("encryptionConfig", encryption or None,
+                        "Kubernetes Secrets (API keys, tokens, the model server's key) are then encrypted only "
+                        "with the EKS default key, which you cannot restrict or audit",
+                        "set encryption_config={resources: [\"secrets\"], provider: {key_arn: <customer-managed "
+                        "KMS key ARN>}}",
+                        rendered="not set" if not encryption else "without secrets and a KMS key")
+
+
 def _check_secret_key(res: Resource, config: dict) -> Iterator[Finding]:
+    if res.type == EKS_CLUSTER:
+        yield from _check_cluster_secrets(res)
+        return
     key = res.get("kmsKeyId")
     if is_unknown(key):
         return  # a key computed from another resource is a customer-managed key
@@ -139,10 +230,11 @@ SECRETS_CUSTOMER_MANAGED_KEY = resource_policy(
     name="secrets-customer-managed-key",
     family=FAMILY_BASELINE,
     description="Secrets Manager secrets are encrypted with a customer-managed KMS key (kmsKeyId), "
-                "not the AWS-managed aws/secretsmanager key.",
-    resource_types=("aws:secretsmanager/secret:Secret",),
+                "not the AWS-managed aws/secretsmanager key, and EKS clusters envelope-encrypt Kubernetes "
+                "Secrets with a customer-managed key (encryptionConfig).",
+    resource_types=("aws:secretsmanager/secret:Secret", EKS_CLUSTER),
     check=_check_secret_key,
-    remediation="Set kms_key_id to a customer-managed key.",
+    remediation="Set kms_key_id to a customer-managed key; give EKS clusters encryption_config for secrets.",
 )
 
 

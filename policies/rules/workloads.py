@@ -22,6 +22,7 @@ RUNTIME_TITLES = {VLLM: "vLLM", TGI: "TGI", OLLAMA: "Ollama"}
 
 # Kubernetes kinds whose pod templates are well known; any other kubernetes:* kind is
 # searched for embedded pod specs too (CRDs such as LeaderWorkerSet, Argo Rollouts).
+POD_TEMPLATE = "kubernetes:core/v1:PodTemplate"
 POD_TEMPLATE_TYPES = (
     "kubernetes:core/v1:Pod",
     "kubernetes:apps/v1:Deployment",
@@ -71,6 +72,15 @@ def pod_specs(resource_type: str, props: dict) -> list[PodSpec]:
     template, both LeaderWorkerSet templates, a Pod's own spec, ...)."""
     if not resource_type.startswith("kubernetes:"):
         return []
+    if resource_type == POD_TEMPLATE:
+        # A PodTemplate carries its pod at the top level: {template: {metadata, spec}}.
+        template = props.get("template")
+        if is_unknown(template):
+            return [PodSpec("template", UNKNOWN)]
+        found: list[PodSpec] = []
+        metadata = template.get("metadata") if isinstance(template, dict) else None
+        _find_pod_specs(template, "template", metadata if isinstance(metadata, dict) else None, found)
+        return found
     spec = props.get("spec")
     if is_unknown(spec):
         # Only kinds known to carry pods can be said to hide one behind an unknown spec.
