@@ -505,3 +505,106 @@ def test_an_eks_cluster_without_secrets_encryption_is_a_baseline_violation(pack)
                      contains=["encryptionConfig"])
     expect_violation(verdict, "secrets-customer-managed-key", "aws:eks/cluster:Cluster", "other-resources")
     assert not verdict.on("secrets-customer-managed-key", "aws:eks/cluster:Cluster", "encrypted"), verdict.describe()
+
+
+# ---- more carriers of resource policies ----------------------------------------------------------
+
+def _open(action: str) -> str:
+    return _doc({"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": action, "Resource": "*"})
+
+
+def test_other_resource_policy_carriers_open_to_everyone_are_violations(pack):
+    def program():
+        aws.efs.FileSystemPolicy("efs", file_system_id="fs-1", policy=_open("elasticfilesystem:ClientMount"))
+        aws.s3control.AccessPointPolicy("access-point", access_point_arn="arn:aws:s3:us-east-1:1:accesspoint/ap",
+                                        policy=_open("s3:GetObject"))
+        aws.glacier.Vault("vault", access_policy=_open("glacier:InitiateJob"))
+        aws.backup.VaultPolicy("backup", backup_vault_name="v", policy=_open("backup:CopyIntoBackupVault"))
+        aws.cloudwatch.EventBusPolicy("bus", policy=_open("events:PutEvents"))
+        aws.kinesis.ResourcePolicy("stream", resource_arn="arn:aws:kinesis:us-east-1:1:stream/s",
+                                   policy=_open("kinesis:GetRecords"))
+        aws.dynamodb.ResourcePolicy("table", resource_arn="arn:aws:dynamodb:us-east-1:1:table/t",
+                                    policy=_open("dynamodb:GetItem"))
+        aws.codeartifact.RepositoryPermissionsPolicy("packages", domain="d", repository="r",
+                                                     policy_document=_open("codeartifact:ReadFromRepository"))
+        aws.lambda_.LayerVersionPermission("layer", layer_name="l", version_number=1, principal="*",
+                                           action="lambda:GetLayerVersion", statement_id="all")
+        aws.ec2.AmiLaunchPermission("ami", image_id="ami-1", group="all")
+
+    verdict = judge(pack, program)
+    for type_token, name in (("aws:efs/fileSystemPolicy:FileSystemPolicy", "efs"),
+                             ("aws:s3control/accessPointPolicy:AccessPointPolicy", "access-point"),
+                             ("aws:glacier/vault:Vault", "vault"), ("aws:backup/vaultPolicy:VaultPolicy", "backup"),
+                             ("aws:cloudwatch/eventBusPolicy:EventBusPolicy", "bus"),
+                             ("aws:kinesis/resourcePolicy:ResourcePolicy", "stream"),
+                             ("aws:dynamodb/resourcePolicy:ResourcePolicy", "table"),
+                             ("aws:codeartifact/repositoryPermissionsPolicy:RepositoryPermissionsPolicy", "packages"),
+                             ("aws:lambda/layerVersionPermission:LayerVersionPermission", "layer"),
+                             ("aws:ec2/amiLaunchPermission:AmiLaunchPermission", "ami")):
+        expect_violation(verdict, PUBLIC, type_token, name)
+
+
+def test_other_carriers_restricted_to_the_account_or_a_mount_target_pass(pack):
+    def program():
+        # The EFS console's default policy: anyone, but only through a mount target in the VPC.
+        aws.efs.FileSystemPolicy("efs-default", file_system_id="fs-1", policy=_doc({
+            "Effect": "Allow", "Principal": {"AWS": "*"},
+            "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"], "Resource": "*",
+            "Condition": {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}}}))
+        aws.cloudwatch.EventBusPolicy("org-bus", policy=_doc({
+            "Effect": "Allow", "Principal": "*", "Action": "events:PutEvents", "Resource": "*",
+            "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}}))
+        aws.lambda_.LayerVersionPermission("org-layer", layer_name="l", version_number=1, principal="*",
+                                           organization_id="o-abc123", action="lambda:GetLayerVersion",
+                                           statement_id="org")
+        aws.lambda_.LayerVersionPermission("account-layer", layer_name="l", version_number=1, principal=ACCOUNT,
+                                           action="lambda:GetLayerVersion", statement_id="acct")
+        aws.ec2.AmiLaunchPermission("ami", image_id="ami-1", account_id=ACCOUNT)
+
+    expect_clean(judge(pack, program), PUBLIC)
+
+
+@pytest.mark.parametrize("service", ["bedrock.amazonaws.com", "pipes.amazonaws.com", "backup.amazonaws.com",
+                                     "codebuild.amazonaws.com"])
+def test_more_confused_deputy_services_need_a_source_condition(pack, service):
+    def program():
+        aws.iam.Role("unpinned", assume_role_policy=_trust({"Service": service}))
+        aws.iam.Role("pinned", assume_role_policy=_trust({"Service": service}, {
+            "StringEquals": {"aws:SourceAccount": ACCOUNT}}))
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, TRUST, ROLE, "unpinned", contains=[service])
+    assert not verdict.on(TRUST, ROLE, "pinned"), verdict.describe(TRUST)
+
+
+@pytest.mark.parametrize("container", [
+    {"name": "sglang", "image": "lmsysorg/sglang:v0.5.3-cu126",
+     "command": ["python3", "-m", "sglang.launch_server", "--model-path", "deepseek-ai/DeepSeek-V3", "--port", "30000"],
+     "ports": [{"container_port": 30000}]},
+    {"name": "triton", "image": "nvcr.io/nvidia/tritonserver:25.01-trtllm-python-py3",
+     "args": ["tritonserver", "--model-repository=/models"], "ports": [{"container_port": 8000}]},
+    {"name": "llama", "image": "ghcr.io/ggml-org/llama.cpp:server-cuda", "args": ["-m", "/models/m.gguf"],
+     "ports": [{"container_port": 8080}]},
+], ids=["sglang", "triton", "llama-cpp"])
+def test_namespaces_running_other_model_servers_need_a_default_deny(pack, container):
+    def program():
+        k8s.apps.v1.Deployment("server", metadata={"namespace": "inference"}, spec={
+            "selector": {"match_labels": {"app": "server"}},
+            "template": {"metadata": {"labels": {"app": "server"}}, "spec": {"containers": [container]}}})
+        k8s.networking.v1.NetworkPolicy("namespace-wide", metadata={"namespace": "inference"}, spec={
+            "pod_selector": {"match_labels": {"app": "server"}},
+            "ingress": [{"from": [{"namespace_selector": {"match_labels": {"team": "apps"}}}]}]})
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, "k8s-default-deny", DEPLOYMENT, "server", contains=["namespace inference"])
+    expect_violation(verdict, PEERS, NETWORK_POLICY, "namespace-wide")
+
+
+def test_a_namespace_without_a_model_server_needs_no_default_deny(pack):
+    def program():
+        k8s.apps.v1.Deployment("web", metadata={"namespace": "apps"}, spec={
+            "selector": {"match_labels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                {"name": "web", "image": "nginx:1.27", "ports": [{"container_port": 8080}]}]}}})
+
+    expect_clean(judge(pack, program), "k8s-default-deny")

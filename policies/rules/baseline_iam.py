@@ -155,8 +155,9 @@ IAM_NO_ADMIN_ACCESS = resource_policy(
 # aws:SourceArn/aws:SourceAccount when they assume a role, so a trust policy can and should
 # pin them to this account: the IAM user guide's "The confused deputy problem", and each
 # service's "Cross-service confused deputy prevention" page (CloudTrail, Config, CloudWatch
-# Logs, VPC Flow Logs, SNS, S3, EventBridge and Scheduler, Step Functions, Firehose, SSM,
-# API Gateway, SageMaker).
+# Logs, VPC Flow Logs, SNS, S3, EventBridge, Scheduler and Pipes, Step Functions, Firehose,
+# SSM, API Gateway, SageMaker, Bedrock, Personalize, Backup, DataSync, Transfer Family,
+# CodeBuild, AppSync).
 # Deliberately not listed: ec2.amazonaws.com (instance profiles are passed with
 # iam:PassRole inside the account and EC2 sends no source context), lambda, ecs-tasks,
 # eks and autoscaling (likewise passed roles; see Prowler issue #2810 on the false positives
@@ -167,6 +168,8 @@ DEFAULT_CONFUSED_DEPUTY_SERVICES = [
     "logs.amazonaws.com", "delivery.logs.amazonaws.com", "vpc-flow-logs.amazonaws.com",
     "sns.amazonaws.com", "s3.amazonaws.com", "events.amazonaws.com", "scheduler.amazonaws.com",
     "states.amazonaws.com", "firehose.amazonaws.com", "ssm.amazonaws.com", "sagemaker.amazonaws.com",
+    "bedrock.amazonaws.com", "personalize.amazonaws.com", "pipes.amazonaws.com", "backup.amazonaws.com",
+    "datasync.amazonaws.com", "transfer.amazonaws.com", "codebuild.amazonaws.com", "appsync.amazonaws.com",
 ]
 
 

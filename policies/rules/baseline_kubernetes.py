@@ -9,6 +9,7 @@ hardening guide (run as a UID >= 10000, so no container identity is a host user)
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator, Optional
 
 from ._framework import (
@@ -120,13 +121,53 @@ class ModelPods:
         self.ports = ports  # containerPort numbers and names of the serving containers; None if unknown
 
 
+# Model servers other than the runtimes the hygiene family reads flags of (vLLM, TGI,
+# Ollama): a namespace running SGLang (the engine DeepSeek recommends for V3/R1), Triton,
+# llama.cpp, LMDeploy, TensorRT-LLM, NIM or an embeddings server exposes the same kind of
+# unauthenticated inference routes, so Family 3 guards it the same way.
+_OTHER_SERVER_IMAGE = re.compile(
+    r"(^|/)(sglang|tritonserver|llama\.cpp|lmdeploy|text-embeddings-inference|localai|tensorrt[-_]?llm|"
+    r"huggingfaceserver|xinference)$|^nvcr\.io/nim/")
+_OTHER_SERVER_COMMAND = re.compile(
+    r"(^|[\s/\"'])(sglang\.launch_server|sglang\s+serve|tritonserver|llama-server|lmdeploy\s+serve|"
+    r"text-embeddings-router|trtllm-serve|local-ai)\b")
+
+
+def _image_repository(image: Any) -> str:
+    if not isinstance(image, str) or is_unknown(image):
+        return ""
+    name = image.strip().lower().split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    last = last.split(":", 1)[0]
+    return f"{head}/{last}" if head else last
+
+
+def _other_model_servers(pod: PodSpec) -> list[str]:
+    """Paths of containers running a model server the runtime detector does not know."""
+    found = []
+    for path, container in containers(pod, include_init=False):
+        if not isinstance(container, dict):
+            continue
+        words = [w for w in as_list(container.get("command")) + as_list(container.get("args"))
+                 if isinstance(w, str) and not is_unknown(w)]
+        if _OTHER_SERVER_IMAGE.search(_image_repository(container.get("image"))) \
+                or _OTHER_SERVER_COMMAND.search(" ".join(words)):
+            found.append(path)
+    return found
+
+
 def model_pods(stack: Stack) -> list[ModelPods]:
     found = []
     for res in stack.of_type(*POD_TEMPLATE_TYPES):
-        by_pod: dict[int, tuple[PodSpec, list]] = {}
-        for pod, serving in kubernetes_servings(res.type, res.props):
-            entry = by_pod.setdefault(id(pod), (pod, []))
-            container = _container_at(pod, serving.where)
+        by_pod: dict[str, tuple[PodSpec, list]] = {}
+        servings = [(pod, serving.where) for pod, serving in kubernetes_servings(res.type, res.props)]
+        known = {where for _pod, where in servings}
+        for pod in pod_specs(res.type, res.props):
+            if isinstance(pod.spec, dict):
+                servings += [(pod, where) for where in _other_model_servers(pod) if where not in known]
+        for pod, where in servings:
+            entry = by_pod.setdefault(pod.path, (pod, []))
+            container = _container_at(pod, where)
             ports = as_dict(container).get("ports")
             if is_unknown(ports) or not ports:
                 entry[1].append(None)

@@ -45,7 +45,24 @@ RESOURCE_POLICY_PATHS = {
     "aws:sns/topic:Topic": "policy",
     "aws:sqs/queuePolicy:QueuePolicy": "policy",
     "aws:sqs/queue:Queue": "policy",
+    # Other carriers of the same kind of document: who may read a file system, a vault, a
+    # stream or table, put events on a bus, or pull packages from a repository.
+    "aws:s3control/accessPointPolicy:AccessPointPolicy": "policy",
+    "aws:s3control/bucketPolicy:BucketPolicy": "policy",
+    "aws:efs/fileSystemPolicy:FileSystemPolicy": "policy",
+    "aws:glacier/vault:Vault": "accessPolicy",
+    "aws:backup/vaultPolicy:VaultPolicy": "policy",
+    "aws:cloudwatch/eventBusPolicy:EventBusPolicy": "policy",
+    "aws:kinesis/resourcePolicy:ResourcePolicy": "policy",
+    "aws:dynamodb/resourcePolicy:ResourcePolicy": "policy",
+    "aws:glue/resourcePolicy:ResourcePolicy": "policy",
+    "aws:codeartifact/repositoryPermissionsPolicy:RepositoryPermissionsPolicy": "policyDocument",
+    "aws:codeartifact/domainPermissions:DomainPermissions": "policyDocument",
 }
+# Sharing settings that are not documents: a Lambda layer version for principal "*" without
+# an organization, an AMI launch permission for the group "all".
+LAYER_PERMISSION = "aws:lambda/layerVersionPermission:LayerVersionPermission"
+AMI_LAUNCH_PERMISSION = "aws:ec2/amiLaunchPermission:AmiLaunchPermission"
 KEY_POLICY_PATHS = {
     "aws:kms/key:Key": "policy",
     "aws:kms/keyPolicy:KeyPolicy": "policy",
@@ -145,17 +162,36 @@ def _check_public(res: Resource, config: dict) -> Iterator[Finding]:
                                    "aws:PrincipalAccount / aws:PrincipalOrgID / aws:SourceVpce")
     if res.type in ACL_PATHS:
         yield from _check_acl(res)
+    if res.type == LAYER_PERMISSION:
+        principal, organization = res.get("principal"), res.get("organizationId")
+        if is_unknown(principal):
+            yield cannot_check("principal")
+        elif isinstance(principal, str) and principal.strip() == "*" and not organization:
+            yield violation("principal", principal,
+                            "every AWS account can use this layer version (and read its code)",
+                            "name the account ID in principal, or set organization_id with principal \"*\"")
+    if res.type == AMI_LAUNCH_PERMISSION:
+        group = res.get("group")
+        if is_unknown(group):
+            yield cannot_check("group")
+        elif isinstance(group, str) and group.strip().lower() == "all":
+            yield violation("group", group, "the image becomes public: every AWS account can launch it (and "
+                            "read whatever its snapshots hold)",
+                            "share with account_id, organization_arn or organizational_unit_arn instead")
 
 
 RESOURCE_POLICY_NOT_PUBLIC = resource_policy(
     name="resource-policy-not-public",
     family=FAMILY_BASELINE,
     description="Bucket, access point, secret, ECR repository and registry, SNS topic and SQS queue "
-                "policies (separate or inline) admit no `*` principal without a condition that "
+                "policies (separate or inline), and the resource policies of file systems, backup and "
+                "Glacier vaults, event buses, streams, tables, Glue catalogs and CodeArtifact, admit no `*` principal without a condition that "
                 "restricts the caller to an account, organisation, network or source; bucket and object "
                 "ACLs are not public-read, public-read-write or authenticated-read and grant nothing to "
-                "the AllUsers or AuthenticatedUsers groups.",
-    resource_types=tuple(dict.fromkeys(tuple(RESOURCE_POLICY_PATHS) + tuple(ACL_PATHS))),
+                "the AllUsers or AuthenticatedUsers groups; no Lambda layer or AMI is shared with every "
+                "account.",
+    resource_types=tuple(dict.fromkeys(tuple(RESOURCE_POLICY_PATHS) + tuple(ACL_PATHS)
+                                       + (LAYER_PERMISSION, AMI_LAUNCH_PERMISSION))),
     check=_check_public,
     remediation="Name the principals, or condition an open principal on the account or organisation.",
 )

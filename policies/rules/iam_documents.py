@@ -250,6 +250,10 @@ RESTRICTING_KEYS = frozenset(k.lower() for k in (
     "aws:SourceVpc", "aws:SourceVpce", "aws:SourceIp", "aws:userid", "aws:ResourceAccount",
     "kms:CallerAccount", "s3:DataAccessPointAccount", "s3:DataAccessPointArn",
 ))
+# Boolean keys whose "true" confines the caller to a network path inside the account: EFS's
+# own default file system policy admits `*` only through a mount target (Amazon EFS user
+# guide, "Using IAM to control file system data access").
+RESTRICTING_BOOLEANS = frozenset({"elasticfilesystem:accessedviamounttarget"})
 SOURCE_KEYS = frozenset(k.lower() for k in (
     "aws:SourceAccount", "aws:SourceArn", "aws:SourceOrgID", "aws:SourceOrgPaths",
 ))
@@ -266,6 +270,11 @@ def restricting_keys(condition: dict, keys: frozenset = RESTRICTING_KEYS) -> lis
     for operator, tests in condition.items():
         op = str(operator)
         bare = op.split(":", 1)[-1].lower()
+        if bare == "bool" and keys is RESTRICTING_KEYS and isinstance(tests, dict):
+            found.extend(str(key) for key, values in tests.items()
+                         if str(key).lower() in RESTRICTING_BOOLEANS
+                         and [str(v).lower() for v in _strings(values) or []] == ["true"])
+            continue
         if "not" in bare or bare.endswith("ifexists") or bare in ("null", "bool"):
             continue
         if is_unknown(tests):
