@@ -608,3 +608,45 @@ def test_a_namespace_without_a_model_server_needs_no_default_deny(pack):
                 {"name": "web", "image": "nginx:1.27", "ports": [{"container_port": 8080}]}]}}})
 
     expect_clean(judge(pack, program), "k8s-default-deny")
+
+
+# ---- endpoint services (judged by Family 1, mandatory everywhere) ------------------------------
+
+def test_an_endpoint_service_opened_by_a_separate_allowed_principal_is_refused(pack):
+    def program():
+        service = aws.ec2.VpcEndpointService("svc", acceptance_required=False,
+                                             network_load_balancer_arns=["arn:aws:elasticloadbalancing:nlb"])
+        aws.ec2.VpcEndpointServiceAllowedPrinciple("everyone", vpc_endpoint_service_id=service.id, principal_arn="*")
+        aws.ec2.VpcEndpointServiceAllowedPrinciple("one-account", vpc_endpoint_service_id=service.id,
+                                                   principal_arn=f"arn:aws:iam::{ACCOUNT}:root")
+
+    verdict = judge(pack, program)
+    assert verdict.on("service-network-authenticated", "aws:ec2/vpcEndpointServiceAllowedPrinciple:"
+                      "VpcEndpointServiceAllowedPrinciple", "everyone") or \
+        verdict.on("service-network-authenticated", "aws:ec2/vpcEndpointService:VpcEndpointService", "svc"), \
+        verdict.describe()
+    assert not verdict.on("service-network-authenticated", "aws:ec2/vpcEndpointServiceAllowedPrinciple:"
+                          "VpcEndpointServiceAllowedPrinciple", "one-account"), verdict.describe()
+
+
+# ---- integration-tls-verified: integrations declared in an OpenAPI body ----------------------------
+
+def _tls_body(skip: bool) -> str:
+    return json.dumps({"openapi": "3.0.1", "info": {"title": "t", "version": "1"}, "paths": {"/v1/chat": {"post": {
+        "security": [{"api_key": []}],
+        "x-amazon-apigateway-integration": {
+            "type": "http_proxy", "httpMethod": "POST", "uri": "https://backend.example.com/v1/chat",
+            "connectionType": "VPC_LINK", "connectionId": "abc123",
+            "tlsConfig": {"insecureSkipVerification": skip}}}}},
+        "components": {"securitySchemes": {"api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}}}})
+
+
+def test_an_openapi_body_integration_that_skips_tls_verification_is_a_violation(pack):
+    def program():
+        aws.apigateway.RestApi("skips", body=_tls_body(True))
+        aws.apigateway.RestApi("verifies", body=_tls_body(False))
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, "integration-tls-verified", "aws:apigateway/restApi:RestApi", "skips",
+                     contains=["tlsConfig.insecureSkipVerification"])
+    assert not verdict.on("integration-tls-verified", "aws:apigateway/restApi:RestApi", "verifies")

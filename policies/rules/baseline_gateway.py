@@ -124,7 +124,45 @@ _TLS_FIX = ("set tls_config.insecure_skip_verification=False and serve a certifi
             "(ACM) on the backend")
 
 
+def _body_tls_findings(stack: Stack, want_private_ca: bool) -> Iterator[tuple[str, Finding]]:
+    """x-amazon-apigateway-integration.tlsConfig in an OpenAPI body: the same setting, declared
+    in the API instead of an Integration resource. A private CA is recognised by the backend
+    host named in the integration's uri."""
+    certificates = [c for c in stack.of_type(CERTIFICATE) if isinstance(c.props.get("certificateAuthorityArn"), str)]
+    for api in stack.of_type(REST_API):
+        body = api.props.get("body")
+        if is_unknown(body):
+            if not want_private_ca:
+                yield api.urn, cannot_check("body")
+            continue
+        document = openapi_security.parse(body)
+        if not isinstance(document, dict):
+            continue
+        for route, verb, operation in openapi_security.operations(document):
+            integration = as_dict(operation.get("x-amazon-apigateway-integration"))
+            skip = as_bool(as_dict(integration.get("tlsConfig")).get("insecureSkipVerification"))
+            if skip is not True:
+                continue
+            path = f"body.paths[\"{route}\"].{verb}.x-amazon-apigateway-integration.tlsConfig.insecureSkipVerification"
+            uri = integration.get("uri")
+            host = urlparse(uri).hostname if isinstance(uri, str) else None
+            private = [c for c in certificates if host and c.props.get("domainName") == host]
+            if want_private_ca and private:
+                yield api.urn, violation(
+                    path, True,
+                    f"the backend presents a certificate from a private CA ({private[0].name}), which API "
+                    "Gateway does not trust, so verification has to be skipped",
+                    "accepted while the backend uses a private CA; to remove it, serve a public ACM "
+                    "certificate on the backend")
+            elif not want_private_ca and not private:
+                yield api.urn, violation(
+                    path, True,
+                    "API Gateway then accepts any certificate from the backend, so whoever can answer for "
+                    "the backend's address reads prompts and the credentials the gateway forwards", _TLS_FIX)
+
+
 def _tls_findings(stack: Stack, want_private_ca: bool) -> Iterator[tuple[str, Finding]]:
+    yield from _body_tls_findings(stack, want_private_ca)
     for integration in stack.of_type(INTEGRATION):
         skips = _skips_verification(integration)
         if is_unknown(skips):
@@ -153,10 +191,10 @@ def _tls_findings(stack: Stack, want_private_ca: bool) -> Iterator[tuple[str, Fi
 INTEGRATION_TLS_VERIFIED = stack_policy(
     name="integration-tls-verified",
     family=FAMILY_BASELINE,
-    description="REST API integrations do not skip TLS verification (tlsConfig.insecureSkipVerification), "
-                "unless the backend's certificate is from a private CA (reported by "
-                "integration-tls-private-ca instead).",
-    resource_types=(INTEGRATION, VPC_LINK, CERTIFICATE) + LISTENER_TYPES,
+    description="REST API integrations (Integration resources and the integrations of an OpenAPI body) do "
+                "not skip TLS verification (tlsConfig.insecureSkipVerification), unless the backend's "
+                "certificate is from a private CA (reported by integration-tls-private-ca instead).",
+    resource_types=(INTEGRATION, REST_API, VPC_LINK, CERTIFICATE) + LISTENER_TYPES,
     check=lambda stack, config: _tls_findings(stack, want_private_ca=False),
     remediation="Verify backend certificates; use a public CA on the backend.",
 )
@@ -166,7 +204,7 @@ INTEGRATION_TLS_PRIVATE_CA = stack_policy(
     family=FAMILY_BASELINE,
     description="Advisory: an integration skips TLS verification because its backend's certificate "
                 "comes from a private CA (API Gateway trusts only public CAs); the message says which.",
-    resource_types=(INTEGRATION, VPC_LINK, CERTIFICATE) + LISTENER_TYPES,
+    resource_types=(INTEGRATION, REST_API, VPC_LINK, CERTIFICATE) + LISTENER_TYPES,
     check=lambda stack, config: _tls_findings(stack, want_private_ca=True),
     remediation="Serve a public ACM certificate on the backend to verify it end to end.",
     severity=Severity.LOW,
