@@ -12,6 +12,7 @@ from components.keys import StackKeys, StackKeysArgs
 from components.network import Network, NetworkArgs
 from components.observability import Observability, ObservabilityArgs
 from components.platforms import build_platform
+from components.session_manager import account_session_preferences
 
 require_engine()
 stack = pulumi.get_stack()
@@ -35,6 +36,9 @@ network = Network("net", NetworkArgs(
     private_subnet_tags={"kubernetes.io/role/internal-elb": "1"} if inventory.platform == "eks" else {}),
     opts=aws_opts)
 
+# Session Manager preferences (sessions logged, encrypted): once per account and region.
+account_session_preferences(inventory, account_id=identity.account_id, opts=aws_opts)
+
 # Per model an internal NLB and what serves behind it (EC2 fleet or EKS ModelService).
 platform = build_platform(inventory, stack=stack, network=network, keys=keys,
                           account_id=identity.account_id, opts=aws_opts, phase=admitted.phase)
@@ -51,7 +55,8 @@ if admitted.phase == "all":
         throttles=admitted.gateway_throttles, logs_key_arn=keys.logs_key_arn,
         log_retention_days=inventory.observability.log_retention_days,
         region=inventory.region, account_id=identity.account_id,
-        cold_start_possible=any(model.min_replicas == 0 for model in inventory.models)), opts=aws_opts)
+        cold_start_possible=any(model.min_replicas == 0 for model in inventory.models),
+        manage_account_settings=inventory.account_settings.manage), opts=aws_opts)
     # Models that scale to zero wake on the gateway's request count for their routes.
     platform.wake_on_requests(inventory, rest_api_name=gateway.rest_api.name,
                               stage_name=gateway.stage_name, opts=aws_opts)

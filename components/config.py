@@ -837,6 +837,18 @@ class Observability(_Strict):
         return _check_retention(days)
 
 
+class AccountSettings(_Strict):
+    """Settings AWS keeps once per account and region, not per stack: API Gateway's CloudWatch
+    Logs role (`aws.apigateway.Account`) and the Session Manager preferences document
+    (`SSM-SessionManagerRunShell`). Exactly one stack per account and region manages them
+    (tests/test_account_settings.py checks the committed stacks); the others set manage: false,
+    rely on what that stack set, and deploy after it (docs/OPERATIONS.md, account-wide settings).
+    """
+
+    # True by default: a lone stack in its account and region owns them, as before this switch.
+    manage: bool = True
+
+
 class Inventory(_Strict):
     _stack: str = PrivateAttr(default="")
     environment: Literal["dev", "staging", "prod"]
@@ -848,6 +860,7 @@ class Inventory(_Strict):
     load_balancer: LoadBalancer
     gateway: Gateway
     observability: Observability = Observability()
+    account_settings: AccountSettings = AccountSettings()
     tags: dict[Annotated[str, Field(pattern=r"^[\w .:/=+@-]{1,128}$")],
                Annotated[str, Field(max_length=256)]] = {}
 

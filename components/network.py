@@ -19,10 +19,11 @@ from components.config import Network as NetworkSettings
 from components.iam import service_trust_policy_json
 
 # Interface endpoints every private GPU host or pod needs: image pulls (ECR api + dkr),
-# role credentials (STS), Session Manager instead of SSH (ssm, ssmmessages, ec2messages),
-# logs, and the API key secret.
+# role credentials (STS), Session Manager instead of SSH (ssm, ssmmessages, ec2messages, and
+# kms: the agent decrypts KMS-encrypted session data, components/session_manager.py), logs,
+# and the API key secret.
 INTERFACE_ENDPOINT_SERVICES = (
-    "ecr.api", "ecr.dkr", "sts", "ssm", "ssmmessages", "ec2messages", "logs", "secretsmanager",
+    "ecr.api", "ecr.dkr", "sts", "ssm", "ssmmessages", "ec2messages", "kms", "logs", "secretsmanager",
 )
 
 

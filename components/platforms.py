@@ -213,7 +213,8 @@ def _build_eks(inventory: Inventory, *, stack: str, network: Network, keys: Stac
         tunnel = ApiTunnel("eks-api-tunnel", ApiTunnelArgs(
             vpc_id=network.vpc_id, subnet_id=network.private_subnet_ids[0],
             cluster_security_group_id=cluster.cluster_security_group_id,
-            endpoint_security_group_id=network.endpoint_security_group_id, data_key_arn=keys.data_key_arn),
+            endpoint_security_group_id=network.endpoint_security_group_id, data_key_arn=keys.data_key_arn,
+            region=inventory.region, account_id=account_id),
             opts=opts)
     if phase == "cluster":
         # The first apply: nothing yet that has to reach inside the private cluster.

@@ -86,6 +86,7 @@ def gateway_run(stack: str, change: Optional[Callable[[dict], None]] = None, *,
             log_retention_days=inventory.observability.log_retention_days,
             region=inventory.region,
             account_id="123456789012",
+            manage_account_settings=inventory.account_settings.manage,
         ))
         pulumi.export("api_endpoint", gateway.api_endpoint)
         pulumi.export("model_endpoints", gateway.model_endpoints)
@@ -409,7 +410,7 @@ def test_a_tier_faster_than_the_models_is_refused_at_preview_naming_the_key_and_
 
 
 def test_the_cloudwatch_role_account_setting_precedes_the_stage():
-    run = cached_run("dev")
+    run = cached_run("prod")  # the stack that manages its account and region's settings
     account = run.one(f"{T}account:Account", "gateway-account")
     role = run.one("aws:iam/role:Role", "gateway-cloudwatch-role")
     assert role.urn in account.property_dependencies["cloudwatchRoleArn"]

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS = ROOT / "components"
 
-SHARED = {"config", "aws_regions", "keys", "iam", "alerting", "network", "load_balancer"}
+SHARED = {"config", "aws_regions", "keys", "iam", "alerting", "network", "load_balancer", "session_manager"}
 # What each part may import from components/ besides itself.
 ALLOWED = {
     "shared": {"shared"},

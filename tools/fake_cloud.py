@@ -171,6 +171,10 @@ def created_state(type_token: str, name: str, inputs: dict[str, Any], region: st
     if type_token == "aws:ec2/vpc:Vpc":
         state.setdefault("defaultSecurityGroupId", _fake_id("sg", name, "default"))
         state.setdefault("mainRouteTableId", _fake_id("rtb", name, "main"))
+    if type_token == "aws:kms/key:Key":
+        # KMS key ids are UUIDs (a Session Manager preferences document names its key by id).
+        digest = hashlib.sha256(f"{type_token}/{name}".encode()).hexdigest()[:32]
+        state.setdefault("keyId", f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}")
     if type_token == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
         state["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{inputs.get('url', name).replace('https://', '')}"
     return resource_id, state

@@ -103,7 +103,7 @@ def render() -> str:
              "the file, the key path, the value and what is allowed.", ""]
     for model in _models():
         lines.append(f"#### {model.__name__}")
-        doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        doc = inspect.cleandoc(model.__doc__ or "").split("\n\n")[0].replace("\n", " ")
         if doc and not doc.startswith("!!!") and model.__doc__ is not BaseModel.__doc__:
             lines.append(doc)
         lines += ["", "| key | type | default | notes |", "|---|---|---|---|"]

@@ -51,6 +51,8 @@ class Registration:
     dependencies: list[str] = field(default_factory=list)
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     protect: bool = False
+    # Left in the cloud when the program stops declaring it (or the stack is destroyed).
+    retain_on_delete: bool = False
     delete_before_replace: bool = False
     ignore_changes: list[str] = field(default_factory=list)
     additional_secret_outputs: list[str] = field(default_factory=list)
@@ -122,6 +124,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     k: list(v.urns) for k, v in request.propertyDependencies.items()
                 },
                 protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 ignore_changes=list(request.ignoreChanges),
                 additional_secret_outputs=list(request.additionalSecretOutputs),

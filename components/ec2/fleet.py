@@ -43,6 +43,7 @@ from components.serving.rollout import asg_max_size
 from components.config import Inventory, Model
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
 from components.iam import service_trust_policy_json
+from components.session_manager import session_logging_policy_json
 from components.serving.catalog import spot_instance_types as catalog_spot_types
 
 # AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), x86_64: NVIDIA
@@ -232,6 +233,11 @@ class GpuFleet(pulumi.ComponentResource):
         # Session Manager replaces SSH (no key pair, no port 22); the agent ships logs/metrics.
         aws.iam.RolePolicyAttachment(f"{self._name}-ssm", role=role.name,
                                      policy_arn=SSM_CORE_POLICY, opts=self._child)
+        # Sessions are logged and encrypted under the account's Session Manager preferences.
+        aws.iam.RolePolicy(f"{self._name}-session-logging", role=role.id,
+                           policy=session_logging_policy_json(args.account_id, args.inventory.region,
+                                                              args.partition),
+                           opts=self._child)
         aws.iam.RolePolicyAttachment(f"{self._name}-cloudwatch-agent", role=role.name,
                                      policy_arn=CLOUDWATCH_AGENT_POLICY, opts=self._child)
         # Two documents: weights and secret are named from inventory values, so reviewers and

@@ -18,6 +18,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import service_trust_policy_json
+from components.session_manager import session_logging_policy_json
 
 # The host only relays TLS bytes: the smallest size of a family on the pack's approved list
 # (policies/config: approved-capacity), Graviton for the price.
@@ -34,6 +35,9 @@ class ApiTunnelArgs:
     cluster_security_group_id: pulumi.Input[str]
     endpoint_security_group_id: pulumi.Input[str]
     data_key_arn: pulumi.Input[str]
+    region: str
+    account_id: pulumi.Input[str]
+    partition: str = "aws"
 
 
 class ApiTunnel(pulumi.ComponentResource):
@@ -66,6 +70,10 @@ class ApiTunnel(pulumi.ComponentResource):
             f"{name}-role", assume_role_policy=service_trust_policy_json("ec2.amazonaws.com"),
             description="SSM tunnel host: Session Manager only", opts=child)
         aws.iam.RolePolicyAttachment(f"{name}-ssm", role=role.name, policy_arn=SSM_CORE_POLICY, opts=child)
+        # Sessions are logged and encrypted under the account's Session Manager preferences.
+        aws.iam.RolePolicy(f"{name}-session-logging", role=role.id,
+                           policy=session_logging_policy_json(args.account_id, args.region, args.partition),
+                           opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=child)
         ami = aws.ssm.get_parameter_output(name=AMI_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self))
 

@@ -41,6 +41,7 @@ import pulumi_kubernetes as k8s
 from components.config import Eks, NodePool
 from components.eks.api_tunnel import tls_server_name, tunnelled_server
 from components.iam import service_trust_policy_json
+from components.session_manager import session_logging_policy_json
 from components.serving.catalog import INSTANCES
 
 # Label keys this project puts on nodes; pods select their pool with POOL_LABEL.
@@ -347,6 +348,11 @@ class GpuCluster(pulumi.ComponentResource):
             for policy in ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
                            "AmazonEC2ContainerRegistryReadOnly", "AmazonSSMManagedInstanceCore")
         ]
+        # Sessions are logged and encrypted under the account's Session Manager preferences.
+        aws.iam.RolePolicy(
+            f"{self._name}-node-session-logging", role=role.id,
+            policy=session_logging_policy_json(self._args.account_id or "*", self._args.region, partition),
+            opts=self._child)
         return role
 
     def _launch_template(self, role: str, ami_type: str, volume_gib: int,

@@ -34,7 +34,8 @@ every request's execution trace; ERROR keeps integration and authorizer failures
 (AWS "Set up CloudWatch logging for REST APIs"). The execution log group API Gateway
 writes to is created here first, so it is encrypted and expires like the others.
 Logging needs the per-region account setting `aws.apigateway.Account` with a CloudWatch
-role: it is one per account and region, so two stacks in one account and region share it.
+role: it is one per account and region, so exactly one stack there manages it (inventory
+`account_settings.manage`) and the others rely on it (`_create_logging_account`).
 
 Throttles. Usage plans (one per tier) meter each key; stage method throttling caps what
 all keys together send to a model, because per-key limits add up across keys. API Gateway
@@ -433,6 +434,9 @@ class ApiGatewayArgs:
     partition: str = "aws"
     # A model may have no replica (scaled to zero): 503s say so and ask for a longer wait.
     cold_start_possible: bool = False
+    # Inventory account_settings.manage: this stack sets the region's CloudWatch role for API
+    # Gateway; otherwise it relies on the one the managing stack set.
+    manage_account_settings: bool = True
 
 
 class ApiGateway(pulumi.ComponentResource):
@@ -512,7 +516,7 @@ class ApiGateway(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=methods + integrations + gateway_responses),
         )
 
-        account = self._create_logging_account(args)
+        account_settings = self._create_logging_account(args)
         self.access_log_group = aws.cloudwatch.LogGroup(
             f"{name}-access-logs", retention_in_days=args.log_retention_days,
             kms_key_id=args.logs_key_arn, opts=self._child)
@@ -524,7 +528,7 @@ class ApiGateway(pulumi.ComponentResource):
             xray_tracing_enabled=settings.xray_tracing,
             access_log_settings={"destination_arn": self.access_log_group.arn,
                                  "format": access_log_format()},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=account_settings),
         )
         # API Gateway writes execution logs to this fixed name; creating it first keeps
         # them encrypted and expiring.
@@ -695,28 +699,42 @@ class ApiGateway(pulumi.ComponentResource):
 
     # ----------------------------------------------------------------- logging
 
-    def _create_logging_account(self, args: ApiGatewayArgs) -> aws.apigateway.Account:
+    def _create_logging_account(self, args: ApiGatewayArgs) -> list[pulumi.Resource]:
+        """The region's CloudWatch role for API Gateway, when this stack manages account settings.
+
+        The setting is one per account and region: every stage there logs through it, whichever
+        stack created it. Only the managing stack (inventory account_settings.manage) sets it;
+        the others rely on it and must deploy after that stack. Deleting an
+        `aws.apigateway.Account` resets the setting in pulumi-aws v7 (Terraform AWS provider 6
+        removed reset_on_delete: "The destroy operation will now always reset the API Gateway
+        account settings", version 6 upgrade guide), so the setting and its role are retained on
+        delete: destroying the managing stack, or handing management to another stack, leaves
+        the other stacks' logging working. Returns what the stage must wait for.
+        """
+        if not args.manage_account_settings:
+            return []
         name = self._name
+        retained = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
         role = aws.iam.Role(
             f"{name}-cloudwatch-role",
             description="API Gateway pushes access and execution logs to CloudWatch Logs",
             # Pinned to this account: API Gateway assumes it for every API in the region.
             assume_role_policy=service_trust_policy_json("apigateway.amazonaws.com",
                                                          source_account=args.account_id),
-            opts=self._child,
+            opts=retained,
         )
         attachment = aws.iam.RolePolicyAttachment(
             f"{name}-cloudwatch-role-policy",
             role=role.name,
             policy_arn=(f"arn:{args.partition}:iam::aws:policy/service-role/"
                         "AmazonAPIGatewayPushToCloudWatchLogs"),
-            opts=self._child,
+            opts=retained,
         )
-        return aws.apigateway.Account(
+        return [aws.apigateway.Account(
             f"{name}-account",
             cloudwatch_role_arn=role.arn,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
-        )
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, depends_on=[attachment]),
+        )]
 
     def _create_method_settings(self, args: ApiGatewayArgs, execution_logs: aws.cloudwatch.LogGroup) -> None:
         per_route = route_throttles(self.routes, args.throttles.per_model)
