@@ -212,7 +212,14 @@ def test_weights_are_readable_under_the_model_prefix_only(model):
 def test_hosts_read_no_secret_at_all(model):
     statements_ = statements(applied(), model)
     assert {"ReadModelWeights", "ListModelWeights"} <= {s["Sid"] for s in statements_}
-    assert not any(str(s["Action"]).startswith(("secretsmanager:", "kms:")) for s in statements_)
+    assert not any(str(s["Action"]).startswith("secretsmanager:") for s in statements_)
+    # The one key a host may use decrypts Session Manager session data, found by its alias
+    # (components/session_manager.py), never a secret's key.
+    for statement in statements_:
+        if str(statement["Action"]).startswith("kms:"):
+            assert statement["Action"] == "kms:Decrypt"
+            assert statement["Condition"] == {"ForAnyValue:StringEquals": {
+                "kms:ResourceAliases": "alias/deepseek-serving/session-manager"}}
 
 
 @pytest.mark.parametrize("model", MODELS)
