@@ -19,6 +19,7 @@ from components.config import InventoryError
 from tests.program_harness import record_main
 from tests.test_api_gateway import gateway_run, inventory_for
 from tools import account_settings, fake_cloud, mock_engine, stack_files
+from tools.preview import PreviewError, refuse_a_second_account_settings_manager
 
 ACCOUNT = "aws:apigateway/account:Account"
 ROLE = "aws:iam/role:Role"
@@ -304,3 +305,20 @@ def test_the_schema_check_would_catch_a_malformed_preference(change):
     change(content["inputs"])
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(content, SESSION_DOCUMENT_SCHEMA)
+
+
+def test_previewing_a_stack_that_shares_its_account_settings_is_refused_naming_both(tmp_path):
+    (tmp_path / "stacks").mkdir()
+    first = _stack_file(tmp_path / "stacks", "team-a")
+    _stack_file(tmp_path / "stacks", "team-b")
+    _stack_file(tmp_path / "stacks", "west", region="us-west-2")
+    with pytest.raises(PreviewError) as refused:
+        refuse_a_second_account_settings_manager(first, project_dir=tmp_path)
+    assert "stacks/Pulumi.team-a.yaml" in str(refused.value) and "Pulumi.team-b.yaml" in str(refused.value)
+    west = stack_files.load("west", tmp_path / "stacks" / "Pulumi.west.yaml")
+    refuse_a_second_account_settings_manager(west, project_dir=tmp_path)  # alone in its region
+
+
+def test_the_committed_stacks_preview_without_an_account_settings_refusal():
+    for stack in stack_files.committed_stacks():
+        refuse_a_second_account_settings_manager(stack_files.load(stack))

@@ -42,7 +42,30 @@ def validate(stack: str, stack_path: Optional[Path] = None):
                         aws_region=stack_file.config.get("aws:region"))
     except InventoryError as error:
         raise PreviewError(str(error)) from None
+    refuse_a_second_account_settings_manager(stack_file)
     return stack_file
+
+
+def refuse_a_second_account_settings_manager(stack_file, project_dir: Path = PROJECT_DIR) -> None:
+    """Two of the project's stacks managing one account and region's settings would overwrite
+    each other's (tools/account_settings.py); the stack files say so before anything runs.
+    Only the project's own stacks/ directory is one project's set of stacks."""
+    from tools import account_settings
+    from tools.stack_files import committed_stacks, stack_path
+
+    if stack_file.path.resolve().parent != (project_dir / "stacks").resolve():
+        return
+    siblings = [stack_file]
+    for name in committed_stacks(project_dir):
+        if name == stack_file.stack:
+            continue
+        try:
+            siblings.append(load(name, stack_path(name, project_dir)))
+        except StackFileError:
+            continue  # reported when that stack is previewed
+    for message in account_settings.conflicts(siblings):
+        if stack_file.display_path in message.split(": ", 1)[0].split(", "):
+            raise PreviewError(message)
 
 
 def run_program(stack: str, stack_path: Optional[Path] = None, main: Optional[Path] = None,
