@@ -650,3 +650,50 @@ def test_an_openapi_body_integration_that_skips_tls_verification_is_a_violation(
     expect_violation(verdict, "integration-tls-verified", "aws:apigateway/restApi:RestApi", "skips",
                      contains=["tlsConfig.insecureSkipVerification"])
     assert not verdict.on("integration-tls-verified", "aws:apigateway/restApi:RestApi", "verifies")
+
+
+# ---- resource-policy-not-public: public by proxy through a service -------------------------------
+
+def test_grants_to_services_that_act_for_every_customer_need_a_source_condition(pack):
+    cloudfront = {"Effect": "Allow", "Principal": {"Service": "cloudfront.amazonaws.com"}, "Action": "s3:GetObject",
+                  "Resource": "arn:aws:s3:::site/*"}
+    from_topics = {"Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"}, "Action": "sqs:SendMessage",
+                   "Resource": "*"}
+
+    def program():
+        aws.s3.BucketPolicy("any-distribution", bucket="site", policy=_doc(cloudfront))
+        aws.s3.BucketPolicy("one-distribution", bucket="site", policy=_doc({**cloudfront, "Condition": {
+            "StringEquals": {"AWS:SourceArn": f"arn:aws:cloudfront::{ACCOUNT}:distribution/E1"}}}))
+        aws.sqs.QueuePolicy("any-topic", queue_url="https://sqs/q", policy=_doc(from_topics))
+        aws.sqs.QueuePolicy("any-topic-wildcard", queue_url="https://sqs/q", policy=_doc({**from_topics, "Condition": {
+            "ArnLike": {"aws:SourceArn": "arn:aws:sns:*:*:*"}}}))
+        aws.sqs.QueuePolicy("one-topic", queue_url="https://sqs/q", policy=_doc({**from_topics, "Condition": {
+            "ArnEquals": {"aws:SourceArn": f"arn:aws:sns:us-east-1:{ACCOUNT}:alerts"}}}))
+        aws.sns.TopicPolicy("account-owner", arn="arn:aws:sns:us-east-1:1:t", policy=_doc({
+            "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sns:Publish",
+            "Resource": "*", "Condition": {"StringEquals": {"AWS:SourceOwner": ACCOUNT}}}))
+        # A service that acts only inside the caller's account is not a proxy.
+        aws.sqs.QueuePolicy("lambda", queue_url="https://sqs/q", policy=_doc({
+            "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sqs:SendMessage",
+            "Resource": "*"}))
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, PUBLIC, "aws:s3/bucketPolicy:BucketPolicy", "any-distribution",
+                     contains=['Principal.Service is "cloudfront.amazonaws.com"', "aws:SourceArn"])
+    expect_violation(verdict, PUBLIC, "aws:sqs/queuePolicy:QueuePolicy", "any-topic")
+    expect_violation(verdict, PUBLIC, "aws:sqs/queuePolicy:QueuePolicy", "any-topic-wildcard")
+    for type_token, name in (("aws:s3/bucketPolicy:BucketPolicy", "one-distribution"),
+                             ("aws:sqs/queuePolicy:QueuePolicy", "one-topic"),
+                             ("aws:sns/topicPolicy:TopicPolicy", "account-owner"),
+                             ("aws:sqs/queuePolicy:QueuePolicy", "lambda")):
+        assert not verdict.on(PUBLIC, type_token, name), verdict.describe(PUBLIC)
+
+
+def test_aws_managed_policy_enum_attachments_are_violations(pack):
+    def program():
+        aws.iam.RolePolicyAttachment("enum", role="r", policy_arn=aws.iam.ManagedPolicy.ADMINISTRATOR_ACCESS)
+        aws.iam.RolePolicyAttachment("read-only", role="r", policy_arn=aws.iam.ManagedPolicy.READ_ONLY_ACCESS)
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, ADMIN, ATTACHMENT, "enum", contains=["AdministratorAccess"])
+    assert not verdict.on(ADMIN, ATTACHMENT, "read-only"), verdict.describe(ADMIN)

@@ -23,6 +23,7 @@ from .iam_documents import (
     SOURCE_KEYS,
     condition_values,
     federated_principals,
+    service_name,
     grants_everything,
     open_principals,
     principal_unknown,
@@ -173,15 +174,6 @@ DEFAULT_CONFUSED_DEPUTY_SERVICES = [
 ]
 
 
-def _service_name(identifier: str) -> str:
-    # logs.us-east-1.amazonaws.com is the regional spelling of logs.amazonaws.com.
-    text = identifier.strip().lower()
-    parts = text.split(".")
-    if len(parts) >= 4 and parts[-2:] == ["amazonaws", "com"] and re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", parts[-3]):
-        return ".".join(parts[:-3] + parts[-2:])
-    return text
-
-
 def _check_trust(res: Resource, config: dict) -> Iterator[Finding]:
     prone = {s.lower() for s in config.get("confusedDeputyServices") or []}
     statements, findings = statements_to_judge(res.get("assumeRolePolicy"), "assumeRolePolicy",
@@ -214,7 +206,7 @@ def _check_trust(res: Resource, config: dict) -> Iterator[Finding]:
                             rendered=", ".join(opened))
             continue
         yield from _judge_federated(statement)
-        deputies = [s for s in service_principals(statement.principal) if _service_name(s) in prone]
+        deputies = [s for s in service_principals(statement.principal) if service_name(s) in prone]
         if not deputies:
             continue
         sources = restricting_keys(statement.condition, SOURCE_KEYS)

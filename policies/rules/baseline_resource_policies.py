@@ -24,9 +24,14 @@ from ._framework import (
 )
 from ._wire import as_dict, as_list, is_unknown, show
 from .iam_documents import (
+    SOURCE_KEYS,
+    Unreadable,
     open_principals,
+    parse,
     principal_unknown,
     restricting_keys,
+    service_name,
+    service_principals,
     statements_to_judge,
 )
 
@@ -154,12 +159,55 @@ def _check_acl(res: Resource) -> Iterator[Finding]:
                             rendered=f"a grant to {uri.strip()}")
 
 
+# Services that act for every customer on a resource the customer names (a distribution's
+# origin, a topic's subscription, a rule's target, a trail's or a log delivery's bucket): a
+# grant to one of them without aws:SourceArn/aws:SourceAccount lets any account's
+# distribution, topic, rule or trail use it, which is a public grant by proxy. AWS: the IAM
+# user guide's "The confused deputy problem"; CloudFront developer guide, "Restrict access to
+# an Amazon S3 origin" (origin access control needs AWS:SourceArn); SNS, EventBridge,
+# CloudTrail, Config and S3 server access logging pages on confused deputy prevention.
+PROXY_SERVICES = frozenset({
+    "cloudfront.amazonaws.com", "s3.amazonaws.com", "logging.s3.amazonaws.com", "sns.amazonaws.com",
+    "events.amazonaws.com", "cloudwatch.amazonaws.com", "logs.amazonaws.com", "delivery.logs.amazonaws.com",
+    "cloudtrail.amazonaws.com", "config.amazonaws.com", "firehose.amazonaws.com", "ses.amazonaws.com",
+    "scheduler.amazonaws.com", "states.amazonaws.com", "apigateway.amazonaws.com",
+})
+# aws:SourceOwner is SNS's older spelling of aws:SourceAccount.
+_PROXY_SOURCE_KEYS = SOURCE_KEYS | {"aws:sourceowner"}
+
+
+def proxy_statements(path: str, value: Any) -> Iterator[Finding]:
+    """Allow statements granting a proxy service without a source condition."""
+    try:
+        statements = parse(value, path)
+    except Unreadable:
+        return  # open_statements already reports the document
+    if statements is None or is_unknown(statements):
+        return
+    for statement in statements:
+        if not statement.allows or principal_unknown(statement.principal):
+            continue
+        services = [svc for svc in service_principals(statement.principal) if service_name(svc) in PROXY_SERVICES]
+        if not services:
+            continue
+        sources = restricting_keys(statement.condition, _PROXY_SOURCE_KEYS)
+        if is_unknown(sources):
+            yield cannot_check(f"{statement.path}.Condition")
+        elif not sources:
+            yield violation(f"{statement.label()}.Principal.Service", services[0] if len(services) == 1 else services,
+                            "the service acts for every AWS customer, so without aws:SourceArn or aws:SourceAccount "
+                            "another account's distribution, topic, rule or trail can use this grant",
+                            "add Condition {\"StringEquals\": {\"aws:SourceAccount\": \"<account id>\"}} and/or "
+                            "{\"ArnLike\": {\"aws:SourceArn\": \"<the one distribution/topic/rule ARN>\"}}")
+
+
 def _check_public(res: Resource, config: dict) -> Iterator[Finding]:
     path = RESOURCE_POLICY_PATHS.get(res.type)
     if path is not None:
         yield from open_statements(path, res.get(path), "it grants its actions",
                                    "name the account or role ARNs in Principal, or add a condition on "
                                    "aws:PrincipalAccount / aws:PrincipalOrgID / aws:SourceVpce")
+        yield from proxy_statements(path, res.get(path))
     if res.type in ACL_PATHS:
         yield from _check_acl(res)
     if res.type == LAYER_PERMISSION:
@@ -186,7 +234,9 @@ RESOURCE_POLICY_NOT_PUBLIC = resource_policy(
     description="Bucket, access point, secret, ECR repository and registry, SNS topic and SQS queue "
                 "policies (separate or inline), and the resource policies of file systems, backup and "
                 "Glacier vaults, event buses, streams, tables, Glue catalogs and CodeArtifact, admit no `*` principal without a condition that "
-                "restricts the caller to an account, organisation, network or source; bucket and object "
+                "restricts the caller to an account, organisation, network or source, nor a service that acts "
+                "for every customer (CloudFront, SNS, EventBridge, log delivery...) without aws:SourceArn or "
+                "aws:SourceAccount; bucket and object "
                 "ACLs are not public-read, public-read-write or authenticated-read and grant nothing to "
                 "the AllUsers or AuthenticatedUsers groups; no Lambda layer or AMI is shared with every "
                 "account.",

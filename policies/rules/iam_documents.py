@@ -232,6 +232,15 @@ def federated_principals(principal: Any) -> list[str]:
     return found
 
 
+def service_name(identifier: str) -> str:
+    # logs.us-east-1.amazonaws.com is the regional spelling of logs.amazonaws.com.
+    text = identifier.strip().lower()
+    parts = text.split(".")
+    if len(parts) >= 4 and parts[-2:] == ["amazonaws", "com"] and re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", parts[-3]):
+        return ".".join(parts[:-3] + parts[-2:])
+    return text
+
+
 def principal_unknown(principal: Any) -> bool:
     if is_unknown(principal):
         return True
