@@ -697,3 +697,25 @@ def test_aws_managed_policy_enum_attachments_are_violations(pack):
     verdict = judge(pack, program)
     expect_violation(verdict, ADMIN, ATTACHMENT, "enum", contains=["AdministratorAccess"])
     assert not verdict.on(ADMIN, ATTACHMENT, "read-only"), verdict.describe(ADMIN)
+
+
+@pytest.mark.parametrize("condition", [
+    {"StringLike": {"aws:PrincipalOrgID": "o-*"}},
+    {"StringLike": {"aws:PrincipalAccount": "1234*"}},
+    {"StringLike": {"aws:SourceVpce": "vpce-*"}},
+    {"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-*/r-*/*"}},
+], ids=["any-org", "account-range", "any-endpoint", "any-org-path"])
+def test_wildcards_in_single_identifier_conditions_restrict_nothing(pack, condition):
+    statement = {"Effect": "Allow", "Principal": "*", "Action": "ecr:BatchGetImage", "Resource": "*",
+                 "Condition": condition}
+
+    def program():
+        aws.ecr.RepositoryPolicy("wildcard", repository="r", policy=_doc(statement))
+        aws.ecr.RepositoryPolicy("org-subtree", repository="r", policy=_doc({**statement, "Condition": {
+            "ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/*"}}}))
+        aws.iam.Role("wildcard", assume_role_policy=_trust("*", condition))
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, PUBLIC, "aws:ecr/repositoryPolicy:RepositoryPolicy", "wildcard")
+    expect_violation(verdict, TRUST, ROLE, "wildcard")
+    assert not verdict.on(PUBLIC, "aws:ecr/repositoryPolicy:RepositoryPolicy", "org-subtree"), verdict.describe(PUBLIC)

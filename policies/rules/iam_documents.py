@@ -306,12 +306,28 @@ def restricting_keys(condition: dict, keys: frozenset = RESTRICTING_KEYS) -> lis
     return found
 
 
+# Keys whose value is one identifier: a wildcard in it ("o-*", "1234*", "vpce-*") names a
+# set of accounts, organisations or networks nobody chose, not the one that was meant.
+_SINGLE_ID_KEYS = frozenset(k.lower() for k in (
+    "aws:PrincipalAccount", "aws:PrincipalOrgID", "aws:SourceAccount", "aws:SourceOrgID", "aws:SourceOwner",
+    "aws:SourceVpc", "aws:SourceVpce", "aws:ResourceAccount", "kms:CallerAccount", "s3:DataAccessPointAccount",
+))
+_ORG_PATH_KEYS = frozenset({"aws:principalorgpaths", "aws:sourceorgpaths"})
+
+
 def _is_wildcard(value: Any, key: str) -> bool:
     text = str(value).strip()
     if text.strip("*?") == "":
         return True
-    if key.lower() == "aws:sourceip":
+    lowered = key.lower()
+    if lowered == "aws:sourceip":
         return admits_internet(text) and text.endswith("/0")
+    if lowered in _SINGLE_ID_KEYS:
+        return "*" in text or "?" in text
+    if lowered in _ORG_PATH_KEYS:
+        # o-a1b2c3d4e5/r-ab12/ou-.../* is one organisation's subtree; o-*/... is any organisation's.
+        organisation = text.split("/", 1)[0]
+        return "*" in organisation or "?" in organisation
     if text.startswith("arn:"):
         parts = text.split(":", 5)
         if len(parts) < 5:
