@@ -90,17 +90,19 @@ def test_admin_class_attachments_in_every_partition_are_violations(pack, arn):
     expect_violation(verdict, ADMIN, ROLE, "managed", contains=[arn])
 
 
-def test_an_attachment_whose_policy_is_unknown_during_preview_is_not_a_silent_pass(pack):
+def test_attaching_a_policy_declared_in_the_program_is_judged_at_the_policy(pack):
     def program():
-        aws.iam.RolePolicyAttachment("computed", role="r",
-                                     policy_arn=unknown_of("arn:aws:iam::aws:policy/AdministratorAccess"))
-        aws.iam.RolePolicyAttachmentsExclusive("exclusive", role_name="r", policy_arns=[
-            "arn:aws:iam::aws:policy/ReadOnlyAccess", unknown_of("arn:aws:iam::aws:policy/AdministratorAccess")])
+        admin = aws.iam.Policy("admin", policy=_doc(_allow("*", "*")))
+        aws.iam.RolePolicyAttachment("admin", role="r", policy_arn=admin.arn)
+        scoped = aws.iam.Policy("scoped", policy=_doc(_allow("s3:GetObject", "arn:aws:s3:::weights/*")))
+        aws.iam.RolePolicyAttachment("scoped", role="r", policy_arn=scoped.arn)
 
     verdict = judge(pack, program)
-    expect_violation(verdict, ADMIN, ATTACHMENT, "computed", level="advisory", contains=["unknown during preview"])
-    expect_violation(verdict, ADMIN, "aws:iam/rolePolicyAttachmentsExclusive:RolePolicyAttachmentsExclusive",
-                     "exclusive", level="advisory", contains=["policyArns[1] is unknown during preview"])
+    expect_violation(verdict, ADMIN, POLICY, "admin")
+    # The ARN is unknown during preview; the document it names is judged where it is declared,
+    # so the attachment itself adds nothing (not even a "cannot check" advisory).
+    assert not verdict.on(ADMIN, ATTACHMENT, "admin") and not verdict.on(ADMIN, ATTACHMENT, "scoped")
+    assert not verdict.on(ADMIN, POLICY, "scoped"), verdict.describe(ADMIN)
 
 
 # ---- iam-trust-restricted ---------------------------------------------------------------------

@@ -119,16 +119,15 @@ def _check_permissions(res: Resource, config: dict) -> Iterator[Finding]:
     if path is None:
         return
     arns = res.get(path)
-    # An ARN unknown during preview may be AdministratorAccess computed from a partition or
-    # a lookup as easily as a policy declared here: it cannot be checked until `pulumi up`.
+    # An attachment whose ARN is unknown during preview almost always names a policy declared
+    # in this program (policy.arn), which is judged where it is declared; reporting "cannot
+    # check" on every such attachment would bury real findings. AWS-managed ARNs are literals
+    # (or aws.iam.ManagedPolicy values, or an invoke result, known during preview) and `pulumi
+    # up` runs the pack again with every ARN known.
     if is_unknown(arns):
-        yield cannot_check(path)
         return
     for index, arn in enumerate(as_list(arns)):
         where = f"{path}[{index}]" if isinstance(arns, list) else path
-        if is_unknown(arn):
-            yield cannot_check(where)
-            continue
         why = admin_class_policy(arn)
         if why:
             yield violation(where, arn, why,
