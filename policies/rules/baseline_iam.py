@@ -256,9 +256,10 @@ def _judge_federated(statement) -> Iterator[Finding]:
         text = provider.strip()
         match = _OIDC_PROVIDER.match(text)
         if match:
-            keys, who = (f"{match.group(1)}:sub",), "every identity the OIDC provider issues tokens for"
+            keys, who = (f"{match.group(1)}:sub",), ("every identity the OIDC provider issues tokens for (every "
+                                                       "service account of an EKS cluster, every GitHub repository)")
         elif text.lower() in _PUBLIC_WEB_IDENTITY:
-            keys, who = _PUBLIC_WEB_IDENTITY[text.lower()], f"every user of every application {text} signs in"
+            keys, who = _PUBLIC_WEB_IDENTITY[text.lower()], f"every user {text} signs in, for any application"
         else:
             continue  # SAML providers belong to the account; nothing else federates
         values = []
@@ -274,11 +275,10 @@ def _judge_federated(statement) -> Iterator[Finding]:
             shown = f" (only {values})" if values else ""
             yield violation(
                 f"{statement.label()}.Principal.Federated", provider,
-                f"{who} (every service account of the cluster, every GitHub repository) can assume the "
-                f"role: no condition pins {' or '.join(keys)} to a named subject{shown}",
+                f"{who} can assume the role: no condition pins {' or '.join(keys)} to a named subject{shown}",
                 f"add Condition {{\"StringEquals\": {{\"{keys[0]}\": \"<subject, e.g. "
-                "system:serviceaccount:<namespace>:<service account> or repo:<org>/<repo>:ref:refs/heads/main>\"}}}} "
-                "next to the aud condition")
+                "system:serviceaccount:<namespace>:<service account> or repo:<org>/<repo>:ref:refs/heads/main; "
+                "for Cognito the identity pool id>\"}} next to the aud condition")
 
 
 IAM_TRUST_RESTRICTED = resource_policy(
