@@ -721,3 +721,26 @@ def test_wildcards_in_single_identifier_conditions_restrict_nothing(pack, condit
     expect_violation(verdict, PUBLIC, "aws:ecr/repositoryPolicy:RepositoryPolicy", "wildcard")
     expect_violation(verdict, TRUST, ROLE, "wildcard")
     assert not verdict.on(PUBLIC, "aws:ecr/repositoryPolicy:RepositoryPolicy", "org-subtree"), verdict.describe(PUBLIC)
+
+
+# ---- vpc-flow-logs: a VPC made by a multi-language component (awsx.ec2.Vpc) -----------------------
+
+def _remote_component_output(component: pulumi.Resource, value: pulumi.Output) -> pulumi.Output:
+    # What awsx.ec2.Vpc(...).vpc_id is: an output of the remote component itself, so a resource
+    # computed from it depends on the component's URN, not on the aws:ec2/vpc:Vpc inside it.
+    return pulumi.Output(resources={component}, future=value.future(), is_known=value.is_known(),
+                         is_secret=value.is_secret())
+
+
+def test_a_flow_log_on_a_component_made_vpc_counts_for_that_vpc(pack):
+    def program():
+        watched = pulumi.ComponentResource("awsx:ec2:Vpc", "watched", None, None, remote=True)
+        vpc = aws.ec2.Vpc("watched", cidr_block="10.0.0.0/16", opts=pulumi.ResourceOptions(parent=watched))
+        aws.ec2.FlowLog("watched", vpc_id=_remote_component_output(watched, vpc.id), traffic_type="ALL",
+                        log_destination="arn:aws:s3:::flow-logs", log_destination_type="s3")
+        unwatched = pulumi.ComponentResource("awsx:ec2:Vpc", "unwatched", None, None, remote=True)
+        aws.ec2.Vpc("unwatched", cidr_block="10.1.0.0/16", opts=pulumi.ResourceOptions(parent=unwatched))
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, "vpc-flow-logs", "aws:ec2/vpc:Vpc", "unwatched")
+    assert not verdict.on("vpc-flow-logs", "aws:ec2/vpc:Vpc", "watched"), verdict.describe("vpc-flow-logs")

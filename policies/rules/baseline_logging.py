@@ -53,12 +53,25 @@ VPC_TYPES = ("aws:ec2/vpc:Vpc", "aws:ec2/defaultVpc:DefaultVpc")
 FLOW_LOG = "aws:ec2/flowLog:FlowLog"
 
 
+def _ancestors(stack: Stack, res: StackResource) -> set[str]:
+    found: set[str] = set()
+    parent = res.parent
+    while parent and parent not in found:
+        found.add(parent)
+        owner = stack.get(parent)
+        parent = owner.parent if owner is not None else None
+    return found
+
+
 def _check_flow_logs(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
     flow_logs = stack.of_type(FLOW_LOG)
     for vpc in stack.of_type(*VPC_TYPES):
         # A flow log belongs to this VPC when its vpcId was computed from it (ids are
-        # unknown during a first preview; the dependency is not).
-        if any(fl.depends_on(vpc.urn, "vpcId") for fl in flow_logs):
+        # unknown during a first preview; the dependency is not), or from the component that
+        # made it: the output of a multi-language component such as awsx.ec2.Vpc depends on
+        # the component's URN, not on the aws:ec2/vpc:Vpc inside it.
+        owners = {vpc.urn} | _ancestors(stack, vpc)
+        if any(owners & set(fl.property_dependencies.get("vpcId", [])) for fl in flow_logs):
             continue
         yield vpc.urn, violation(
             "flow logs", None,
