@@ -744,3 +744,20 @@ def test_a_flow_log_on_a_component_made_vpc_counts_for_that_vpc(pack):
     verdict = judge(pack, program)
     expect_violation(verdict, "vpc-flow-logs", "aws:ec2/vpc:Vpc", "unwatched")
     assert not verdict.on("vpc-flow-logs", "aws:ec2/vpc:Vpc", "watched"), verdict.describe("vpc-flow-logs")
+
+
+def test_a_mapping_that_names_the_api_through_its_stage_is_followed_to_the_api(pack):
+    def program():
+        domain = aws.apigateway.DomainName("domain", domain_name="api.example.com",
+                                           regional_certificate_arn="arn:aws:acm:us-east-1:1:certificate/x",
+                                           endpoint_configuration={"types": "REGIONAL"}, security_policy="TLS_1_2")
+        api = aws.apigateway.RestApi("api", endpoint_configuration={"types": "REGIONAL"})
+        deployment = aws.apigateway.Deployment("deployment", rest_api=api.id)
+        stage = aws.apigateway.Stage("v1", rest_api=api.id, deployment=deployment.id, stage_name="v1")
+        aws.apigateway.BasePathMapping("mapping", rest_api=stage.rest_api, stage_name=stage.stage_name,
+                                       domain_name=domain.domain_name)
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, "execute-api-endpoint-disabled", "aws:apigateway/restApi:RestApi", "api")
+    assert not [d for d in verdict.of("execute-api-endpoint-disabled") if d.enforcement_level == "advisory"], \
+        verdict.describe("execute-api-endpoint-disabled")

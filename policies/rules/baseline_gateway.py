@@ -50,6 +50,10 @@ def _body_disables(body: Any) -> Optional[bool]:
     return value if isinstance(value, bool) else None
 
 
+_API_CARRIERS = {"aws:apigateway/stage:Stage": "restApi", "aws:apigateway/deployment:Deployment": "restApi",
+                 "aws:apigatewayv2/stage:Stage": "apiId", "aws:apigatewayv2/deployment:Deployment": "apiId"}
+
+
 def _check_execute_api(stack: Stack, config: dict) -> Iterator[tuple[str, Finding]]:
     fix = ("set disable_execute_api_endpoint=True on the API so clients can only come through the "
            "custom domain (and its TLS policy, WAF and mTLS)")
@@ -58,6 +62,10 @@ def _check_execute_api(stack: Stack, config: dict) -> Iterator[tuple[str, Findin
     for mapping_type, prop in ((BASE_PATH_MAPPING, "restApi"), (V2_API_MAPPING, "apiId")):
         for mapping in stack.of_type(mapping_type):
             apis = stack.referenced(mapping, prop, REST_API, V2_API)
+            # rest_api=stage.rest_api (or deployment.rest_api): one hop through what was mapped.
+            for hop in stack.referenced(mapping, prop, *_API_CARRIERS):
+                apis += [api for api in stack.referenced(hop, _API_CARRIERS[hop.type], REST_API, V2_API)
+                         if api not in apis]
             if not apis:
                 yield mapping.urn, cannot_check(
                     prop, "names an API this program does not declare (or by a literal id), so whether "
@@ -82,7 +90,7 @@ EXECUTE_API_ENDPOINT_DISABLED = stack_policy(
     family=FAMILY_BASELINE,
     description="A REST or HTTP API mapped to a custom domain (base path or API mapping) disables its "
                 "default execute-api endpoint.",
-    resource_types=(BASE_PATH_MAPPING, REST_API, V2_API_MAPPING, V2_API),
+    resource_types=(BASE_PATH_MAPPING, REST_API, V2_API_MAPPING, V2_API) + tuple(_API_CARRIERS),
     check=_check_execute_api,
     remediation="disable_execute_api_endpoint=True once a custom domain serves the API.",
     severity=Severity.MEDIUM,
