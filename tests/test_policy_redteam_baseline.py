@@ -761,3 +761,47 @@ def test_a_mapping_that_names_the_api_through_its_stage_is_followed_to_the_api(p
     expect_violation(verdict, "execute-api-endpoint-disabled", "aws:apigateway/restApi:RestApi", "api")
     assert not [d for d in verdict.of("execute-api-endpoint-disabled") if d.enforcement_level == "advisory"], \
         verdict.describe("execute-api-endpoint-disabled")
+
+
+# ---- an open Allow confined by a Deny for everyone outside ----------------------------------------
+
+_READ = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}
+
+
+def _deny_outside(condition: dict, action="s3:*") -> dict:
+    return {"Effect": "Deny", "Principal": "*", "Action": action, "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"],
+            "Condition": condition}
+
+
+def test_an_open_allow_confined_by_a_deny_for_everyone_outside_passes(pack):
+    def program():
+        aws.s3.BucketPolicy("endpoint-only", bucket="b", policy=_doc(
+            _READ, _deny_outside({"StringNotEquals": {"aws:SourceVpce": "vpce-1a2b3c"}})))
+        aws.s3.BucketPolicy("org-only", bucket="b", policy=_doc(
+            _READ, _deny_outside({"StringNotEqualsIfExists": {"aws:PrincipalOrgID": "o-abc123"}}, action="*")))
+
+    expect_clean(judge(pack, program), PUBLIC)
+
+
+@pytest.mark.parametrize("deny", [
+    _deny_outside({"StringNotLike": {"aws:SourceVpce": "vpce-*"}}),
+    _deny_outside({"StringNotEquals": {"aws:SourceVpce": "vpce-1a2b3c"}}, action="s3:PutObject"),
+    _deny_outside({"Bool": {"aws:SecureTransport": "false"}}),
+], ids=["any-endpoint", "other-action", "transport-only"])
+def test_a_deny_that_does_not_confine_the_allow_leaves_it_public(pack, deny):
+    def program():
+        aws.s3.BucketPolicy("open", bucket="b", policy=_doc(_READ, deny))
+
+    expect_violation(judge(pack, program), PUBLIC, "aws:s3/bucketPolicy:BucketPolicy", "open")
+
+
+def test_for_all_values_on_a_single_valued_key_confines_nobody(pack):
+    def program():
+        aws.s3.BucketPolicy("vacuous", bucket="b", policy=_doc({**_READ, "Condition": {
+            "ForAllValues:StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}}))
+        aws.s3.BucketPolicy("org", bucket="b", policy=_doc({**_READ, "Condition": {
+            "StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}}))
+
+    verdict = judge(pack, program)
+    expect_violation(verdict, PUBLIC, "aws:s3/bucketPolicy:BucketPolicy", "vacuous")
+    assert not verdict.on(PUBLIC, "aws:s3/bucketPolicy:BucketPolicy", "org"), verdict.describe(PUBLIC)

@@ -22,6 +22,7 @@ from ._wire import as_dict, as_list, is_unknown
 from .iam_documents import (
     SOURCE_KEYS,
     condition_values,
+    confined_by_deny,
     federated_principals,
     service_name,
     grants_everything,
@@ -196,7 +197,7 @@ def _check_trust(res: Resource, config: dict) -> Iterator[Finding]:
                                 "name the principals in Principal instead")
             continue
         opened = open_principals(statement.principal)
-        if opened and not restricted:
+        if opened and not restricted and not confined_by_deny(statements, statement):
             yield violation(f"{statement.label()}.Principal", None,
                             "any AWS account (or anonymous federation) can assume this role: nothing "
                             "in Condition restricts the caller",

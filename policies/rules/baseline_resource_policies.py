@@ -26,6 +26,7 @@ from ._wire import as_dict, as_list, is_unknown, show
 from .iam_documents import (
     SOURCE_KEYS,
     Unreadable,
+    confined_by_deny,
     open_principals,
     parse,
     principal_unknown,
@@ -97,7 +98,7 @@ def open_statements(path: str, value: Any, what: str, fix: str) -> Iterator[Find
         restricted = restricting_keys(statement.condition)
         if is_unknown(restricted):
             yield cannot_check(f"{statement.path}.Condition")
-        elif not restricted:
+        elif not restricted and not confined_by_deny(statements, statement):
             yield violation(f"{statement.label()}.Principal", None,
                             f"{what} to every AWS account and anonymous callers: nothing in Condition "
                             "restricts the caller", fix, rendered=", ".join(opened))

@@ -9,6 +9,7 @@ list. Grammar: https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_polici
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from dataclasses import dataclass, field
@@ -284,7 +285,10 @@ def restricting_keys(condition: dict, keys: frozenset = RESTRICTING_KEYS) -> lis
                          if str(key).lower() in RESTRICTING_BOOLEANS
                          and [str(v).lower() for v in _strings(values) or []] == ["true"])
             continue
-        if "not" in bare or bare.endswith("ifexists") or bare in ("null", "bool"):
+        # ForAllValues: holds vacuously when the key is absent (a caller outside any
+        # organisation has no aws:PrincipalOrgID), so it confines nobody in an Allow.
+        if "not" in bare or bare.endswith("ifexists") or bare in ("null", "bool") \
+                or op.lower().startswith("forallvalues:"):
             continue
         if is_unknown(tests):
             saw_unknown = True
@@ -369,6 +373,43 @@ def condition_values(condition: dict, key: str) -> list | str:
 
 def as_mapping(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
+
+
+def confined_by_deny(statements: list[Statement], allow: Statement) -> bool:
+    """Whether a Deny for everyone outside an account, organisation or network covers this
+    Allow's actions: the common "Allow *, Deny unless aws:SourceVpce/aws:PrincipalOrgID is X"
+    pattern. A negated operator (StringNotEquals, ArnNotLike, NotIpAddress, also IfExists) is
+    true when the key is absent, so the Deny reaches every caller without the named value
+    (IAM user guide, "IAM JSON policy elements: Condition operators")."""
+    for deny in statements:
+        if deny.allows or deny.effect.lower() != "deny" or is_unknown(deny.condition):
+            continue
+        if not (open_principals(deny.principal) or deny.principal == "*"):
+            continue
+        if not _actions_cover(deny, allow):
+            continue
+        flipped = {}
+        for operator, tests in deny.condition.items():
+            name = str(operator)
+            bare = name.split(":", 1)[-1]
+            if "Not" in bare and not is_unknown(tests):
+                positive = name.replace("Not", "", 1)
+                positive = positive[:-len("IfExists")] if positive.endswith("IfExists") else positive
+                flipped[positive] = tests
+        restricted = restricting_keys(flipped)
+        if isinstance(restricted, list) and restricted:
+            return True
+    return False
+
+
+def _actions_cover(deny: Statement, allow: Statement) -> bool:
+    if deny.not_actions is not None:
+        return False  # a Deny with NotAction leaves the listed actions allowed
+    patterns = [str(a).lower() for a in deny.actions or [] if isinstance(a, str)]
+    wanted = [str(a).lower() for a in allow.actions or [] if isinstance(a, str)]
+    if allow.not_actions is not None or not wanted:
+        return any(p.strip("*") == "" for p in patterns)
+    return all(any(fnmatch.fnmatchcase(action, p) for p in patterns) for action in wanted)
 
 
 def iter_documents(items: list[tuple[str, Any]]) -> Iterator[tuple[str, Optional[list[Statement]] | str]]:
