@@ -165,6 +165,10 @@ def created_state(type_token: str, name: str, inputs: dict[str, Any], region: st
         state.setdefault("certificateAuthority", {"data": "LS0tLS1CRUdJTi1DRVJUSUZJQ0FURS0tLS0t"})
         state.setdefault("identities", [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{resource_id[-12:].upper()}"}]}])
         state.setdefault("vpcConfig", {**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": _fake_id("sg", name)})
+    if type_token == "aws:eks/nodeGroup:NodeGroup":
+        # EKS creates one Auto Scaling group per managed node group, named after it.
+        state.setdefault("resources", [{"autoscalingGroups": [{"name": f"eks-{name}-{resource_id[-8:]}"}],
+                                        "remoteAccessSecurityGroupId": ""}])
     if type_token == "aws:sqs/queue:Queue":
         state["arn"] = f"arn:aws:sqs:{region}:{ACCOUNT_ID}:{state['name']}"
         state.setdefault("url", f"https://sqs.{region}.amazonaws.com/{ACCOUNT_ID}/{state['name']}")

@@ -21,7 +21,8 @@ One release per concern, each pinned to a chart version (the chart pins its imag
 - Cluster autoscaler (only with `eks.autoscaler: cluster-autoscaler`; Karpenter replaces it,
   components/eks/karpenter.py): node pools grow when scaled-out model pods do not fit and
   shrink when GPUs sit idle (managed node groups tag their Auto Scaling groups for
-  auto-discovery).
+  auto-discovery; components/eks/cluster.py adds the GPU label and the node-template tags
+  it needs to recognise GPU nodes and to scale a group up from zero).
 
 The monitoring namespace denies every connection by default: Prometheus may reach its scrape
 targets, the API server and DNS, and only the KEDA operator and Grafana may query it (Grafana's

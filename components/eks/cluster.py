@@ -26,11 +26,18 @@ Choices worth knowing before changing anything here:
   limit of 1, encrypted gp3 volumes under the stack's data key sized for 10-25 GB runtime
   images plus staged weights, no public addresses (private subnets only). GPU pools carry
   the `nvidia.com/gpu=true:NoSchedule` taint so only pods that ask for a GPU land there.
+- For the cluster autoscaler, GPU nodes carry `k8s.amazonaws.com/accelerator` (how its AWS
+  provider tells GPU nodes), and each GPU group's Auto Scaling group carries the
+  `k8s.io/cluster-autoscaler/node-template/...` tags (labels, taint, GPUs, ephemeral
+  storage, EFA devices) it needs to scale a group up from zero nodes: EKS does not copy a
+  managed node group's labels or taints to its Auto Scaling group, and the autoscaler asks
+  EKS for them only for a group that never had a node.
 """
 from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -42,7 +49,8 @@ from components.config import Eks, NodePool
 from components.eks.api_tunnel import tls_server_name, tunnelled_server
 from components.iam import service_trust_policy_json
 from components.session_manager import session_logging_policy_json
-from components.serving.catalog import INSTANCES
+from components.serving.catalog import INSTANCES, InstanceSpec
+from components.serving.storage import node_ephemeral_gib
 
 # Label keys this project puts on nodes; pods select their pool with POOL_LABEL.
 LABEL_PREFIX = "deepseek-serving"
@@ -59,6 +67,22 @@ GPU_TAINT_VALUE = "true"
 # How the taint is tolerated in a pod spec (Kubernetes spelling of NO_SCHEDULE).
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Equal", "value": GPU_TAINT_VALUE,
                   "effect": "NoSchedule"}
+
+# The cluster autoscaler's AWS provider recognises GPU nodes by this label
+# (kubernetes/autoscaler cluster-autoscaler/cloudprovider/aws/aws_cloud_provider.go, GPULabel;
+# README "Special note on GPU instances"). A node that carries it from the moment it joins
+# counts as a GPU node still starting until the device plugin advertises nvidia.com/gpu, so the
+# autoscaler does not add more nodes meanwhile, and scale-down judges it by its GPU requests.
+GPU_ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
+# Values as that provider names GPUs (availableGPUTypes there); others follow its pattern.
+_ACCELERATOR_NAMES = {"A10G": "nvidia-a10g", "L4": "nvidia-l4", "L40S": "nvidia-l40s", "A100": "nvidia-tesla-a100"}
+# What the autoscaler builds a node from when a group has none to look at (scale from zero):
+# Auto Scaling group tags (same README, "node-template" tags). Managed node groups do not copy
+# their labels, taints or tags to the group they create (aws/containers-roadmap#608; eksctl's
+# `propagateASGTags` exists for this), so the tags are set on it here.
+NODE_TEMPLATE_TAG = "k8s.io/cluster-autoscaler/node-template"
+_TAINT_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+EFA_RESOURCE = "vpc.amazonaws.com/efa"
 
 CONTROL_PLANE_LOG_TYPES = ["api", "audit", "authenticator"]
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -432,6 +456,9 @@ class GpuCluster(pulumi.ComponentResource):
     def _create_gpu_pool(self, pool: NodePool, node_role: aws.iam.Role,
                          addons: list[aws.eks.Addon]) -> aws.eks.NodeGroup:
         labels = {POOL_LABEL: pool.name, "nvidia.com/gpu.present": "true"}
+        instance = INSTANCES.get(pool.instance_type)
+        if instance is not None:
+            labels[GPU_ACCELERATOR_LABEL] = accelerator_label(instance)
         if self.gpu_pools[pool.name].needs_device_plugin:
             labels[DEVICE_PLUGIN_LABEL] = "true"
         efa_interfaces = self.gpu_pools[pool.name].efa_interfaces
@@ -453,13 +480,32 @@ class GpuCluster(pulumi.ComponentResource):
         capacity_type = ("CAPACITY_BLOCK" if pool.capacity_reservation is not None
                          and pool.capacity_reservation.market_type == "capacity-block"
                          else pool.capacity_types[0].upper().replace("-", "_"))
-        return self._node_group(
+        taints = [{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": "NO_SCHEDULE"}]
+        group = self._node_group(
             role, instance_type=pool.instance_type, ami_type=pool.ami_type,
-            min_size=pool.min_size, max_size=pool.max_size, labels=labels,
-            taints=[{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": "NO_SCHEDULE"}],
+            min_size=pool.min_size, max_size=pool.max_size, labels=labels, taints=taints,
             launch_template=self._launch_template(role, pool.ami_type, pool.root_volume_gib, extra),
             node_role=node_role, depends_on=addons, capacity_type=capacity_type,
             subnet_ids=subnet_ids)
+        # The template's CPU, memory and GPUs come from the instance type; model pods also
+        # request ephemeral storage (and EFA devices), which only a tag can tell.
+        resources: dict[str, str] = {}
+        if instance is not None:
+            resources["nvidia.com/gpu"] = str(instance.gpu_count)
+            resources["ephemeral-storage"] = f"{node_ephemeral_gib(pool, instance)}Gi"
+        if efa_interfaces:
+            resources[EFA_RESOURCE] = str(efa_interfaces)
+        self._tag_node_template(role, group, node_template_tags(labels, taints, resources))
+        return group
+
+    def _tag_node_template(self, role: str, group: aws.eks.NodeGroup, tags: dict[str, str]) -> None:
+        """One tag per fact on the group's Auto Scaling group, not copied to its instances."""
+        asg_name = group.resources.apply(_autoscaling_group_name)
+        for key, value in tags.items():
+            slug = "-".join(filter(None, re.split(r"[^a-z0-9]+", key.removeprefix(NODE_TEMPLATE_TAG).lower())))
+            aws.autoscaling.Tag(
+                f"{self._name}-{role}-ca-{slug}", autoscaling_group_name=asg_name,
+                tag={"key": key, "value": value, "propagate_at_launch": False}, opts=self._child)
 
     def _efa_placement(self, role: str, interfaces: int) -> dict:
         """EFA for a pool: a security group that admits all traffic from and to itself (EFA's
@@ -506,6 +552,29 @@ def nodeadm_user_data() -> str:
             'Content-Type: multipart/mixed; boundary="//"\n\n'
             "--//\nContent-Type: application/node.eks.aws\n\n"
             f"{node_config}\n--//--\n")
+
+
+def accelerator_label(instance: InstanceSpec) -> str:
+    """The cluster autoscaler's GPU type name for an instance's GPU (nvidia-l40s, nvidia-h100...)."""
+    name = instance.aws_gpu_name
+    return _ACCELERATOR_NAMES.get(name, f"nvidia-{name.lower()}")
+
+
+def node_template_tags(labels: dict[str, str], taints: list[dict], resources: dict[str, str]) -> dict[str, str]:
+    """Auto Scaling group tags describing a group's nodes to the cluster autoscaler: every label
+    and taint the nodes get (taints in the managed node group's NO_SCHEDULE spelling), and
+    resources beyond what the instance type tells it."""
+    tags = {f"{NODE_TEMPLATE_TAG}/label/{key}": value for key, value in labels.items()}
+    tags.update({f"{NODE_TEMPLATE_TAG}/taint/{taint['key']}": f"{taint['value']}:{_TAINT_EFFECTS[taint['effect']]}"
+                 for taint in taints})
+    tags.update({f"{NODE_TEMPLATE_TAG}/resources/{name}": value for name, value in resources.items()})
+    return tags
+
+
+def _autoscaling_group_name(resources) -> str:
+    # A managed node group has one Auto Scaling group (DescribeNodegroup resources).
+    (group,) = resources[0].autoscaling_groups
+    return group.name
 
 
 def _pool_info(pool: NodePool) -> GpuPoolInfo:

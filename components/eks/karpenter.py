@@ -30,6 +30,10 @@ What is here and why:
   on-demand (the declared type) when spot has no capacity. Each carries the GPU taint, the
   pool label model pods select, and a `nvidia.com/gpu` limit of max_size nodes' GPUs: a pool
   without limits would be unbounded capacity.
+- No `k8s.amazonaws.com/accelerator` label or node-template tags (what the cluster
+  autoscaler needs, components/eks/cluster.py): Karpenter knows each instance type's GPUs
+  (`nvidia.com/gpu`) from EC2's instance data and labels its nodes `karpenter.k8s.aws/
+  instance-gpu-*` itself, and the cluster autoscaler does not run beside it.
 - Disruption that never cuts a live stream: consolidation only of empty nodes
   (WhenEmpty, after CONSOLIDATE_AFTER), a budget of one node at a time, `expireAfter: Never`
   (expiry is forceful in Karpenter v1 and ignores do-not-disrupt), and model pods carry
