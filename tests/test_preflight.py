@@ -262,3 +262,62 @@ def test_chosen_zones_reach_preflight_under_the_inventorys_own_key(tmp_path):
     path.write_text(yaml.safe_dump(document))
     needs = preflight.load_needs_from_stack_file(path, "dev")
     assert needs.azs == ["us-east-1b", "us-east-1c"] and needs.az_count == 2
+
+
+# ---- account settings a non-managing stack relies on --------------------------------------
+
+def _preferences(group: str) -> str:
+    from components.session_manager import session_preferences
+
+    document = session_preferences("3bd7daad-2155-74f9-c75e-f0e056c01e43")
+    document["inputs"]["cloudWatchLogGroupName"] = group
+    return json.dumps(document)
+
+
+def _account_findings(aws, manages: bool):
+    report = run_preflight(REGION, None, [], az_count=2, endpoint_url=aws, manages_account_settings=manages)
+    return report, findings(report, "account")
+
+
+def test_a_stack_that_does_not_manage_is_blocked_until_the_managing_stack_set_the_role(aws):
+    report, found = _account_findings(aws, manages=False)
+    role = next(f for f in found if f.subject == "API Gateway CloudWatch role")
+    assert role.severity == "blocker" and "account_settings.manage: true" in role.detail
+    preferences = next(f for f in found if f.subject == "SSM-SessionManagerRunShell")
+    assert preferences.severity == "warning" and "neither logged nor KMS-encrypted" in preferences.detail
+    assert report.exit_code == 1
+
+
+def test_what_the_managing_stack_set_lets_the_others_through(aws):
+    from components.session_manager import SESSION_LOG_GROUP
+
+    apigateway = boto3.client("apigateway", region_name=REGION, endpoint_url=aws)
+    role_arn = "arn:aws:iam::123456789012:role/gateway-cloudwatch-role-1a2b3c4"
+    apigateway.update_account(patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role_arn}])
+    boto3.client("ssm", region_name=REGION, endpoint_url=aws).create_document(
+        Name="SSM-SessionManagerRunShell", Content=_preferences(SESSION_LOG_GROUP), DocumentType="Session",
+        DocumentFormat="JSON")
+    report, found = _account_findings(aws, manages=False)
+    assert {(f.subject, f.severity) for f in found} == {
+        ("API Gateway CloudWatch role", "ok"), ("SSM-SessionManagerRunShell", "ok")}
+    assert report.exit_code == 0
+
+
+def test_preferences_another_team_owns_are_a_warning_naming_both_groups(aws):
+    boto3.client("ssm", region_name=REGION, endpoint_url=aws).create_document(
+        Name="SSM-SessionManagerRunShell", Content=_preferences("/platform/sessions"), DocumentType="Session",
+        DocumentFormat="JSON")
+    _, found = _account_findings(aws, manages=False)
+    preferences = next(f for f in found if f.subject == "SSM-SessionManagerRunShell")
+    assert preferences.severity == "warning"
+    assert "/platform/sessions" in preferences.detail and "/deepseek-serving/session-manager" in preferences.detail
+
+
+def test_the_managing_stack_checks_nothing_it_creates_itself(aws):
+    _, found = _account_findings(aws, manages=True)
+    assert found == []
+
+
+def test_the_stack_file_says_whether_the_stack_manages():
+    assert load_needs_from_stack_file(ROOT / "stacks" / "Pulumi.dev.yaml").manages_account_settings is False
+    assert load_needs_from_stack_file(ROOT / "stacks" / "Pulumi.prod.yaml").manages_account_settings is True

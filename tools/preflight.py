@@ -16,6 +16,10 @@ first, with boto3 and read-only calls:
   (L-DB2E81BA "Running On-Demand G and VT instances", L-417A185B "Running On-Demand P
   instances") covers every instance at max replicas; instances already running in the
   same quota class are reported, since they draw on it too.
+- account: a stack that does not manage its account and region's settings
+  (``account_settings.manage: false``) relies on the managing stack's:
+  ``apigateway:GetAccount`` must show API Gateway's CloudWatch role (without it the stage's
+  access logging fails), ``ssm:GetDocument`` the Session Manager preferences its hosts log under.
 
 Blockers make the command exit 1; warnings are printed and do not. Credentials come
 from the usual AWS chain (environment, profile, SSO); ``--endpoint-url`` points every
@@ -27,6 +31,7 @@ only part that knows the stack file layout.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -65,7 +70,7 @@ class InstanceNeed:
 @dataclass(frozen=True)
 class Finding:
     severity: str  # blocker, warning or ok
-    check: str  # zones, catalog, offering, gpu, quota
+    check: str  # zones, catalog, offering, gpu, quota, account
     subject: str
     detail: str
 
@@ -104,7 +109,7 @@ class PreflightReport:
 
 def run_preflight(region: str, azs: Sequence[str] | None, needs: Iterable[InstanceNeed], *,
                   az_count: int | None = None, session: boto3.session.Session | None = None,
-                  endpoint_url: str | None = None) -> PreflightReport:
+                  endpoint_url: str | None = None, manages_account_settings: bool = True) -> PreflightReport:
     """Check ``needs`` against ``region``. ``azs`` names the zones the network uses; when
     it is ``None`` the first ``az_count`` available zones by name are assumed, which is
     what the network component takes from ``aws.get_availability_zones``."""
@@ -122,7 +127,45 @@ def run_preflight(region: str, azs: Sequence[str] | None, needs: Iterable[Instan
     if zones:
         _check_offerings(ec2, region, zones, [t for t in types if described[t]], findings)
     _check_quotas(ec2, quotas, region, needs, described, findings)
+    if not manages_account_settings:
+        _check_account_settings(session.client("apigateway", region_name=region, endpoint_url=endpoint_url),
+                                session.client("ssm", region_name=region, endpoint_url=endpoint_url),
+                                region, findings)
     return PreflightReport(region, tuple(zones), tuple(findings))
+
+
+def _check_account_settings(apigateway: Any, ssm: Any, region: str, findings: list[Finding]) -> None:
+    """What a stack with account_settings.manage: false takes from the stack that manages them."""
+    from components.session_manager import PREFERENCES_DOCUMENT, SESSION_LOG_GROUP
+
+    deploy_first = ("deploy the stack that manages this account and region's settings first "
+                    "(account_settings.manage: true), or set manage: true in this stack if none does")
+    role = apigateway.get_account().get("cloudwatchRoleArn")
+    if role:
+        findings.append(Finding(OK, "account", "API Gateway CloudWatch role", f"set: {role}"))
+    else:
+        findings.append(Finding(BLOCKER, "account", "API Gateway CloudWatch role",
+                                f"not set in {region}, so the stage's access logging would fail; {deploy_first}"))
+    try:
+        content = ssm.get_document(Name=PREFERENCES_DOCUMENT, DocumentFormat="JSON")["Content"]
+    except botocore.exceptions.ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "InvalidDocument":
+            raise
+        findings.append(Finding(WARNING, "account", PREFERENCES_DOCUMENT,
+                                f"no Session Manager preferences in {region}: sessions on this stack's hosts "
+                                f"would be neither logged nor KMS-encrypted; {deploy_first}"))
+        return
+    try:
+        group = json.loads(content).get("inputs", {}).get("cloudWatchLogGroupName")
+    except (ValueError, AttributeError):
+        group = None
+    if group == SESSION_LOG_GROUP:
+        findings.append(Finding(OK, "account", PREFERENCES_DOCUMENT, f"sessions logged to {group}"))
+    else:
+        findings.append(Finding(WARNING, "account", PREFERENCES_DOCUMENT,
+                                f"sessions are logged to {group or 'no log group'}, not {SESSION_LOG_GROUP}: "
+                                "this stack's hosts may write only to the latter (someone else manages "
+                                "Session Manager here; agree on the group and key, docs/OPERATIONS.md)"))
 
 
 def _resolve_zones(ec2: Any, region: str, azs: Sequence[str] | None, az_count: int | None,
@@ -313,6 +356,7 @@ class StackNeeds:
     azs: list[str] | None
     az_count: int | None
     needs: list[InstanceNeed]
+    manages_account_settings: bool = True
 
 
 def load_needs_from_stack_file(path: str | Path, stack: str | None = None) -> StackNeeds:
@@ -348,7 +392,7 @@ def load_needs_from_stack_file(path: str | Path, stack: str | None = None) -> St
         needs.append(InstanceNeed(pool.instance_type, pool.max_size,
                                   f"node pool {pool_name}: {', '.join(models)}"))
     return StackNeeds(inventory.region, list(inventory.network.availability_zones) or None,
-                      inventory.network.az_count, needs)
+                      inventory.network.az_count, needs, inventory.account_settings.manage)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       file=sys.stderr)
             return 2
         report = run_preflight(stack.region, stack.azs, stack.needs, az_count=stack.az_count,
-                               session=session, endpoint_url=args.endpoint_url)
+                               session=session, endpoint_url=args.endpoint_url,
+                               manages_account_settings=stack.manages_account_settings)
     except botocore.exceptions.ProfileNotFound as error:
         print(f"preflight: {error}; set AWS_PROFILE to a profile in your AWS config "
               "(aws configure list-profiles) or unset it", file=sys.stderr)
