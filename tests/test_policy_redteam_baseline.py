@@ -805,3 +805,24 @@ def test_for_all_values_on_a_single_valued_key_confines_nobody(pack):
     verdict = judge(pack, program)
     expect_violation(verdict, PUBLIC, "aws:s3/bucketPolicy:BucketPolicy", "vacuous")
     assert not verdict.on(PUBLIC, "aws:s3/bucketPolicy:BucketPolicy", "org"), verdict.describe(PUBLIC)
+
+
+# ---- waf-logs-redact-credentials: WAF Classic web ACLs log inline -----------------------------------
+
+@pytest.mark.parametrize("acl_type", [aws.wafregional.WebAcl, aws.waf.WebAcl], ids=["regional", "global"])
+def test_classic_web_acl_logging_must_redact_credential_headers(pack, acl_type):
+    def logging(*headers):
+        return {"log_destination": "arn:aws:firehose:us-east-1:1:deliverystream/aws-waf-logs-x",
+                "redacted_fields": {"field_to_matches": [{"type": "HEADER", "data": h} for h in headers]}}
+
+    def program():
+        common = {"metric_name": "acl", "default_action": {"type": "ALLOW"}}
+        acl_type("partial", name="partial", logging_configuration=logging("Authorization"), **common)
+        acl_type("both", name="both", logging_configuration=logging("Authorization", "X-Api-Key"), **common)
+        acl_type("unlogged", name="unlogged", **common)
+
+    verdict = judge(pack, program)
+    token = "aws:wafregional/webAcl:WebAcl" if acl_type is aws.wafregional.WebAcl else "aws:waf/webAcl:WebAcl"
+    expect_violation(verdict, "waf-logs-redact-credentials", token, "partial", contains=["x-api-key"])
+    for name in ("both", "unlogged"):
+        assert not verdict.on("waf-logs-redact-credentials", token, name), verdict.describe()

@@ -98,8 +98,47 @@ WAF_LOGGING = "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration"
 DEFAULT_REDACTED_HEADERS = ["authorization", "x-api-key"]
 
 
+# WAF Classic (global and regional) web ACLs carry their logging inline:
+# logging_configuration.redacted_fields.field_to_matches[{type: HEADER, data: <name>}].
+CLASSIC_WEB_ACLS = ("aws:waf/webAcl:WebAcl", "aws:wafregional/webAcl:WebAcl")
+
+
+def _classic_redacted(res: Resource) -> tuple[str, Any]:
+    """(path, header names or the unknown sentinel) of a Classic web ACL's logging."""
+    path = "loggingConfiguration.redactedFields.fieldToMatches"
+    matches = res.get("loggingConfiguration", "redactedFields", "fieldToMatches")
+    if is_unknown(matches):
+        return path, matches
+    names = []
+    for entry in as_list(matches):
+        entry = as_dict(entry)
+        if is_unknown(entry.get("type")) or is_unknown(entry.get("data")):
+            return path, entry.get("data") if is_unknown(entry.get("data")) else entry.get("type")
+        if str(entry.get("type") or "").upper() == "HEADER" and isinstance(entry.get("data"), str):
+            names.append(entry["data"])
+    return path, names
+
+
 def _check_waf_redaction(res: Resource, config: dict) -> Iterator[Finding]:
     required = [h.lower() for h in config.get("redactedHeaders") or DEFAULT_REDACTED_HEADERS]
+    if res.type in CLASSIC_WEB_ACLS:
+        logging_config = res.get("loggingConfiguration")
+        if logging_config is None:
+            return  # no logs, nothing written verbatim
+        path, names = _classic_redacted(res)
+        if is_unknown(names):
+            yield cannot_check(path)
+            return
+        redacted = {n.strip().lower() for n in names}
+        missing = [h for h in required if h not in redacted]
+        if missing:
+            yield violation(path, sorted(redacted) or None,
+                            f"WAF logs every request header verbatim, so {', '.join(missing)} (callers' tokens "
+                            "and API keys) would be readable by anyone who can read the log",
+                            "add logging_configuration.redacted_fields.field_to_matches=[" + ", ".join(
+                                f"{{type: \"HEADER\", data: \"{h}\"}}" for h in missing) + "]",
+                            rendered=(", ".join(sorted(redacted)) if redacted else "not set"))
+        return
     fields = res.get("redactedFields")
     if is_unknown(fields):
         yield cannot_check("redactedFields")
@@ -129,9 +168,9 @@ def _check_waf_redaction(res: Resource, config: dict) -> Iterator[Finding]:
 WAF_LOGS_REDACT_CREDENTIALS = resource_policy(
     name="waf-logs-redact-credentials",
     family=FAMILY_BASELINE,
-    description="Web ACL logging configurations redact the authorization and x-api-key headers "
-                "(redactedFields single_header, lowercase).",
-    resource_types=(WAF_LOGGING,),
+    description="Web ACL logging configurations (WAFv2, and the inline logging of WAF Classic web ACLs) "
+                "redact the authorization and x-api-key headers (redactedFields single_header, case-insensitive).",
+    resource_types=(WAF_LOGGING,) + CLASSIC_WEB_ACLS,
     check=_check_waf_redaction,
     config_schema={"redactedHeaders": {
         "type": "array", "items": {"type": "string"}, "default": DEFAULT_REDACTED_HEADERS,
