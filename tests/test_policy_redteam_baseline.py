@@ -826,3 +826,33 @@ def test_classic_web_acl_logging_must_redact_credential_headers(pack, acl_type):
     expect_violation(verdict, "waf-logs-redact-credentials", token, "partial", contains=["x-api-key"])
     for name in ("both", "unlogged"):
         assert not verdict.on("waf-logs-redact-credentials", token, name), verdict.describe()
+
+
+# ---- KServe: an InferenceService is a model server whatever runtime it names --------------------
+
+def _inference_service(name: str, namespace: str = "kserve-models"):
+    return k8s.apiextensions.CustomResource(name, api_version="serving.kserve.io/v1beta1", kind="InferenceService",
+                                            metadata={"name": name, "namespace": namespace},
+                                            spec={"predictor": {"model": {"modelFormat": {"name": "huggingface"},
+                                                                          "storageUri": "hf://deepseek-ai/x"}}})
+
+
+def test_a_namespace_running_an_inference_service_needs_a_default_deny(pack):
+    def program():
+        _inference_service("llm")
+        _inference_service("guarded", namespace="guarded")
+        k8s.networking.v1.NetworkPolicy("deny", metadata={"namespace": "guarded"},
+                                        spec={"pod_selector": {}, "policy_types": ["Ingress", "Egress"]})
+        k8s.networking.v1.NetworkPolicy("namespace-wide", metadata={"namespace": "guarded"}, spec={
+            "pod_selector": {"match_labels": {"serving.kserve.io/inferenceservice": "guarded"}},
+            "ingress": [{"from": [{"namespace_selector": {"match_labels": {"team": "apps"}}}]}]})
+        k8s.networking.v1.NetworkPolicy("other-pods", metadata={"namespace": "guarded"}, spec={
+            "pod_selector": {"match_labels": {"app": "web"}},
+            "ingress": [{"from": [{"namespace_selector": {"match_labels": {"team": "apps"}}}]}]})
+
+    verdict = judge(pack, program)
+    isvc = "kubernetes:serving.kserve.io/v1beta1:InferenceService"
+    expect_violation(verdict, "k8s-default-deny", isvc, "llm", contains=["namespace kserve-models"])
+    assert not verdict.on("k8s-default-deny", isvc, "guarded"), verdict.describe("k8s-default-deny")
+    expect_violation(verdict, PEERS, NETWORK_POLICY, "namespace-wide")
+    assert not verdict.on(PEERS, NETWORK_POLICY, "other-pods"), verdict.describe(PEERS)

@@ -176,7 +176,25 @@ def model_pods(stack: Stack) -> list[ModelPods]:
                 entry[1].extend(v for v in (port.get("containerPort"), port.get("name")) if v is not None)
         for pod, ports in by_pod.values():
             found.append(ModelPods(res, pod, ports))
+        if not by_pod and res.type in INFERENCE_SERVICES:
+            found.append(_inference_service(res))
     return found
+
+
+# KServe resources are model servers whatever runtime they name (its pods come from a
+# ServingRuntime the program may not declare). Their pods carry the label
+# serving.kserve.io/inferenceservice=<name> (kserve pkg/constants: InferenceServicePodLabelKey).
+INFERENCE_SERVICES = ("kubernetes:serving.kserve.io/v1beta1:InferenceService",
+                      "kubernetes:serving.kserve.io/v1alpha1:LLMInferenceService")
+
+
+def _inference_service(res: StackResource) -> ModelPods:
+    name = as_dict(res.props.get("metadata")).get("name") if not is_unknown(res.props.get("metadata")) else None
+    # An auto-named service's label value is not known here: only policies selecting every pod
+    # of the namespace are then taken to select it.
+    labels = {"serving.kserve.io/inferenceservice": name} if isinstance(name, str) and not is_unknown(name) \
+        else {}
+    return ModelPods(res, PodSpec("spec", {}, labels), [None])
 
 
 def _container_at(pod: PodSpec, where: str) -> Any:
@@ -232,8 +250,9 @@ def _check_default_deny(stack: Stack, config: dict) -> Iterator[tuple[str, Findi
 K8S_DEFAULT_DENY = stack_policy(
     name="k8s-default-deny",
     family=FAMILY_BASELINE,
-    description="Every namespace that runs a model server has a default-deny NetworkPolicy (empty "
-                "podSelector, Ingress policy type, no ingress rules).",
+    description="Every namespace that runs a model server (vLLM, TGI, Ollama, SGLang, Triton, llama.cpp "
+                "and other inference servers, KServe InferenceServices) has a default-deny NetworkPolicy "
+                "(empty podSelector, Ingress policy type, no ingress rules).",
     resource_types=(NETWORK_POLICY, NAMESPACE) + POD_TEMPLATE_TYPES,
     check=_check_default_deny,
     remediation="Deny by default in model namespaces; allow named pods explicitly.",
