@@ -856,3 +856,18 @@ def test_a_namespace_running_an_inference_service_needs_a_default_deny(pack):
     assert not verdict.on("k8s-default-deny", isvc, "guarded"), verdict.describe("k8s-default-deny")
     expect_violation(verdict, PEERS, NETWORK_POLICY, "namespace-wide")
     assert not verdict.on(PEERS, NETWORK_POLICY, "other-pods"), verdict.describe(PEERS)
+
+
+def test_secure_string_parameters_need_a_customer_managed_key(pack):
+    def program():
+        aws.ssm.Parameter("default-key", type="SecureString", value="s3cr3t")
+        aws.ssm.Parameter("aws-managed", type="SecureString", value="s3cr3t", key_id="alias/aws/ssm")
+        aws.ssm.Parameter("cmk", type="SecureString", value="s3cr3t", key_id=aws.kms.Key("params").arn)
+        aws.ssm.Parameter("plain", type="String", value="not-a-secret")
+
+    verdict = judge(pack, program)
+    parameter = "aws:ssm/parameter:Parameter"
+    expect_violation(verdict, "secrets-customer-managed-key", parameter, "default-key", contains=["keyId is not set"])
+    expect_violation(verdict, "secrets-customer-managed-key", parameter, "aws-managed", contains=['"alias/aws/ssm"'])
+    for name in ("cmk", "plain"):
+        assert not verdict.on("secrets-customer-managed-key", parameter, name), verdict.describe()

@@ -298,9 +298,35 @@ def _check_cluster_secrets(res: Resource) -> Iterator[Finding]:
                         rendered="not set" if not encryption else "without secrets and a KMS key")
 
 
+SSM_PARAMETER = "aws:ssm/parameter:Parameter"
+
+
+def _check_secure_string(res: Resource) -> Iterator[Finding]:
+    # A SecureString without key_id is encrypted with the AWS-managed alias/aws/ssm key
+    # (Systems Manager user guide, "How AWS Systems Manager Parameter Store uses AWS KMS");
+    # Checkov CKV_AWS_337.
+    kind = res.get("type")
+    if is_unknown(kind):
+        yield cannot_check("type")
+        return
+    if str(kind or "") != "SecureString":
+        return
+    key = res.get("keyId")
+    if is_unknown(key):
+        return  # a key computed from another resource is a customer-managed key
+    if key is None or (isinstance(key, str) and (not key.strip() or key.strip().lower().endswith("alias/aws/ssm"))):
+        yield violation("keyId", key or None,
+                        "the SecureString is then encrypted with the AWS-managed aws/ssm key, whose policy you "
+                        "cannot change: every principal in the account with ssm:GetParameter can decrypt it",
+                        "set key_id to a customer-managed KMS key whose policy names who may decrypt")
+
+
 def _check_secret_key(res: Resource, config: dict) -> Iterator[Finding]:
     if res.type == EKS_CLUSTER:
         yield from _check_cluster_secrets(res)
+        return
+    if res.type == SSM_PARAMETER:
+        yield from _check_secure_string(res)
         return
     key = res.get("kmsKeyId")
     if is_unknown(key):
@@ -317,9 +343,10 @@ SECRETS_CUSTOMER_MANAGED_KEY = resource_policy(
     name="secrets-customer-managed-key",
     family=FAMILY_BASELINE,
     description="Secrets Manager secrets are encrypted with a customer-managed KMS key (kmsKeyId), "
-                "not the AWS-managed aws/secretsmanager key, and EKS clusters envelope-encrypt Kubernetes "
-                "Secrets with a customer-managed key (encryptionConfig).",
-    resource_types=("aws:secretsmanager/secret:Secret", EKS_CLUSTER),
+                "not the AWS-managed aws/secretsmanager key; so are SSM SecureString parameters (keyId, not "
+                "aws/ssm); and EKS clusters envelope-encrypt Kubernetes Secrets with a customer-managed key "
+                "(encryptionConfig).",
+    resource_types=("aws:secretsmanager/secret:Secret", SSM_PARAMETER, EKS_CLUSTER),
     check=_check_secret_key,
     remediation="Set kms_key_id to a customer-managed key; give EKS clusters encryption_config for secrets.",
 )
