@@ -59,20 +59,20 @@ if admitted.phase == "all":
         manage_account_settings=inventory.account_settings.manage), opts=aws_opts)
     # Models that scale to zero wake on the gateway's request count for their routes.
     platform.wake_on_requests(inventory, rest_api_name=gateway.rest_api.name,
-                              stage_name=gateway.stage_name, opts=aws_opts)
+                              stage_names=gateway.stage_names, opts=aws_opts)
 
     # The request path watched end to end: alert topic, alarms, dashboard; on EKS the
     # cluster's Prometheus alerts reach the same topic through Alertmanager.
     observability = Observability("observability", ObservabilityArgs(
         inventory=inventory, stack=stack, account_id=identity.account_id,
         rest_api_name=gateway.rest_api.name, rest_api_id=gateway.rest_api_id,
-        stage_name=gateway.stage_name, access_log_group_name=gateway.access_log_group.name,
+        stage_name=gateway.metric_stage, access_log_group_name=gateway.access_log_group.name,
         web_acl_metric_name=gateway.waf.metric_name, waf_rule_names=gateway.waf.rule_names,
         models=platform.observed_models(inventory), prometheus_rules=platform.prometheus_rules),
         opts=aws_opts)
     platform.watch_cluster(inventory, stack=stack, topic_arn=observability.topic_arn,
                            topic_key_arn=observability.alerts_key_arn, opts=aws_opts,
-                           rest_api_name=gateway.rest_api.name, stage_name=gateway.stage_name,
+                           rest_api_name=gateway.rest_api.name, stage_name=gateway.metric_stage,
                            rest_api_id=gateway.rest_api_id)
     outputs.update({**observability.stack_outputs(), **gateway.stack_outputs()})
 

@@ -648,6 +648,16 @@ class LoadBalancer(_Strict):
     unhealthy_draining_seconds: int = Field(default=300, ge=0, le=360000)
 
 
+def _narrower_than_world(cidrs: list[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
+    for cidr in cidrs:
+        if cidr.prefixlen == 0:
+            raise PydanticCustomError(
+                "world_cidr", "{cidr} allows every address; leave allowed_source_cidrs "
+                "empty for no allow-list, or list your clients' egress networks",
+                {"cidr": str(cidr)})
+    return cidrs
+
+
 class Quota(_Strict):
     limit: int = Field(gt=0)
     period: Literal["DAY", "WEEK", "MONTH"] = "DAY"
@@ -660,9 +670,17 @@ class UsageTier(_Strict):
     burst: int = Field(gt=0, le=5000)
     quota: Quota
     # The priority this tier's requests get on models with scheduling_policy priority (lower
-    # is served first, vLLM's rule); the server takes it from the gateway's header and ignores
-    # a client's own, see docs/GATEWAY.md.
+    # is served first, vLLM's rule). The gateway sends it (with stage_per_tier, each tier's
+    # stage its own) and the server ignores a client's own, see docs/GATEWAY.md.
     priority: int = Field(default=0, ge=-100, le=100)
+    # Source networks this tier's clients may call from, in addition to the stack-wide
+    # gateway.allowed_source_cidrs; needs gateway.stage_per_tier (the tier's own stage).
+    allowed_source_cidrs: list[ipaddress.IPv4Network] = []
+
+    @field_validator("allowed_source_cidrs")
+    @classmethod
+    def _narrower_than_world(cls, cidrs: list[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
+        return _narrower_than_world(cidrs)
 
 
 class Client(_Strict):
@@ -742,20 +760,18 @@ class Gateway(_Strict):
     # Checked in addition to the API key, never instead of it.
     authorizer: Optional[Authorizer] = None
     # Source networks allowed to call the API at all (a resource policy on aws:SourceIp);
-    # empty: any address with a valid key. Per client: docs/GATEWAY.md, IP allow-lists.
+    # empty: any address with a valid key. Per tier: tiers[].allowed_source_cidrs.
     allowed_source_cidrs: list[ipaddress.IPv4Network] = []
     xray_tracing: bool = False
+    # One API stage per tier, named after it: a tier's usage plan admits its keys on its own
+    # stage only, so the stage a request arrives on proves the caller's tier, and the gateway
+    # enforces per-tier priority and source networks. Off: one stage (stage_name) for all.
+    stage_per_tier: bool = False
 
     @field_validator("allowed_source_cidrs")
     @classmethod
     def _narrower_than_world(cls, cidrs: list[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
-        for cidr in cidrs:
-            if cidr.prefixlen == 0:
-                raise PydanticCustomError(
-                    "world_cidr", "{cidr} allows every address; leave allowed_source_cidrs "
-                    "empty for no allow-list, or list your clients' egress networks",
-                    {"cidr": str(cidr)})
-        return cidrs
+        return _narrower_than_world(cidrs)
 
     @model_validator(mode="after")
     def _timeouts_and_refs(self) -> "Gateway":
@@ -769,6 +785,17 @@ class Gateway(_Strict):
                  "mode": "streamed" if self.streaming else "buffered"})
         _unique([t.name for t in self.tiers], ("tiers",))
         _unique([c.name for c in self.clients], ("clients",))
+        if self.stage_per_tier and "stage_name" in self.model_fields_set:
+            raise _at(("stage_name",), self.stage_name,
+                      "with stage_per_tier each tier's stage is named after the tier; remove stage_name")
+        if not self.stage_per_tier:
+            for index, tier in enumerate(self.tiers):
+                if tier.allowed_source_cidrs:
+                    raise _at(("tiers", index, "allowed_source_cidrs"),
+                              ", ".join(str(c) for c in tier.allowed_source_cidrs),
+                              "a per-tier allow-list needs the tier's own stage, which only a "
+                              "resource policy per stage can confine: set gateway.stage_per_tier: "
+                              "true, or move the networks to gateway.allowed_source_cidrs (stack-wide)")
         tiers = {t.name for t in self.tiers}
         for client in self.clients:
             if client.tier not in tiers:
@@ -944,10 +971,25 @@ class Inventory(_Strict):
                 raise _at(("models", index, "spot"), "<section>",
                           "spot on platform eks is a property of the pool: set "
                           "eks.gpu_pools[].capacity_types: [spot, on-demand]")
+        self._check_tier_priorities()
         if self.environment == "prod" and self.network.nat_gateways != "per_az":
             raise _at(("network", "nat_gateways"), self.network.nat_gateways,
                       "prod must survive an AZ outage: use per_az")
         return self
+
+    def _check_tier_priorities(self) -> None:
+        """On one shared stage the gateway cannot tell tiers apart, so it can send only one
+        priority: tiers that differ need a stage each once a model schedules by priority."""
+        if self.gateway.stage_per_tier or not any(m.scheduling_policy == "priority" for m in self.models):
+            return
+        first = self.gateway.tiers[0]
+        for index, tier in enumerate(self.gateway.tiers):
+            if tier.priority != first.priority:
+                model = next(m.name for m in self.models if m.scheduling_policy == "priority")
+                raise _at(("gateway", "tiers", index, "priority"), tier.priority,
+                          f"differs from tier {first.name}'s {first.priority} while model {model} schedules "
+                          "by priority, and on one shared stage the gateway cannot tell tiers apart: set "
+                          "gateway.stage_per_tier: true (a stage per tier), or give every tier the same priority")
 
     def _check_regions(self) -> None:
         """Regional resources the stack uses must live in the stack's region."""

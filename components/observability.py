@@ -161,14 +161,22 @@ class ModelTargets:
 # ------------------------------------------------------------------- alarm definitions
 
 
+def gateway_dimensions(api_name: Any, stage: Any) -> dict:
+    """AWS/ApiGateway dimensions of one stage, or with `stage` None of the whole API: API
+    Gateway publishes each metric per ApiName alone too, over all its stages ("Amazon API
+    Gateway dimensions and metrics"), which covers a stage per tier in one series."""
+    return {"ApiName": api_name} if stage is None else {"ApiName": api_name, "Stage": stage}
+
+
 def _minutes(seconds: int) -> int:
     return int(math.ceil(seconds / 60.0))
 
 
 def gateway_alarms(thresholds: Thresholds, *, api_name: Any, stage: Any, api_id: Any,
                    streaming: bool) -> list[AlarmSpec]:
-    """Error rate, throttle rate, tail latency and (streamed) time to first byte at the stage."""
-    dims = {"ApiName": api_name, "Stage": stage}
+    """Error rate, throttle rate, tail latency and (streamed) time to first byte at the stage
+    (every stage of the API when `stage` is None: a stage per tier)."""
+    dims = gateway_dimensions(api_name, stage)
     count = Metric(GATEWAY_NAMESPACE, "Count", dims, "Sum", 300)
     minimum = thresholds.min_requests
     alarms = [
@@ -456,7 +464,7 @@ def dashboard_body(*, stack: str, region: str, platform: str, api_name: str, sta
 
     `models` maps a model name to {"runtime", "load_balancer", "target_group", "asg"}.
     """
-    gw = {"ApiName": api_name, "Stage": stage}
+    gw = gateway_dimensions(api_name, stage)
     widgets: list[dict] = [
         _text(f"# deepseek-serving `{stack}`: client → API Gateway (WAF, keys, usage plans) → "
               f"VPC link → internal NLB per model → {'EC2 GPU hosts' if platform == 'ec2' else 'EKS pods'}"
@@ -630,7 +638,8 @@ class ObservabilityArgs:
     account_id: pulumi.Input[str]
     rest_api_name: pulumi.Input[str]
     rest_api_id: pulumi.Input[str]
-    stage_name: pulumi.Input[str]
+    # None with a stage per tier: the gateway alarms and dashboard then cover every stage.
+    stage_name: Optional[pulumi.Input[str]]
     access_log_group_name: pulumi.Input[str]
     web_acl_metric_name: str
     waf_rule_names: Sequence[str]

@@ -84,7 +84,8 @@ class Platform:
                         host=self.load_balancers[model.name].internal_domain,
                         port=self.load_balancers[model.name].listener_port,
                         skip_tls_verification=self.load_balancers[model.name].tls_skip_verification,
-                        request_limits=request_limits(render_for_inventory(inventory, model)))
+                        request_limits=request_limits(render_for_inventory(inventory, model)),
+                        priority_scheduling=model.scheduling_policy == "priority")
                 for model in inventory.models]
 
     def observed_models(self, inventory: Inventory) -> dict[str, ModelTargets]:
@@ -118,13 +119,14 @@ class Platform:
             opts=opts)
 
     def wake_on_requests(self, inventory: Inventory, *, rest_api_name: pulumi.Input[str],
-                         stage_name: pulumi.Input[str], opts: pulumi.ResourceOptions) -> None:
+                         stage_names: list, opts: pulumi.ResourceOptions) -> None:
         """Models with min_replicas 0 sleep when idle and wake on the gateway's request count
         (AWS/ApiGateway Count per route): alarms on EC2, KEDA triggers on EKS."""
         for model in inventory.models:
             if model.min_replicas != 0:
                 continue
-            dimensions = request_metric_dimensions(rest_api_name, stage_name, model.name)
+            # Every stage's routes: a request on any tier's stage wakes the model.
+            dimensions = request_metric_dimensions(rest_api_name, stage_names, model.name)
             if model.name in self.fleets:
                 ScaleToZero(f"{model.name}-wake", ScaleToZeroArgs(
                     model_name=model.name, asg_name=self.fleets[model.name].asg_name,

@@ -63,16 +63,17 @@ def runtime_dashboards(inventory: Inventory) -> list[str]:
     return [runtime for runtime in RUNTIMES if any(m.runtime == runtime for m in inventory.models)]
 
 
-def dashboard_json(runtime: str, inventory: Inventory, *, api_name: str = "", stage: str = "", api_id: str = "",
+def dashboard_json(runtime: str, inventory: Inventory, *, api_name: str = "", stage: Optional[str] = "", api_id: str = "",
                    load_balancers: Optional[Mapping[str, str]] = None) -> str:
     """One ConfigMap entry. The Ollama dashboard reads CloudWatch, so the deployment fills in
     what only it knows: the REST API's name, stage and id, and each Ollama model's load
-    balancer (ARN suffix), as a `model : load balancer` choice."""
+    balancer (ARN suffix), as a `model : load balancer` choice. `stage` None (a stage per
+    tier): the wildcard "*", one series per tier's stage."""
     dashboard = load_dashboard(runtime)
     if runtime == "ollama":
         models = [m.name for m in inventory.models if m.runtime == "ollama"]
         _set_variable(dashboard, "model", ",".join(f"{name} : {(load_balancers or {})[name]}" for name in models))
-        for name, value in (("api_name", api_name), ("stage", stage), ("api_id", api_id)):
+        for name, value in (("api_name", api_name), ("stage", "*" if stage is None else stage), ("api_id", api_id)):
             _set_variable(dashboard, name, value)
     return json.dumps(dashboard, indent=1, sort_keys=True)
 
@@ -165,7 +166,8 @@ class ClusterDashboardsArgs:
     addons: ClusterAddons
     inventory: Inventory
     rest_api_name: pulumi.Input[str]
-    stage_name: pulumi.Input[str]
+    # None with a stage per tier (the dashboard then shows every stage).
+    stage_name: Optional[pulumi.Input[str]]
     rest_api_id: pulumi.Input[str]
     # Model name -> its internal load balancer's ARN suffix.
     load_balancers: Mapping[str, pulumi.Input[str]]

@@ -68,6 +68,10 @@ GATEWAY_PAYLOAD_LIMIT = 10 * 1024 * 1024
 MAX_BURST = 5000
 INTEGRATION_PORT = 443
 SMOKE_CLIENT = "smoke"
+# The header the gateway sets to the caller's tier priority; the runtime side (a vLLM
+# middleware) moves it into the body's `priority` field. Integer, lower is served first.
+PRIORITY_HEADER = "X-DeepSeek-Priority"
+PRIORITY_STAGE_VARIABLE = "priority"
 
 # Access log record: metadata only. `$context.identity.apiKey` (the key itself) and any
 # `$input`/body variable must never appear here.
@@ -108,9 +112,13 @@ ACCESS_LOG_FIELDS = {
 }
 
 
-def access_log_format() -> str:
-    """One JSON object per request; every value quoted so "-" placeholders stay valid JSON."""
-    return json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
+def access_log_format(with_stage: bool = False) -> str:
+    """One JSON object per request; every value quoted so "-" placeholders stay valid JSON.
+
+    With a stage per tier the stages share one log group, so each record names its stage
+    (the caller's tier)."""
+    fields = {**ACCESS_LOG_FIELDS, "stage": "$context.stage"} if with_stage else ACCESS_LOG_FIELDS
+    return json.dumps(fields, separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------- plain data
@@ -130,6 +138,8 @@ class Backend:
     skip_tls_verification: bool = False
     # {max_context, max_input_tokens, max_output_tokens} of one request (stack output model_limits).
     request_limits: Optional[dict[str, int]] = None
+    # The model's runtime schedules by priority (inventory scheduling_policy: priority).
+    priority_scheduling: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,10 +205,86 @@ def routes_for(model_names: Sequence[str]) -> list[Route]:
 
 
 def request_metric_dimensions(rest_api_name: Any, stage_name: Any, model: str) -> list[dict]:
-    """Per route of `model`, the dimensions its AWS/ApiGateway Count carries (detailed
-    metrics are on for every method: _create_method_settings)."""
-    return [{"ApiName": rest_api_name, "Stage": stage_name, "Resource": route.resource_path,
-             "Method": route.http_method} for route in routes_for([model])]
+    """Per route of `model` (and per stage, when `stage_name` is a list of stages), the
+    dimensions its AWS/ApiGateway Count carries (detailed metrics are on for every method:
+    _create_method_settings). Method-level metrics always carry the Stage dimension, so a
+    model's requests across tier stages are the sum of one series per stage and route."""
+    stages = list(stage_name) if isinstance(stage_name, (list, tuple)) else [stage_name]
+    return [{"ApiName": rest_api_name, "Stage": stage, "Resource": route.resource_path,
+             "Method": route.http_method} for stage in stages for route in routes_for([model])]
+
+
+# ------------------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One API stage and who reaches it."""
+
+    # The tier whose stage this is; None for the one stage every tier shares.
+    tier: Optional[str]
+    stage_name: str
+    # The priority the stage sends in PRIORITY_HEADER (a stage variable); None: no variable.
+    priority: Optional[int]
+    # Source networks of this stage's own allow-list (on top of the stack-wide one).
+    allowed_source_cidrs: tuple[str, ...]
+    # This stage's share of every model's capacity (its method throttles).
+    capacity_share: float
+
+
+def stage_specs(settings: GatewaySettings) -> list[StageSpec]:
+    """The stages of the API: one shared by every tier, or one per tier named after it.
+
+    Per tier, a usage plan lists only its own stage, so a key works on its tier's stage and
+    gets 403 on any other: the stage proves the tier, and what a stage does (priority
+    header, source networks) is the tier's. Stage method throttles cap all keys together at
+    what the models serve; split across tier stages in proportion to the tiers' rates, the
+    stages together still never exceed it.
+    """
+    if not settings.stage_per_tier:
+        return [StageSpec(tier=None, stage_name=settings.stage_name, priority=None,
+                          allowed_source_cidrs=(), capacity_share=1.0)]
+    total = sum(t.rate_per_second for t in settings.tiers)
+    return [StageSpec(tier=t.name, stage_name=t.name, priority=t.priority,
+                      allowed_source_cidrs=tuple(sorted(str(c) for c in t.allowed_source_cidrs)),
+                      capacity_share=t.rate_per_second / total)
+            for t in settings.tiers]
+
+
+def primary_tier(settings: GatewaySettings) -> str:
+    """The tier whose endpoint the single-URL outputs name: the smoke client's, else the first."""
+    smoke = next((c for c in settings.clients if c.name == SMOKE_CLIENT), None)
+    return smoke.tier if smoke else settings.tiers[0].name
+
+
+def priority_header_source(settings: GatewaySettings, backends: Sequence["Backend"]) -> Optional[str]:
+    """What the integrations put in PRIORITY_HEADER, or None when nothing schedules by it.
+
+    With a stage per tier: the stage's `priority` variable, so each tier's requests carry
+    their own tier's priority. On one shared stage the gateway cannot tell tiers apart, so
+    it sends the one priority every tier shares (the inventory refuses tiers that differ
+    while a model schedules by priority), and only when a model does: a stack without
+    priority scheduling keeps its integrations as they were. The mapping is the gateway's,
+    set on the integration request from a stage variable or a literal (AWS "Parameter
+    mapping source reference for REST APIs": stageVariables.name, 'static value').
+    """
+    if settings.stage_per_tier:
+        return f"stageVariables.{PRIORITY_STAGE_VARIABLE}"
+    if any(b.priority_scheduling for b in backends):
+        return f"'{settings.tiers[0].priority}'"
+    return None
+
+
+def scaled_throttles(plan: "ThrottlePlan", share: float) -> "ThrottlePlan":
+    """A stage's part of the stage throttles: every limit times `share`, never below API
+    Gateway's smallest useful values (0.01 req/s, a burst of 1), since 0 would refuse all."""
+    def scale(limits: ThrottleLimits) -> ThrottleLimits:
+        if share >= 1:
+            return limits
+        return ThrottleLimits(rate=max(0.01, _floor2(limits.rate * share)),
+                              burst=max(1, int(limits.burst * share)))
+
+    return ThrottlePlan(stage=scale(plan.stage), per_model={m: scale(t) for m, t in plan.per_model.items()})
 
 
 def authorization_type(authorizer: Optional[AuthorizerSettings]) -> str:
@@ -237,14 +323,18 @@ def method_definition(route: Route, authorization: str, scopes: Optional[Sequenc
     return definition
 
 
-def integration_definition(route: Route, backend: Backend, settings: GatewaySettings) -> dict:
+def integration_definition(route: Route, backend: Backend, settings: GatewaySettings,
+                           priority_source: Optional[str] = None) -> dict:
     """The integration as data. No credential travels to the runtime: the client's own
     Authorization header is replaced by a placeholder so caller tokens never reach it, and
-    the gateway holds no static backend key (docs/BACKEND_AUTH.md)."""
+    the gateway holds no static backend key (docs/BACKEND_AUTH.md). `priority_source` is
+    what PRIORITY_HEADER carries (priority_header_source)."""
     parameters = {"integration.request.header.X-Request-Id": "context.requestId"}
     if route.is_proxy:
         parameters["integration.request.path.proxy"] = "method.request.path.proxy"
     parameters["integration.request.header.Authorization"] = "'none'"
+    if priority_source is not None:
+        parameters[f"integration.request.header.{PRIORITY_HEADER}"] = priority_source
     return {
         "type": "HTTP_PROXY",
         "integration_http_method": route.http_method,
@@ -270,41 +360,61 @@ def api_definition(settings: GatewaySettings, backends: Sequence[Backend],
     authorization = authorization_type(settings.authorizer)
     scopes = authorization_scopes(settings.authorizer)
     routes = routes_for([b.model_name for b in backends])
+    priority_source = priority_header_source(settings, backends)
     return {
         "authorizer": settings.authorizer.model_dump() if settings.authorizer else None,
         "routes": [
             {"resource_path": r.resource_path,
              "method": method_definition(r, authorization, scopes),
-             "integration": integration_definition(r, by_model[r.model], settings)}
+             "integration": integration_definition(r, by_model[r.model], settings, priority_source)}
             for r in routes
         ],
         "gateway_responses": [spec.definition() for spec in responses],
         # A resource policy takes effect only with a new deployment.
-        "resource_policy": source_ip_policy(settings.allowed_source_cidrs),
+        "resource_policy": gateway_resource_policy(settings),
     }
 
 
 # ------------------------------------------------------------------- derived settings
 
 
-def source_ip_policy(allowed_cidrs: Sequence[Any]) -> Optional[dict]:
-    """The REST API resource policy of an IP allow-list, or None without one.
+def source_ip_policy(allowed_cidrs: Sequence[Any],
+                     stage_cidrs: Optional[Mapping[str, Sequence[Any]]] = None) -> Optional[dict]:
+    """The REST API resource policy of the IP allow-lists, or None without any.
 
     API Gateway evaluates a resource policy before the API key and usage plan, so a caller
     outside the listed networks gets 403 whatever key it holds (AWS "Example: Deny API
     traffic based on source IP address or range"). `execute-api:/*` is every stage, method
-    and path of this API. The allow statement only lets the other checks run: the API key
-    stays required on every method. It is stack-wide: a resource policy cannot tell which
-    key or usage plan a request belongs to (docs/GATEWAY.md, IP allow-lists).
+    and path of this API; `execute-api:/<stage>/*/*` every method and path of one stage
+    (AWS "API Gateway resource policy examples": the short form `execute-api:/stage-name/
+    GET/pets` becomes `arn:aws:execute-api:<region>:<account>:<api-id>/stage-name/GET/pets`).
+    A resource policy cannot tell which key a request uses, but with a stage per tier the
+    stage is the tier: `stage_cidrs` ({stage: networks}) confine each tier's stage on top
+    of the stack-wide list. The allow statement only lets the other checks run: the API
+    key stays required on every method.
     """
-    if not allowed_cidrs:
+    stage_cidrs = {stage: cidrs for stage, cidrs in (stage_cidrs or {}).items() if cidrs}
+    if not allowed_cidrs and not stage_cidrs:
         return None
-    invoke = {"Principal": "*", "Action": "execute-api:Invoke", "Resource": "execute-api:/*"}
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "KeysAreCheckedNext", "Effect": "Allow", **invoke},
-        {"Sid": "OnlyFromAllowedNetworks", "Effect": "Deny", **invoke,
-         "Condition": {"NotIpAddress": {"aws:SourceIp": sorted(str(c) for c in allowed_cidrs)}}},
-    ]}
+    invoke = {"Principal": "*", "Action": "execute-api:Invoke"}
+    statements: list[dict] = [{"Sid": "KeysAreCheckedNext", "Effect": "Allow", **invoke,
+                               "Resource": "execute-api:/*"}]
+    if allowed_cidrs:
+        statements.append({"Sid": "OnlyFromAllowedNetworks", "Effect": "Deny", **invoke,
+                           "Resource": "execute-api:/*",
+                           "Condition": {"NotIpAddress": {"aws:SourceIp": sorted(str(c) for c in allowed_cidrs)}}})
+    for index, (stage, cidrs) in enumerate(stage_cidrs.items()):
+        # Sids are letters and digits only; the index keeps them unique.
+        statements.append({"Sid": f"Stage{index}OnlyFromItsTierNetworks", "Effect": "Deny", **invoke,
+                           "Resource": f"execute-api:/{stage}/*/*",
+                           "Condition": {"NotIpAddress": {"aws:SourceIp": sorted(str(c) for c in cidrs)}}})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def gateway_resource_policy(settings: GatewaySettings) -> Optional[dict]:
+    """The stack-wide allow-list and, with a stage per tier, each tier's own."""
+    return source_ip_policy(settings.allowed_source_cidrs,
+                            {spec.stage_name: spec.allowed_source_cidrs for spec in stage_specs(settings)})
 
 
 def derive_max_request_bytes(settings: GatewaySettings, models: Sequence[Model]) -> int:
@@ -486,7 +596,7 @@ class ApiGateway(pulumi.ComponentResource):
         )
         authorizer_id = self._create_authorizer(settings.authorizer, args)
         methods, integrations = self._create_routes(args, authorizer_id)
-        policy_document = source_ip_policy(settings.allowed_source_cidrs)
+        policy_document = gateway_resource_policy(settings)
         if policy_document is not None:
             methods.append(aws.apigateway.RestApiPolicy(
                 f"{name}-source-ip-policy", rest_api_id=self.rest_api.id,
@@ -520,34 +630,52 @@ class ApiGateway(pulumi.ComponentResource):
         self.access_log_group = aws.cloudwatch.LogGroup(
             f"{name}-access-logs", retention_in_days=args.log_retention_days,
             kms_key_id=args.logs_key_arn, opts=self._child)
-        self.stage = aws.apigateway.Stage(
-            f"{name}-stage",
-            rest_api=self.rest_api.id,
-            deployment=self.deployment.id,
-            stage_name=settings.stage_name,
-            xray_tracing_enabled=settings.xray_tracing,
-            access_log_settings={"destination_arn": self.access_log_group.arn,
-                                 "format": access_log_format()},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=account_settings),
-        )
-        # API Gateway writes execution logs to this fixed name; creating it first keeps
-        # them encrypted and expiring.
-        execution_logs = aws.cloudwatch.LogGroup(
-            f"{name}-execution-logs",
-            name=pulumi.Output.concat("API-Gateway-Execution-Logs_", self.rest_api.id, "/",
-                                      settings.stage_name),
-            retention_in_days=args.log_retention_days, kms_key_id=args.logs_key_arn,
-            opts=self._child)
-        self._create_method_settings(args, execution_logs)
+        self.stage_specs = stage_specs(settings)
+        # Stage name -> Stage. The single shared stage keeps its original logical name.
+        self.stages: dict[str, aws.apigateway.Stage] = {}
+        for spec in self.stage_specs:
+            self.stages[spec.stage_name] = aws.apigateway.Stage(
+                f"{name}-stage" if spec.tier is None else f"{name}-stage-{spec.tier}",
+                rest_api=self.rest_api.id,
+                deployment=self.deployment.id,
+                stage_name=spec.stage_name,
+                # The stage's own priority, mapped into PRIORITY_HEADER by every integration.
+                variables=({PRIORITY_STAGE_VARIABLE: str(spec.priority)} if spec.priority is not None else None),
+                xray_tracing_enabled=settings.xray_tracing,
+                access_log_settings={"destination_arn": self.access_log_group.arn,
+                                     "format": access_log_format(with_stage=settings.stage_per_tier)},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=account_settings),
+            )
+        primary = primary_tier(settings)
+        primary_spec = next(s for s in self.stage_specs if s.tier in (None, primary))
+        self.stage = self.stages[primary_spec.stage_name]
+        for spec in self.stage_specs:
+            suffix = "" if spec.tier is None else f"-{spec.tier}"
+            stage = self.stages[spec.stage_name]
+            # API Gateway writes execution logs to this fixed name (one per stage); creating
+            # it first keeps them encrypted and expiring.
+            execution_logs = aws.cloudwatch.LogGroup(
+                f"{name}-execution-logs{suffix}",
+                name=pulumi.Output.concat("API-Gateway-Execution-Logs_", self.rest_api.id, "/",
+                                          spec.stage_name),
+                retention_in_days=args.log_retention_days, kms_key_id=args.logs_key_arn,
+                opts=self._child)
+            self._create_method_settings(args, stage, execution_logs, suffix,
+                                         scaled_throttles(args.throttles, spec.capacity_share))
 
         self._create_metering(args)
-        self.api_endpoint = self._create_domain(settings)
+        self.stage_endpoints = self._create_domain(settings)
+        self.api_endpoint = self.stage_endpoints[primary_spec.stage_name]
         self.waf = GatewayWaf(
             f"{name}-waf",
             GatewayWafArgs(settings=settings.waf, max_request_bytes=args.max_request_bytes,
                            resource_arn=self.stage.arn, logs_key_arn=args.logs_key_arn,
                            log_retention_days=args.log_retention_days, region=args.region,
-                           account_id=args.account_id, partition=args.partition),
+                           account_id=args.account_id, partition=args.partition,
+                           stage_arns=({s.tier: self.stages[s.stage_name].arn for s in self.stage_specs}
+                                       if settings.stage_per_tier else None),
+                           refused_headers=((PRIORITY_HEADER.lower(),)
+                                            if priority_header_source(settings, args.backends) else ())),
             opts=self._child,
         )
 
@@ -555,8 +683,12 @@ class ApiGateway(pulumi.ComponentResource):
         self.stage_name = self.stage.stage_name
         self.stage_arn = self.stage.arn
         self.web_acl_arn = self.waf.web_acl_arn
-        self.model_endpoints = self.api_endpoint.apply(
-            lambda base: {model: f"{base.rstrip('/')}/{model}/v1" for model in self.served_models})
+        self.model_endpoints = self._model_urls(self.api_endpoint)
+        # Per tier, the base URL of each model on the tier's own stage (stage_per_tier only).
+        self.tier_endpoints: Optional[pulumi.Output[dict]] = None
+        if settings.stage_per_tier:
+            self.tier_endpoints = pulumi.Output.all(**{
+                spec.tier: self._model_urls(self.stage_endpoints[spec.stage_name]) for spec in self.stage_specs})
         self.register_outputs({
             "rest_api_id": self.rest_api_id,
             "stage_name": self.stage_name,
@@ -568,12 +700,31 @@ class ApiGateway(pulumi.ComponentResource):
             "tier_limits": self.tier_limits,
             "max_request_bytes": self.max_request_bytes,
             "web_acl_arn": self.web_acl_arn,
+            **({"tier_endpoints": self.tier_endpoints} if self.tier_endpoints is not None else {}),
         })
+
+    def _model_urls(self, base: pulumi.Input[str]) -> pulumi.Output[dict]:
+        return pulumi.Output.from_input(base).apply(
+            lambda url: {model: f"{url.rstrip('/')}/{model}/v1" for model in self.served_models})
+
+    @property
+    def metric_stage(self) -> Optional[pulumi.Output[str]]:
+        """The Stage dimension of stage-wide metrics, or None when tiers have stages of their
+        own: AWS/ApiGateway also publishes every metric per ApiName alone, which then sums
+        (or for latencies, pools) all stages ("Amazon API Gateway dimensions and metrics")."""
+        return None if self._args.settings.stage_per_tier else self.stage_name
+
+    @property
+    def stage_names(self) -> list[pulumi.Output[str]]:
+        """Every stage's name (the Stage dimension of method-level metrics)."""
+        return [stage.stage_name for stage in self.stages.values()]
 
     def stack_outputs(self) -> dict[str, Any]:
         """The stack outputs clients and tools/smoke rely on (names documented in docs/CLIENTS.md).
 
-        Key values only ever as one secret output (`pulumi stack output --show-secrets`)."""
+        Key values only ever as one secret output (`pulumi stack output --show-secrets`).
+        With a stage per tier, api_endpoint, model_endpoints and stage_name are the smoke
+        client's tier's (else the first tier's); tier_endpoints has every tier's."""
         outputs = {
             "api_endpoint": self.api_endpoint,
             "model_endpoints": self.model_endpoints,
@@ -587,8 +738,12 @@ class ApiGateway(pulumi.ComponentResource):
             "api_key_ids": self.api_key_ids,
             "api_key_values": self.api_key_values,
         }
+        if self.tier_endpoints is not None:
+            outputs["tier_endpoints"] = self.tier_endpoints
         if self.smoke_api_key_id is not None:
             outputs.update(smoke_api_key_id=self.smoke_api_key_id, smoke_tier_limits=self.smoke_tier_limits)
+            if self.tier_endpoints is not None:
+                outputs["smoke_tier"] = self.smoke_tier
         return outputs
 
     # ------------------------------------------------------------------ routes
@@ -659,6 +814,7 @@ class ApiGateway(pulumi.ComponentResource):
 
         methods: list[aws.apigateway.Method] = []
         integrations: list[aws.apigateway.Integration] = []
+        priority_source = priority_header_source(settings, args.backends)
         self.routes = routes_for(self.served_models)
         for route in self.routes:
             resource = resource_for(route.parts)
@@ -676,7 +832,7 @@ class ApiGateway(pulumi.ComponentResource):
                 opts=self._child,
             )
             backend = by_model[route.model]
-            spec = integration_definition(route, backend, settings)
+            spec = integration_definition(route, backend, settings, priority_source)
             parameters: dict[str, pulumi.Input[str]] = dict(spec["request_parameters"])
             integrations.append(aws.apigateway.Integration(
                 f"{name}-integration-{route.slug}",
@@ -736,9 +892,11 @@ class ApiGateway(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, depends_on=[attachment]),
         )]
 
-    def _create_method_settings(self, args: ApiGatewayArgs, execution_logs: aws.cloudwatch.LogGroup) -> None:
-        per_route = route_throttles(self.routes, args.throttles.per_model)
-        name = self._name
+    def _create_method_settings(self, args: ApiGatewayArgs, stage: aws.apigateway.Stage,
+                                execution_logs: aws.cloudwatch.LogGroup, suffix: str,
+                                throttles: ThrottlePlan) -> None:
+        per_route = route_throttles(self.routes, throttles.per_model)
+        name = f"{self._name}-method-settings{suffix}"
 
         def settings_for(limits: ThrottleLimits) -> dict:
             return {
@@ -752,11 +910,11 @@ class ApiGateway(pulumi.ComponentResource):
 
         opts = pulumi.ResourceOptions(parent=self, depends_on=[execution_logs])
         aws.apigateway.MethodSettings(
-            f"{name}-method-settings",
+            name,
             rest_api=self.rest_api.id,
-            stage_name=self.stage.stage_name,
+            stage_name=stage.stage_name,
             method_path="*/*",
-            settings=settings_for(args.throttles.stage),
+            settings=settings_for(throttles.stage),
             opts=opts,
         )
         # Each model's methods share what its replicas serve. The provider retries the
@@ -767,9 +925,9 @@ class ApiGateway(pulumi.ComponentResource):
             if limits is None:
                 continue
             aws.apigateway.MethodSettings(
-                f"{name}-method-settings-{route.slug}",
+                f"{name}-{route.slug}",
                 rest_api=self.rest_api.id,
-                stage_name=self.stage.stage_name,
+                stage_name=stage.stage_name,
                 method_path=route.method_path,
                 settings=settings_for(limits),
                 opts=opts,
@@ -797,8 +955,9 @@ class ApiGateway(pulumi.ComponentResource):
                 f"{name}-plan-{tier.name}",
                 description=f"tier {tier.name}: {tier.rate_per_second:g} req/s, burst {tier.burst}, "
                             f"{tier.quota.limit} per {tier.quota.period.lower()}",
-                # stage.stage_name (an output) orders the plan after the stage exists.
-                api_stages=[{"api_id": self.rest_api.id, "stage": self.stage.stage_name}],
+                # stage.stage_name (an output) orders the plan after the stage exists. With a
+                # stage per tier, only the tier's own: its keys get 403 on every other stage.
+                api_stages=[{"api_id": self.rest_api.id, "stage": self._stage_of(tier.name).stage_name}],
                 throttle_settings={"rate_limit": tier.rate_per_second, "burst_limit": tier.burst},
                 quota_settings={"limit": tier.quota.limit, "period": tier.quota.period},
                 opts=self._child,
@@ -831,12 +990,20 @@ class ApiGateway(pulumi.ComponentResource):
         smoke = next((c for c in settings.clients if c.name == SMOKE_CLIENT), None)
         self.smoke_api_key_id = self.api_key_ids[smoke.name] if smoke else None
         self.smoke_tier_limits = self.tier_limits[smoke.tier] if smoke else None
+        self.smoke_tier = smoke.tier if smoke else None
+
+    def _stage_of(self, tier: str) -> aws.apigateway.Stage:
+        spec = next(s for s in self.stage_specs if s.tier in (None, tier))
+        return self.stages[spec.stage_name]
 
     # ------------------------------------------------------------------ domain
 
-    def _create_domain(self, settings: GatewaySettings) -> pulumi.Output[str]:
+    def _create_domain(self, settings: GatewaySettings) -> dict[str, pulumi.Output[str]]:
+        """Each stage's base URL. Behind the custom domain the one shared stage is the
+        domain's root; with a stage per tier each tier's stage is mapped at the base path of
+        its name, so a tier's URL is https://<domain>/<tier> as on the default endpoint."""
         if settings.domain is None:
-            return self.stage.invoke_url
+            return {stage_name: stage.invoke_url for stage_name, stage in self.stages.items()}
         name = self._name
         domain = aws.apigateway.DomainName(
             f"{name}-domain",
@@ -846,13 +1013,29 @@ class ApiGateway(pulumi.ComponentResource):
             security_policy="TLS_1_2",
             opts=self._child,
         )
-        aws.apigateway.BasePathMapping(
-            f"{name}-base-path",
-            domain_name=domain.domain_name,
-            rest_api=self.rest_api.id,
-            stage_name=self.stage.stage_name,
-            opts=self._child,
-        )
+        endpoints: dict[str, pulumi.Output[str]] = {}
+        for spec in self.stage_specs:
+            stage = self.stages[spec.stage_name]
+            if spec.tier is None:
+                aws.apigateway.BasePathMapping(
+                    f"{name}-base-path",
+                    domain_name=domain.domain_name,
+                    rest_api=self.rest_api.id,
+                    stage_name=stage.stage_name,
+                    opts=self._child,
+                )
+                endpoints[spec.stage_name] = pulumi.Output.from_input(f"https://{settings.domain.name}")
+            else:
+                aws.apigateway.BasePathMapping(
+                    f"{name}-base-path-{spec.tier}",
+                    domain_name=domain.domain_name,
+                    rest_api=self.rest_api.id,
+                    stage_name=stage.stage_name,
+                    base_path=spec.stage_name,
+                    opts=self._child,
+                )
+                endpoints[spec.stage_name] = pulumi.Output.from_input(
+                    f"https://{settings.domain.name}/{spec.stage_name}")
         if settings.domain.hosted_zone_id:
             aws.route53.Record(
                 f"{name}-dns",
@@ -863,4 +1046,4 @@ class ApiGateway(pulumi.ComponentResource):
                           "evaluate_target_health": False}],
                 opts=self._child,
             )
-        return pulumi.Output.from_input(f"https://{settings.domain.name}")
+        return endpoints

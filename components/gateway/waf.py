@@ -25,6 +25,14 @@ Rules, in evaluation order:
    handle body inspections for HTTP requests?"; Classmethod "SizeRestrictions_BODY limit
    cannot be raised"): it would refuse ordinary prompts, so it only counts and rule 1 is
    the size limit. `gateway.waf.count_only_rules` turns further body rules to count.
+5. `gateway-set-headers` (only when the gateway sets such a header, e.g. the tier's
+   `X-DeepSeek-Priority`): a request that already carries one is refused with 400. The
+   integration maps the gateway's own value into the header; refusing the client's copy
+   at the edge means no client-sent value can ever sit beside it, however the integration
+   merges headers of the same name.
+
+The web ACL is associated with every stage of the API (one association per stage ARN; a
+web ACL may protect many resources, a resource has at most one web ACL).
 
 Custom responses take precedence over the protected resource's own responses (AWS WAF
 "Custom responses for Block actions"), so these blocks reach clients as 413/411/429 JSON
@@ -41,7 +49,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -63,6 +71,7 @@ NUMERIC_REGEX = "^[0-9]+$"
 SIZE_BODY_KEY = "request-too-large"
 LENGTH_BODY_KEY = "length-required"
 RATE_BODY_KEY = "ip-rate-limited"
+HEADER_BODY_KEY = "gateway-header-sent"
 # A WAF response is static: the request id exists only in API Gateway's response header.
 WAF_REQUEST_ID = "unavailable: quote the x-amzn-RequestId response header"
 
@@ -137,9 +146,29 @@ def size_statement(max_request_bytes: int) -> dict:
     return {"or_statement": {"statements": [declared, inspected]}}
 
 
-def web_acl_rules(settings: WafSettings, max_request_bytes: int) -> list[dict]:
+def refused_headers_rule(headers: Sequence[str], priority: int) -> dict:
+    """Block a request carrying any of `headers` (lowercase names; WAF matches header names
+    case-insensitively). A size constraint `size >= 0` matches whenever the header exists:
+    "if a web request doesn't have the request component that's specified in the rule
+    statement, AWS WAF evaluates the request as not matching" (AWS WAF "Request components
+    in AWS WAF"), so only a request that sends the header matches."""
+    present = [{"size_constraint_statement": {
+        "comparison_operator": "GE", "size": 0, "field_to_match": _header(header),
+        "text_transformations": _NONE}} for header in headers]
+    return {
+        "name": "gateway-set-headers",
+        "priority": priority,
+        "action": _block(400, HEADER_BODY_KEY),
+        "statement": present[0] if len(present) == 1 else {"or_statement": {"statements": present}},
+        "visibility_config": _visibility("gateway-set-headers"),
+    }
+
+
+def web_acl_rules(settings: WafSettings, max_request_bytes: int,
+                  refused_headers: Sequence[str] = ()) -> list[dict]:
     """The web ACL's rules as pulumi-aws v7 `WebAclRuleArgsDict`s (snake_case keys)."""
     count_only = list(ALWAYS_COUNT) + [r for r in settings.count_only_rules if r not in ALWAYS_COUNT]
+    extra = [refused_headers_rule(refused_headers, 5)] if refused_headers else []
     return [
         {
             "name": "rate-per-ip",
@@ -200,16 +229,21 @@ def web_acl_rules(settings: WafSettings, max_request_bytes: int) -> list[dict]:
             }},
             "visibility_config": _visibility("aws-common"),
         },
+        *extra,
     ]
 
 
-def custom_response_bodies(settings: WafSettings, max_request_bytes: int) -> list[dict]:
+def custom_response_bodies(settings: WafSettings, max_request_bytes: int,
+                           refused_headers: Sequence[str] = ()) -> list[dict]:
     """The JSON bodies the blocking rules answer with, in the OpenAI error shape."""
     def body(key: str, message: str, error_type: str, code: str) -> dict:
         return {"key": key, "content_type": "APPLICATION_JSON",
                 "content": error_body(message=message, error_type=error_type, code=code,
                                       request_id=WAF_REQUEST_ID)}
 
+    extra = [body(HEADER_BODY_KEY,
+                  f"Do not send the {', '.join(refused_headers)} header: the gateway sets it from your "
+                  "API key's tier.", "invalid_request_error", "GATEWAY_HEADER_SENT")] if refused_headers else []
     return [
         body(SIZE_BODY_KEY,
              f"The request body is larger than this API accepts ({max_request_bytes} bytes). "
@@ -222,6 +256,7 @@ def custom_response_bodies(settings: WafSettings, max_request_bytes: int) -> lis
              f"Too many requests from your network address (more than {settings.rate_limit_per_ip} "
              f"in {settings.window_seconds} s). Retry after the Retry-After seconds.",
              "rate_limit_error", "IP_RATE_LIMITED"),
+        *extra,
     ]
 
 
@@ -254,6 +289,10 @@ class GatewayWafArgs:
     region: str
     account_id: pulumi.Input[str]
     partition: str = "aws"
+    # With a stage per tier: {tier: stage ARN}, one association each (resource_arn unused).
+    stage_arns: Optional[Mapping[str, pulumi.Input[str]]] = None
+    # Headers only the gateway may set (lowercase): a request carrying one is refused.
+    refused_headers: Sequence[str] = ()
 
 
 class GatewayWaf(pulumi.ComponentResource):
@@ -266,7 +305,7 @@ class GatewayWaf(pulumi.ComponentResource):
     def __init__(self, name: str, args: GatewayWafArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("deepseek:waf:GatewayWaf", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        rules = web_acl_rules(args.settings, args.max_request_bytes)
+        rules = web_acl_rules(args.settings, args.max_request_bytes, args.refused_headers)
         self.rule_names = [rule["name"] for rule in rules]
 
         inspection = inspection_limit_for(args.max_request_bytes)
@@ -287,7 +326,8 @@ class GatewayWaf(pulumi.ComponentResource):
             description="deepseek-serving API: per-IP rate, body size, AWS common rules",
             default_action={"allow": {}},
             rules=rules,
-            custom_response_bodies=custom_response_bodies(args.settings, args.max_request_bytes),
+            custom_response_bodies=custom_response_bodies(args.settings, args.max_request_bytes,
+                                                          args.refused_headers),
             association_config=association_config,
             visibility_config=_visibility(self.metric_name),
             opts=child,
@@ -315,12 +355,18 @@ class GatewayWaf(pulumi.ComponentResource):
             redacted_fields=[{"single_header": {"name": header}} for header in REDACTED_HEADERS],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
         )
-        self.association = aws.wafv2.WebAclAssociation(
-            f"{name}-association",
-            resource_arn=args.resource_arn,
-            web_acl_arn=self.web_acl.arn,
-            opts=child,
-        )
+        if args.stage_arns is None:
+            self.association = aws.wafv2.WebAclAssociation(
+                f"{name}-association",
+                resource_arn=args.resource_arn,
+                web_acl_arn=self.web_acl.arn,
+                opts=child,
+            )
+        else:
+            self.associations = {
+                key: aws.wafv2.WebAclAssociation(
+                    f"{name}-association-{key}", resource_arn=arn, web_acl_arn=self.web_acl.arn, opts=child)
+                for key, arn in args.stage_arns.items()}
 
         self.web_acl_arn = self.web_acl.arn
         self.log_group_name = self.log_group.name
