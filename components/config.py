@@ -743,6 +743,7 @@ class Waf(_Strict):
 
 
 class Gateway(_Strict):
+    # The one stage every tier shares; with stage_per_tier each tier's stage is named after it.
     stage_name: Name = "v1"
     # Custom domain; when set, the execute-api endpoint is turned off.
     domain: Optional[Domain] = None
@@ -788,6 +789,14 @@ class Gateway(_Strict):
         if self.stage_per_tier and "stage_name" in self.model_fields_set:
             raise _at(("stage_name",), self.stage_name,
                       "with stage_per_tier each tier's stage is named after the tier; remove stage_name")
+        for index, tier in enumerate(self.tiers):
+            outside = [str(c) for c in tier.allowed_source_cidrs if self.allowed_source_cidrs
+                       and not any(c.subnet_of(wide) for wide in self.allowed_source_cidrs)]
+            if outside:
+                raise _at(("tiers", index, "allowed_source_cidrs"), ", ".join(outside),
+                          "lies outside gateway.allowed_source_cidrs, whose stack-wide deny applies to every "
+                          "stage, so these callers could never get through: list only networks inside "
+                          f"{', '.join(str(c) for c in self.allowed_source_cidrs)}, or widen the stack-wide list")
         if not self.stage_per_tier:
             for index, tier in enumerate(self.tiers):
                 if tier.allowed_source_cidrs:

@@ -67,7 +67,8 @@ def backends_for(inventory: Inventory, *, as_outputs: bool = True) -> list[Backe
     """Backends as __main__ builds them from the load balancers."""
     cert = inventory.load_balancer.certificate
     return [Backend(model_name=m.name, nlb_arn=LB_ARN.format(region=inventory.region, model=m.name),
-                    host=cert.internal_domain, skip_tls_verification=cert.mode == "private_ca")
+                    host=cert.internal_domain, skip_tls_verification=cert.mode == "private_ca",
+                    priority_scheduling=m.scheduling_policy == "priority")
             for m in inventory.models]
 
 
@@ -434,10 +435,11 @@ def test_xray_follows_the_inventory():
 def test_each_tier_is_a_usage_plan_on_the_stage_with_throttle_and_quota(stack):
     inventory, _, _ = inventory_for(stack)
     run = cached_run(stack)
-    stage = run.one(STAGE, "gateway-stage")
     plans = {p.name: p for p in run.by_type(USAGE_PLAN)}
     assert set(plans) == {f"gateway-plan-{t.name}" for t in inventory.gateway.tiers}
     for tier in inventory.gateway.tiers:
+        # One shared stage, or with stage_per_tier the tier's own (tests/test_tier_stages.py).
+        stage = run.one(STAGE, f"gateway-stage-{tier.name}" if inventory.gateway.stage_per_tier else "gateway-stage")
         plan = plans[f"gateway-plan-{tier.name}"]
         assert plan.inputs["throttleSettings"] == {"rateLimit": tier.rate_per_second, "burstLimit": tier.burst}
         assert plan.inputs["quotaSettings"] == {"limit": tier.quota.limit, "period": tier.quota.period}

@@ -466,7 +466,8 @@ def test_a_gated_hub_model_gets_its_token_from_a_secret_only_in_the_staging_step
     (token,) = [s for s in stack_runs.inputs(run, "kubernetes:core/v1:Secret")
                 if s["metadata"]["name"] == model_service.HF_TOKEN_SECRET]
     assert token["stringData"][mock_engine.SECRET_SIG_KEY] == mock_engine.SECRET_SIG
-    (deployment,) = stack_runs.inputs(run, "kubernetes:apps/v1:Deployment")
+    (deployment,) = [d for d in stack_runs.inputs(run, "kubernetes:apps/v1:Deployment")
+                     if d["metadata"]["namespace"] == inventory["models"][0]["name"]]
     stage = deployment["spec"]["template"]["spec"]["initContainers"][0]
     (entry,) = [e for e in stage["env"] if e["name"] == "HF_TOKEN"]
     assert entry["valueFrom"]["secretKeyRef"]["name"] == model_service.HF_TOKEN_SECRET

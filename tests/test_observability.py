@@ -308,7 +308,11 @@ def test_prometheus_rules_use_tgis_kv_budget_and_skip_what_ollama_cannot_report(
         model.update(runtime="ollama", quantization="q4_k_m", hf_repo="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
                      weights={"source": "s3", "s3_uri": "s3://acme-weights/qwen/", "manifest_sha256": "a" * 64})
 
-    (ollama,) = _rules("staging", to_ollama).values()
+    def to_one_ollama(raw):
+        raw["models"] = raw["models"][:1]
+        to_ollama(raw)
+
+    (ollama,) = _rules("staging", to_one_ollama).values()
     assert set(ollama) == {"DeepSeekGpuUtilizationHigh", "DeepSeekGpuMemoryHigh", "DeepSeekReplicasAtMax"}
     assert ollama["DeepSeekReplicasAtMax"]["expr"].startswith("count(count by (pod) (DCGM_FI_DEV_GPU_UTIL")
 
@@ -483,10 +487,12 @@ def test_every_log_group_is_encrypted_kept_for_the_environment_and_free_of_promp
                 assert group.inputs.get("retentionInDays") == wanted, group.name
 
             # The gateway logs metadata as JSON, one id per request, and hands it to the backend.
-            (stage,) = _by_type(registrations, "aws:apigateway/stage:Stage")
-            fields = json.loads(stage.inputs["accessLogSettings"]["format"])
-            assert {"requestId", "apiId", "status", "integrationLatency", "timeToFirstContent"} <= set(fields)
-            assert not [v for v in fields.values() if "$input" in v or "body" in v.lower()]
+            stages = _by_type(registrations, "aws:apigateway/stage:Stage")
+            assert len(stages) == (len(inventory.gateway.tiers) if inventory.gateway.stage_per_tier else 1)
+            for stage in stages:
+                fields = json.loads(stage.inputs["accessLogSettings"]["format"])
+                assert {"requestId", "apiId", "status", "integrationLatency", "timeToFirstContent"} <= set(fields)
+                assert not [v for v in fields.values() if "$input" in v or "body" in v.lower()]
             integrations = _by_type(registrations, "aws:apigateway/integration:Integration")
             assert integrations and all(i.inputs["requestParameters"]["integration.request.header.X-Request-Id"]
                                         == "context.requestId" for i in integrations)

@@ -68,7 +68,7 @@ def test_the_preview_exits_2_and_registers_nothing_for_a_pool_without_surge_room
     assert result.returncode == 2, result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
     assert f"{KEY}.eks.gpu_pools[0].max_size: 3 is not allowed" in result.stderr
-    assert "Set max_size >= 4" in result.stderr and "Nothing was registered" in result.stderr
+    assert "Set max_size >= 7" in result.stderr and "Nothing was registered" in result.stderr
 
 
 def test_the_program_refuses_before_registering_anything(monkeypatch):

@@ -179,11 +179,15 @@ def test_the_web_acl_is_associated_with_the_stage_with_size_and_rate_rules(stack
     assert acl.inputs["defaultAction"] == {"allow": {}}
     names = {rule["name"] for rule in acl.inputs["rules"]}
     assert {"rate-per-ip", "request-size", "aws-common"} <= names
-    association = run.one("aws:wafv2/webAclAssociation:WebAclAssociation", "gateway-waf-association")
-    stage = run.one(STAGE, "gateway-stage")
-    # Referencing stage.arn orders the association after the stage, which must exist first.
-    assert stage.urn in association.property_dependencies["resourceArn"]
-    assert acl.urn in association.property_dependencies["webAclArn"]
+    associations = {a.name: a for a in run.by_type("aws:wafv2/webAclAssociation:WebAclAssociation")}
+    stages = run.by_type(STAGE)
+    assert len(associations) == len(stages) >= 1
+    for stage in stages:
+        # One association per stage (a stage per tier: named after the tier). Referencing
+        # stage.arn orders the association after the stage, which must exist first.
+        association = associations[stage.name.replace("gateway-stage", "gateway-waf-association")]
+        assert stage.urn in association.property_dependencies["resourceArn"]
+        assert acl.urn in association.property_dependencies["webAclArn"]
 
 
 def test_the_recorded_rules_use_the_inventory_rate_and_the_gateway_size_limit():

@@ -159,7 +159,9 @@ def created_state(type_token: str, name: str, inputs: dict[str, Any], region: st
         state.setdefault("rootResourceId", _fake_id("root", name)[:10])
         state.setdefault("executionArn", f"arn:aws:execute-api:{region}:{ACCOUNT_ID}:{resource_id[-10:]}")
     if type_token == "aws:apigateway/stage:Stage":
-        state.setdefault("invokeUrl", f"https://{resource_id[-10:]}.execute-api.{region}.amazonaws.com/{inputs.get('stageName', 'v1')}")
+        # The host is the REST API's id: every stage of one API shares it.
+        api = inputs.get("restApi") if isinstance(inputs.get("restApi"), str) else resource_id[-10:]
+        state.setdefault("invokeUrl", f"https://{api}.execute-api.{region}.amazonaws.com/{inputs.get('stageName', 'v1')}")
     if type_token == "aws:eks/cluster:Cluster":
         state.setdefault("endpoint", f"https://{resource_id[-12:].upper()}.gr7.{region}.eks.amazonaws.com")
         state.setdefault("certificateAuthority", {"data": "LS0tLS1CRUdJTi1DRVJUSUZJQ0FURS0tLS0t"})

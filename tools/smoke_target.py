@@ -25,6 +25,10 @@ OUTPUT_API_KEY_SECRET_ARN = "smoke_api_key_secret_arn"
 # Optional: {served model: its OpenAI base URL} when the gateway routes each model under
 # its own path (one VPC link and NLB per model) instead of one shared <api_endpoint>/v1.
 OUTPUT_MODEL_BASE_URLS = "model_endpoints"
+# Optional, with a stage per tier: {tier: {model: base URL}} and the smoke key's tier. A key
+# works only on its tier's stage, so the smoke test calls that tier's URLs.
+OUTPUT_TIER_BASE_URLS = "tier_endpoints"
+OUTPUT_SMOKE_TIER = "smoke_tier"
 # {served model: {max_context, max_input_tokens, max_output_tokens}}: the worst-case request.
 OUTPUT_MODEL_LIMITS = "model_limits"
 LIMIT_FIELDS = ("max_context", "max_input_tokens", "max_output_tokens")
@@ -198,6 +202,17 @@ def target_from_outputs(outputs: dict, source: str) -> SmokeTarget:
         base_urls = {
             model: _base_url(url, f"{OUTPUT_MODEL_BASE_URLS}.{model}", source) for model, url in per_model.items()
         }
+
+    if outputs.get(OUTPUT_SMOKE_TIER) is not None:
+        tier = _output(outputs, OUTPUT_SMOKE_TIER, source)
+        per_tier = _output(outputs, OUTPUT_TIER_BASE_URLS, source)
+        urls = per_tier.get(tier) if isinstance(per_tier, dict) and isinstance(tier, str) else None
+        if not isinstance(urls, dict) or set(urls) != set(models):
+            raise CannotRun(
+                f"output '{OUTPUT_TIER_BASE_URLS}' in {source} has no base URL per served model for the "
+                f"smoke key's tier {tier!r} (output '{OUTPUT_SMOKE_TIER}'); expected {{tier: {{model: url}}}}")
+        base_urls = {model: _base_url(url, f"{OUTPUT_TIER_BASE_URLS}.{tier}.{model}", source)
+                     for model, url in urls.items()}
 
     model_limits: dict[str, dict[str, int]] = {}
     if outputs.get(OUTPUT_MODEL_LIMITS) is not None:

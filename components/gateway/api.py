@@ -37,6 +37,13 @@ Logging needs the per-region account setting `aws.apigateway.Account` with a Clo
 role: it is one per account and region, so exactly one stack there manages it (inventory
 `account_settings.manage`) and the others rely on it (`_create_logging_account`).
 
+Stages. One stage every tier shares (`gateway.stage_name`), or with `gateway.stage_per_tier`
+one per tier, named after it, each in its tier's usage plan only: a key is admitted only on
+the stages of its plans, so the stage proves the tier. Each tier stage carries its priority
+as a stage variable that every integration maps into `X-DeepSeek-Priority`, and the resource
+policy confines each tier stage to the tier's networks (docs/GATEWAY.md, "Stages"). One
+deployment serves every stage; access logs share one group and record `$context.stage`.
+
 Throttles. Usage plans (one per tier) meter each key; stage method throttling caps what
 all keys together send to a model, because per-key limits add up across keys. API Gateway
 applies a method setting to each method on its own, so a model's capacity
