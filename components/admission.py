@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.config import INVENTORY_KEY, PROJECT, Inventory, InventoryError, load_inventory, stack_file_for
-from components.gateway.api import ThrottleError, gateway_throttles
+from components.gateway.api import ThrottleError, gateway_throttles, routes_for, stage_specs
 from components.observability import ObservabilityError, check_alarm_thresholds
 from components.serving import catalog
 from components.serving.availability import offering_problem
@@ -89,6 +89,7 @@ def admit(stack: str) -> AdmittedInventory:
                         f"{stack_file_for(stack)}: invalid inventory\n  {PROJECT}:{INVENTORY_KEY}."
                         f"models[{index}].spot.instance_types: {error}") from None
         throttles = gateway_throttles(inventory, stack)
+        check_wake_alarms(inventory, stack)
         check_rollout_headroom(inventory, stack)
         check_alarm_thresholds(inventory, stack)
     except INVENTORY_PROBLEMS as error:
@@ -127,3 +128,27 @@ def check_catalog(inventory: Inventory, stack: str) -> None:
             problems.append(f"  {key}.{path}: {problem}")
     if problems:
         raise InventoryError(f"{stack_file_for(stack)}: invalid inventory\n" + "\n".join(problems))
+
+
+# "Alarms based on metric math expressions can reference a maximum of 10 metrics. This is a
+# hard limit" (CloudWatch "Limits that apply to alarms based on metric math expressions").
+MATH_ALARM_METRICS = 10
+
+
+def check_wake_alarms(inventory: Inventory, stack: str) -> None:
+    """An EC2 model that scales to zero wakes on one alarm over its routes' request counts on
+    every stage, plus the group's desired capacity (components/ec2/wake.py): with a stage
+    per tier that is routes x tiers + 1 metrics, which CloudWatch caps at 10 per alarm."""
+    if inventory.platform != "ec2":
+        return
+    stages = len(stage_specs(inventory.gateway))
+    for index, model in enumerate(inventory.models):
+        metrics = len(routes_for([model.name])) * stages + 1
+        if model.min_replicas == 0 and metrics > MATH_ALARM_METRICS:
+            most = (MATH_ALARM_METRICS - 1) // len(routes_for([model.name]))
+            raise InventoryError(
+                f"{stack_file_for(stack)}: invalid inventory\n  {PROJECT}:{INVENTORY_KEY}.models[{index}]."
+                f"min_replicas: 0 is not allowed: {model.name} would wake on an alarm over "
+                f"{len(routes_for([model.name]))} routes on each of {stages} tier stages plus its group, "
+                f"{metrics} metrics, and CloudWatch allows {MATH_ALARM_METRICS} per alarm: set min_replicas "
+                f"to 1 or more, or use at most {most} tiers with gateway.stage_per_tier")

@@ -115,6 +115,9 @@ def test_each_model_s_lines_get_its_runtime_s_parser():
         assert f"kube.*_{model.name}_*" in filters
     assert filters.count("Parser       vllm") == sum(m.runtime == "vllm" for m in inventory.models)
     staging = Inventory.model_validate(stack_runs.inventory_of("staging"))
-    # TGI logs JSON itself (--json-output): no parser, the kubernetes filter merges it.
-    assert "Name         parser" not in k8s_logging.fluent_bit_config(staging)["filters"]
+    # TGI logs JSON itself (--json-output): no parser, the kubernetes filter merges it; only
+    # staging's vLLM model gets one.
+    staging_filters = k8s_logging.fluent_bit_config(staging)["filters"]
+    assert any(m.runtime == "tgi" for m in staging.models)
+    assert staging_filters.count("Name         parser") == sum(m.runtime == "vllm" for m in staging.models)
     json.dumps(k8s_logging.fluent_bit_values(staging, "staging"))  # plain data, as Helm values must be

@@ -105,7 +105,9 @@ def test_manifests_never_carry_secret_values(run_id):
 
 def test_manifests_read_as_kubernetes_objects():
     run = stack_runs.preview_run("staging")
-    (deployment,) = [o for o in k8s_objects.objects(run.registrations) if o.kind == "Deployment"]
+    first_model = stack_runs.inventory_of("staging")["models"][0]["name"]
+    (deployment,) = [o for o in k8s_objects.objects(run.registrations)
+                     if o.kind == "Deployment" and o.manifest["metadata"].get("namespace") == first_model]
     assert list(deployment.manifest)[:3] == ["apiVersion", "kind", "metadata"]
     assert deployment.api_version == "apps/v1"
     # Protobuf carries numbers as doubles; manifests show integers again.

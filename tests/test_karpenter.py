@@ -138,8 +138,10 @@ def test_disruption_never_consolidates_a_serving_node(run):
         assert spec["disruption"]["budgets"] == [{"nodes": "1"}]
         # Expiry is forceful in Karpenter v1: it would drain a serving node on a timer.
         assert spec["template"]["spec"]["expireAfter"] == "Never"
-    (deployment,) = stack_runs.inputs(run, "kubernetes:apps/v1:Deployment")
-    assert deployment["spec"]["template"]["metadata"]["annotations"][DO_NOT_DISRUPT] == "true"
+    deployments = stack_runs.inputs(run, "kubernetes:apps/v1:Deployment")
+    assert deployments
+    for deployment in deployments:
+        assert deployment["spec"]["template"]["metadata"]["annotations"][DO_NOT_DISRUPT] == "true"
 
 
 def test_model_pods_on_managed_node_groups_carry_no_karpenter_annotation():

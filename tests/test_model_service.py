@@ -29,6 +29,8 @@ OLLAMA_WEIGHTS = {"source": "s3", "s3_uri": "s3://acme-llm-weights-staging/r1-ll
 
 
 def ollama_variant(inventory: dict) -> None:
+    """Staging with its first model served by Ollama, and only that model."""
+    inventory["models"] = inventory["models"][:1]
     model = inventory["models"][0]
     model.update(runtime="ollama", quantization="q4_k_m", weights=dict(OLLAMA_WEIGHTS))
 

@@ -125,9 +125,12 @@ def test_keda_may_take_a_staging_model_to_zero_and_wakes_it_on_gateway_requests(
         assert metadata["activationTargetMetricValue"] == "0"
         assert float(metadata["targetMetricValue"]) >= 1e6  # wakes to one; the queue scales beyond
         assert trigger["authenticationRef"] == {"name": model_service.GATEWAY_METRICS_AUTH}
-    (auth,) = [r.inputs for r in staging.by_type("kubernetes:keda.sh/v1alpha1:TriggerAuthentication")]
-    assert auth["spec"] == {"podIdentity": {"provider": "aws"}}
-    assert auth["metadata"]["namespace"] == model["name"]
+    # One per sleeping model, in its namespace.
+    auths = {r.inputs["metadata"]["namespace"]: r.inputs
+             for r in staging.by_type("kubernetes:keda.sh/v1alpha1:TriggerAuthentication")}
+    sleeping = {m["name"] for m in stack_runs.inventory_of("staging")["models"] if m.get("min_replicas") == 0}
+    assert set(auths) == sleeping and model["name"] in auths
+    assert all(auth["spec"] == {"podIdentity": {"provider": "aws"}} for auth in auths.values())
 
 
 def test_the_keda_operator_reads_cloudwatch_with_its_own_pod_identity(staging):

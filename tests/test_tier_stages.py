@@ -426,3 +426,29 @@ def test_the_ollama_grafana_dashboard_shows_every_stage_when_tiers_have_their_ow
                                   load_balancers={name: "net/lb-1/0123" for name in ollama})
     values = {v["name"]: v["query"] for v in json.loads(text)["templating"]["list"]}
     assert values["stage"] == "*"
+
+
+def test_an_ec2_model_that_sleeps_is_refused_when_its_wake_alarm_would_pass_cloudwatchs_metric_limit():
+    from components.admission import MATH_ALARM_METRICS, check_wake_alarms
+
+    def tiers(count):
+        def change(inv):
+            inv["gateway"]["stage_per_tier"] = True
+            inv["gateway"].pop("stage_name", None)
+            base = inv["gateway"]["tiers"][0]
+            inv["gateway"]["tiers"] = [{**base, "name": f"t{i}", "rate_per_second": base["rate_per_second"] / count}
+                                       for i in range(count)]
+            inv["gateway"]["clients"] = [{**c, "tier": "t0"} for c in inv["gateway"]["clients"]]
+        return change
+
+    sleeping = next(i for i, m in enumerate(stack_files.load("dev").config["deepseek-serving:inventory"]["models"])
+                    if m.get("min_replicas") == 0)
+    two, _, _ = inventory_for("dev", tiers(2))
+    check_wake_alarms(two, "dev")  # 4 routes x 2 stages + the group: 9 metrics
+    three, _, _ = inventory_for("dev", tiers(3))
+    with pytest.raises(InventoryError) as raised:
+        check_wake_alarms(three, "dev")
+    message = str(raised.value)
+    assert f"models[{sleeping}].min_replicas: 0" in message and "13 metrics" in message
+    assert f"allows {MATH_ALARM_METRICS} per alarm" in message and "at most 2 tiers" in message
+    assert message.count("stacks/Pulumi.dev.yaml") == 1

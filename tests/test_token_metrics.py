@@ -31,8 +31,12 @@ CLOUDWATCH = {(GATEWAY_NAMESPACE, "Latency"), (SERVING_NAMESPACE, TTFB_METRIC), 
               (NLB_NAMESPACE, "ActiveFlowCount_TLS"), (NLB_NAMESPACE, "NewFlowCount_TLS")}
 
 
-def _inventory(stack: str) -> Inventory:
-    return Inventory.model_validate(stack_runs.inventory_of(stack))
+def _inventory(stack: str, runtime: str = "") -> Inventory:
+    """A stack's inventory; with `runtime`, only its models of that runtime."""
+    raw = stack_runs.inventory_of(stack)
+    if runtime:
+        raw["models"] = [m for m in raw["models"] if m["runtime"] == runtime]
+    return Inventory.model_validate(raw)
 
 
 def allowed_names(runtime: str) -> set[str]:
@@ -113,7 +117,7 @@ def test_kv_cache_and_preemption_alerts_exist_for_vllm_and_kv_for_tgi():
             for r in g["rules"]}
     assert "vllm:num_preemptions_total" in prod["DeepSeekPreemptions"]["expr"]
     assert prod["DeepSeekPreemptions"]["annotations"]["runbook"].endswith("#preemptions")
-    staging = {r["alert"] for g in k8s_monitoring.prometheus_alert_rules(_inventory("staging"), "staging")["groups"]
+    staging = {r["alert"] for g in k8s_monitoring.prometheus_alert_rules(_inventory("staging", "tgi"), "staging")["groups"]
                for r in g["rules"]}
     assert "DeepSeekKvCacheHigh" in staging and "DeepSeekPreemptions" not in staging
 
@@ -121,8 +125,10 @@ def test_kv_cache_and_preemption_alerts_exist_for_vllm_and_kv_for_tgi():
 def test_recording_rule_file_has_a_group_per_runtime_in_the_inventory():
     groups = {g["name"] for g in k8s_monitoring.prometheus_recording_rules(_inventory("prod"))["groups"]}
     assert groups == {"deepseek-vllm-tokens", "deepseek-gpu"}
-    groups = {g["name"] for g in k8s_monitoring.prometheus_recording_rules(_inventory("staging"))["groups"]}
+    groups = {g["name"] for g in k8s_monitoring.prometheus_recording_rules(_inventory("staging", "tgi"))["groups"]}
     assert groups == {"deepseek-tgi-tokens", "deepseek-gpu"}
+    groups = {g["name"] for g in k8s_monitoring.prometheus_recording_rules(_inventory("staging"))["groups"]}
+    assert groups == {"deepseek-tgi-tokens", "deepseek-vllm-tokens", "deepseek-gpu"}
 
 
 # -------------------------------------------------------------- dashboards
@@ -232,7 +238,7 @@ def test_the_ebs_csi_driver_may_use_the_data_key_only_for_ec2_grants():
     assert all(s["Resource"] == "arn:aws:kms:us-east-1:123456789012:key/k" for s in policy["Statement"])
 
 
-@pytest.mark.parametrize("stack, runtimes", [("staging", {"tgi"}), ("prod", {"vllm"})])
+@pytest.mark.parametrize("stack, runtimes", [("staging", {"tgi", "vllm"}), ("prod", {"vllm"})])
 def test_grafana_is_private_and_provisions_the_stack_s_runtime_dashboards(stack, runtimes):
     run = stack_runs.preview_run(stack)
     values = _release(run, "grafana")["values"]
