@@ -195,3 +195,50 @@ def test_outside_dev_an_api_key_is_never_the_only_credential(stack):
     allow_listed = [p for p in run.by_type("aws:apigateway/restApiPolicy:RestApiPolicy")
                     if "aws:SourceIp" in str(p.inputs.get("policy"))]
     assert authorizers or allow_listed
+
+
+# --- trace collector egress (observability.tracing) ----------------------------------------
+
+@pytest.mark.parametrize("endpoint, peers", [
+    ("http://otel-collector.observability.svc:4317",
+     [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]),
+    ("http://adot.tracing.svc.cluster.local:4317",
+     [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tracing"}}}]),
+    ("http://10.40.7.12:4317", [{"ipBlock": {"cidr": "10.40.7.12/32"}}]),
+    ("https://collector.internal.example.com:4317",
+     [{"ipBlock": {"cidr": c}} for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]),
+])
+def test_the_collector_is_admitted_by_what_its_url_names_and_only_on_its_port(endpoint, peers):
+    from components.eks.network_policy import collector_egress_rule
+
+    rule = collector_egress_rule(endpoint)
+    assert rule == {"to": peers, "ports": [{"protocol": "TCP", "port": 4317}]}
+    # Never the node's metadata service or the Pod Identity agent.
+    assert not any("169.254" in peer.get("ipBlock", {}).get("cidr", "") for peer in rule["to"])
+
+
+def test_model_pods_reach_the_trace_collector_only_when_their_runtime_exports_traces():
+    stack_file = stack_files.load("eks-runtimes")
+    config = json.loads(json.dumps(stack_file.config))
+    inventory = config["deepseek-serving:inventory"]
+    inventory.setdefault("observability", {})["tracing"] = {
+        "otlp_endpoint": "http://otel-collector.observability.svc:4317"}
+    run = record_main(stack="eks-runtimes", config=config, secret_keys=stack_file.secret_keys,
+                      preview=False, region=stack_file.region)
+    runtimes = {m["name"]: m.get("runtime", "vllm") for m in inventory["models"]}
+    checked = 0
+    for namespace in _model_namespaces(run):
+        rules = _policies(run, namespace)["dns-credentials-and-weights-only"]["egress"]
+        collector = [r for r in rules if r["ports"] == [{"protocol": "TCP", "port": 4317}]]
+        if runtimes[namespace] == "ollama":
+            assert collector == []
+        else:
+            assert collector == [{"to": [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "observability"}}}], "ports": [{"protocol": "TCP", "port": 4317}]}]
+            checked += 1
+    assert checked == 2 and "ollama" in runtimes.values()  # vLLM and TGI export, Ollama cannot
+    # Without tracing, no model pod has a rule for it.
+    plain = settled_run("eks-runtimes")
+    for namespace in _model_namespaces(plain):
+        rules = _policies(plain, namespace)["dns-credentials-and-weights-only"]["egress"]
+        assert not [r for r in rules if r["ports"] == [{"protocol": "TCP", "port": 4317}]]

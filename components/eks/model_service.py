@@ -59,10 +59,12 @@ from components.serving.catalog import InstanceSpec, get_instance
 from components.config import Inventory, Model
 from components.serving.weights import VERIFY_WEIGHTS_SH, s3_download_command
 from components.eks.cluster import GPU_TOLERATION, GpuCluster
+from components.eks.network_policy import (DNS_PORTS, KUBE_DNS_LABELS, POD_IDENTITY_AGENT_CIDR,
+                                           POD_IDENTITY_AGENT_PORT, PRIVATE_RANGES, collector_egress_rule)
 from components.eks.addons import (MONITORING_NAMESPACE, PART_OF_LABEL, PART_OF_VALUE,
                                    ClusterAddons)
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
-from components.serving.runtimes import MODELFILE_PARAMETERS, RUNTIME_CONFIG_DIR, RuntimeLaunch
+from components.serving.runtimes import MODELFILE_PARAMETERS, RUNTIME_CONFIG_DIR, RuntimeLaunch, tracing_settings
 from components.serving.sandbox import IDENTITY_ENV, RUN_AS_UID
 from components.serving.storage import pod_scratch
 
@@ -116,15 +118,8 @@ NVME_STAGING_GIB_PER_SECOND = 0.5
 STAGING_FIXED_SECONDS = 300
 
 # Egress a model pod needs (everything else is denied by the namespace's default deny):
-# cluster DNS, and the EKS Pod Identity agent, which serves credentials on a link-local
-# address (EKS user guide, "EKS Pod Identity agent": 169.254.170.23 port 80).
-DNS_PORTS = ({"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53})
-KUBE_DNS_LABELS = {"k8s-app": "kube-dns"}
-POD_IDENTITY_AGENT_CIDR = "169.254.170.23/32"
-POD_IDENTITY_AGENT_PORT = 80
-# Addresses a hub download may reach: the internet (through the NAT), not the VPC, the
-# node's metadata service or other private ranges.
-PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
+# cluster DNS and the EKS Pod Identity agent (components/eks/network_policy.py); a hub
+# download reaches the internet through the NAT, never PRIVATE_RANGES.
 # The Prometheus server's pods (prometheus-community/prometheus chart, selectorLabels in
 # templates/_helpers.tpl): the metrics scraper is admitted by these, not by its namespace.
 PROMETHEUS_SERVER_LABELS = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/component": "server"}
@@ -712,8 +707,9 @@ def default_deny_spec() -> dict:
     return {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 
 
-def egress_spec(model: Model, s3_cidrs: Sequence[str]) -> dict:
-    """What a model pod may reach: DNS, the Pod Identity agent, and its weights' source.
+def egress_spec(model: Model, s3_cidrs: Sequence[str], otlp_endpoint: Optional[str] = None) -> dict:
+    """What a model pod may reach: DNS, the Pod Identity agent, its weights' source, and the
+    trace collector when the runtime exports traces (`otlp_endpoint`).
 
     NetworkPolicies match addresses, not names. S3 (`source: s3`) is reached through the
     VPC's gateway endpoint at S3's public addresses, which AWS publishes as the managed
@@ -736,12 +732,21 @@ def egress_spec(model: Model, s3_cidrs: Sequence[str]) -> dict:
     else:
         rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}],
                       "ports": https})
+    if otlp_endpoint:
+        rules.append(collector_egress_rule(otlp_endpoint))
     if model.pipeline_parallel > 1:
         # The pods of a multi-node replica reach each other (Ray, NCCL bootstrap) on ports
         # chosen at run time; EFA traffic itself bypasses the kernel network stack.
         rules.append({"to": [{"podSelector": {"matchLabels": selector_labels(model)}}]})
     return {"podSelector": {"matchLabels": selector_labels(model)}, "policyTypes": ["Egress"],
             "egress": rules}
+
+
+def traces_endpoint(inventory: Inventory, model: Model) -> Optional[str]:
+    """The OTLP collector this model's runtime exports to, if any (the runtime's own flags
+    come from the same setting: components/serving/runtimes.py tracing_settings)."""
+    args, env = tracing_settings(inventory, model)
+    return inventory.observability.tracing.otlp_endpoint if (args or env) else None
 
 
 def scaling_trigger(model: Model, launch: RuntimeLaunch, prometheus_url: str) -> dict:
@@ -970,7 +975,8 @@ class ModelService(pulumi.ComponentResource):
                 opts=pulumi.InvokeOutputOptions(parent=self)).cidr_blocks
         workload_deps.append(k8s.networking.v1.NetworkPolicy(
             f"{name}-egress", metadata=meta("dns-credentials-and-weights-only"),
-            spec=pulumi.Output.from_input(s3_cidrs).apply(lambda cidrs: egress_spec(model, cidrs)),
+            spec=pulumi.Output.from_input(s3_cidrs).apply(
+                lambda cidrs: egress_spec(model, cidrs, traces_endpoint(args.inventory, model))),
             opts=k8s_opts(namespace)))
         workload_deps.append(args.addons.load_balancer_controller)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Sequence
+from urllib.parse import urlsplit
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 SYSTEM_NAMESPACE = "kube-system"
@@ -101,3 +102,37 @@ def ingress_policy(selected: dict[str, str], peers: Sequence[dict], ports: Seque
 
 def egress_policy(selected: dict[str, str], rules: Sequence[dict]) -> dict:
     return {"podSelector": {"matchLabels": dict(selected)}, "policyTypes": ["Egress"], "egress": list(rules)}
+
+
+# Not link-local (IMDS, the Pod Identity agent): the ranges a collector in the VPC, or in a
+# network routed to it, can have.
+ROUTABLE_PRIVATE_RANGES = tuple(cidr for cidr in PRIVATE_RANGES if cidr != "169.254.0.0/16")
+
+
+def collector_egress_rule(otlp_endpoint: str) -> dict:
+    """Egress to the OTLP collector the runtimes export traces to (observability.tracing).
+
+    Policies match addresses and labels, not URLs, so the peer follows from the URL's host:
+    - a cluster Service name (`<service>.<namespace>.svc[.cluster.local]`): that namespace's
+      pods, the agent adding the ClusterIPs of its Services (module docstring);
+    - an IP address: that address;
+    - any other name (a collector on a VPC host or load balancer): the private ranges, never
+      link-local. A collector on the internet is reached through a relay in the VPC or the
+      cluster (an ADOT collector), so model pods keep no path to public addresses.
+    Only the collector's port is admitted."""
+    parts = urlsplit(otlp_endpoint)
+    host, port = parts.hostname or "", parts.port
+    if port is None:
+        raise ValueError(f"{otlp_endpoint}: the collector URL names no port")
+    labels = host.split(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        peers = [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}]
+    elif len(labels) >= 3 and (labels[2:] == ["svc"] or labels[2:] == ["svc", "cluster", "local"]):
+        peers = [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: labels[1]}}}]
+    else:
+        peers = [{"ipBlock": {"cidr": cidr}} for cidr in ROUTABLE_PRIVATE_RANGES]
+    return {"to": peers, "ports": [tcp(port)]}
