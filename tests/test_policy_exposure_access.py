@@ -159,3 +159,35 @@ def test_the_compliant_twins_pass(pack):
     expect_clean(verdict, INVOKE)
     expect_clean(verdict, NETWORK)
     expect_clean(verdict, "entry-point-classified")
+
+
+# --- a Deny confines only what it covers -----------------------------------------------------
+
+def _api_with(deny: dict, allow_resource="execute-api:/*"):
+    aws.apigateway.RestApi("api", policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "execute-api:Invoke", "Resource": allow_resource},
+        {"Effect": "Deny", "Principal": "*", **deny,
+         "Condition": {"NotIpAddress": {"aws:SourceIp": ["198.51.100.0/24"]}}}]}))
+
+
+@pytest.mark.parametrize("deny", [
+    pytest.param({"Action": "execute-api:Invoke", "Resource": "execute-api:/interactive/*/*"}, id="one-stage"),
+    pytest.param({"Action": "execute-api:Invoke",
+                  "Resource": ["execute-api:/interactive/*/*", "execute-api:/batch/*/*"]}, id="two-of-all-stages"),
+    pytest.param({"Action": "execute-api:ManageConnections", "Resource": "execute-api:/*"}, id="other-action"),
+    pytest.param({"Action": "execute-api:Invoke", "NotResource": "execute-api:/health/*"}, id="not-resource"),
+    pytest.param({"NotAction": "execute-api:InvalidateCache", "Resource": "*"}, id="not-action"),
+])
+def test_a_deny_that_does_not_cover_the_open_allow_leaves_it_open(pack, deny):
+    expect_violation(judge(pack, lambda: _api_with(deny), "dev"), INVOKE, REST_API, "api")
+
+
+@pytest.mark.parametrize("deny, allow_resource", [
+    pytest.param({"Action": "execute-api:Invoke", "Resource": "execute-api:/*"}, "execute-api:/*", id="same-resource"),
+    pytest.param({"Action": "execute-api:*", "Resource": "*"}, "execute-api:/*", id="deny-everything"),
+    pytest.param({"Action": "*", "Resource": "execute-api:/*"}, "execute-api:/prod/*/*", id="deny-wider"),
+    pytest.param({"Action": "execute-api:Invoke", "Resource": ["execute-api:/a/*", "execute-api:/b/*"]},
+                 ["execute-api:/a/*", "execute-api:/b/GET/x"], id="each-allowed-resource-covered"),
+])
+def test_a_deny_that_covers_the_open_allow_confines_it(pack, deny, allow_resource):
+    expect_clean(judge(pack, lambda: _api_with(deny, allow_resource), "dev"), INVOKE)

@@ -137,14 +137,33 @@ def action_matches(actions: Any, wanted: Iterable[str]) -> bool:
     return False
 
 
-def denies_outsiders(document: dict) -> bool:
+def denies_outsiders(document: dict, allow: Optional[dict] = None, wanted: Iterable[str] = ()) -> bool:
     """A Deny for everyone outside an organization, VPC or endpoint: the common pattern of an
-    open Allow paired with a Deny unless aws:SourceVpce/aws:PrincipalOrgID/... matches."""
+    open Allow paired with a Deny unless aws:SourceVpce/aws:PrincipalOrgID/... matches.
+
+    With `allow`, only a Deny that covers that Allow counts: every wanted action it grants
+    and every resource it names (a Deny on one API stage confines that stage, not the
+    API's other stages). A Deny written with NotAction or NotResource confines nothing here:
+    what it leaves out cannot be told apart from what the Allow opens."""
     for statement in statements(document):
         if str(statement.get("Effect", "")).lower() == "deny" and open_principal(statement.get("Principal")) \
-                and restricting_condition(_negated(statement.get("Condition"))):
+                and restricting_condition(_negated(statement.get("Condition"))) \
+                and (allow is None or _deny_covers(statement, allow, wanted)):
             return True
     return False
+
+
+def _deny_covers(deny: dict, allow: dict, wanted: Iterable[str]) -> bool:
+    if "NotAction" in deny or "NotResource" in deny:
+        return False
+    granted = [w for w in wanted if "NotAction" in allow or action_matches(allow.get("Action"), [w])]
+    if not all(action_matches(deny.get("Action"), [w]) for w in granted):
+        return False
+    # An Allow with NotResource, or with no Resource (resource-based policies imply the
+    # resource the policy is attached to), opens every resource.
+    opened = ["*"] if "NotResource" in allow else [str(r) for r in _values(allow.get("Resource", "*"))] or ["*"]
+    confined = [str(r) for r in _values(deny.get("Resource", "*"))] or ["*"]
+    return all(any(fnmatch.fnmatchcase(resource, pattern) for pattern in confined) for resource in opened)
 
 
 def _negated(condition: Any) -> dict:
@@ -170,9 +189,8 @@ def open_statements(document: dict, wanted_actions: Iterable[str]) -> list[tuple
         if "NotAction" in statement or action_matches(statement.get("Action"), wanted):
             if not restricting_condition(statement.get("Condition")):
                 found.append((index, statement))
-    if found and denies_outsiders(document):
-        return []
-    return found
+    return [(index, statement) for index, statement in found
+            if not denies_outsiders(document, statement, wanted)]
 
 
 def first_unknown(document: dict) -> Optional[str]:
