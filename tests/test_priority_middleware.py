@@ -467,3 +467,31 @@ def test_an_ec2_host_of_a_first_come_first_served_model_has_no_module():
                    for f in config["write_files"])
     argv = _docker_argv(config)
     assert "--middleware" not in argv and not any(w.startswith("PYTHONPATH=") for w in argv)
+
+
+# --- the two halves together ----------------------------------------------------------------
+
+def _mapped_value(source: str, stage: dict) -> str:
+    """An integration request parameter's source as API Gateway resolves it: a quoted static
+    value, or a stage variable of the stage the request arrived on."""
+    if source.startswith("'") and source.endswith("'"):
+        return source[1:-1]
+    assert source.startswith("stageVariables."), source
+    return stage["variables"][source.removeprefix("stageVariables.")]
+
+
+def test_each_tier_is_scheduled_at_the_priority_its_stage_sends_whatever_the_client_writes(shipped):
+    from components.gateway import api
+    assert api.PRIORITY_HEADER == HEADER
+    parameter = f"integration.request.header.{HEADER}"
+    run = stack_runs.preview_run("staging")  # a stage per tier, a vLLM model scheduling by priority
+    stages = [r.inputs for r in run.by_type("aws:apigateway/stage:Stage")]
+    sources = {r.inputs["requestParameters"][parameter] for r in run.by_type("aws:apigateway/integration:Integration")}
+    assert len(sources) == 1 and len(stages) >= 2
+    (source,) = sources
+    app = vllm_like_app(shipped)
+    sent = {_mapped_value(source, stage) for stage in stages}
+    assert len(sent) == len(stages)  # the tiers really differ
+    for value in sent:
+        seen = call(app, "POST", "/v1/chat/completions", body={**CHAT, "priority": -100}, priority=value)
+        assert seen.json()["priority"] == int(value)
