@@ -11,7 +11,7 @@ from components.gateway.api import ApiGateway, ApiGatewayArgs, derive_max_reques
 from components.keys import StackKeys, StackKeysArgs
 from components.network import Network, NetworkArgs
 from components.observability import Observability, ObservabilityArgs
-from components.platforms import build_platform
+from components.platforms import build_platform, endpoint_settings
 from components.session_manager import account_session_preferences
 
 require_engine()
@@ -32,7 +32,7 @@ keys = StackKeys("keys", StackKeysArgs(region=inventory.region, account_id=ident
                  opts=aws_opts)
 network = Network("net", NetworkArgs(
     settings=inventory.network, region=inventory.region, logs_key_arn=keys.logs_key_arn,
-    account_id=identity.account_id,
+    account_id=identity.account_id, **endpoint_settings(inventory),
     private_subnet_tags={"kubernetes.io/role/internal-elb": "1"} if inventory.platform == "eks" else {}),
     opts=aws_opts)
 

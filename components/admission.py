@@ -16,6 +16,7 @@ from components.observability import ObservabilityError, check_alarm_thresholds
 from components.serving import catalog
 from components.serving.availability import offering_problem
 from components.serving.catalog import CatalogError, spot_instance_types
+from components.serving.images import UPSTREAMS_BY_NAME, ImageSourceError, host_image
 from components.serving.rollout import RolloutHeadroomError, check_rollout_headroom
 from components.serving.runtimes import LaunchError, render_for_inventory
 from components.serving.sizing import SizingError
@@ -88,6 +89,7 @@ def admit(stack: str) -> AdmittedInventory:
                     raise InventoryError(
                         f"{stack_file_for(stack)}: invalid inventory\n  {PROJECT}:{INVENTORY_KEY}."
                         f"models[{index}].spot.instance_types: {error}") from None
+        check_image_sources(inventory, stack)
         throttles = gateway_throttles(inventory, stack)
         check_wake_alarms(inventory, stack)
         check_rollout_headroom(inventory, stack)
@@ -152,3 +154,36 @@ def check_wake_alarms(inventory: Inventory, stack: str) -> None:
                 f"{len(routes_for([model.name]))} routes on each of {stages} tier stages plus its group, "
                 f"{metrics} metrics, and CloudWatch allows {MATH_ALARM_METRICS} per alarm: set min_replicas "
                 f"to 1 or more, or use at most {most} tiers with gateway.stage_per_tier")
+
+
+def check_image_sources(inventory: Inventory, stack: str) -> None:
+    """EC2 hosts pull every image from ECR in the stack's region (they have no internet
+    egress): an image elsewhere must come through a pull-through cache rule, and an upstream
+    that requires sign-in needs its credential's ARN in image_cache.credentials."""
+    if inventory.platform != "ec2":
+        return
+    key = f"{PROJECT}:{INVENTORY_KEY}"
+    problems = []
+    signed_in: dict[str, list[str]] = {}
+    for index, model in enumerate(inventory.models):
+        image = render_for_inventory(inventory, model).image
+        path = f"models[{index}].image" if model.image else f"models[{index}].runtime"
+        try:
+            # The account only shapes the reference; any well-formed one checks the source.
+            pulled = host_image(image, account="000000000000", region=inventory.region, stack=stack)
+        except ImageSourceError as error:
+            problems.append(f"  {key}.{path}: {error}")
+            continue
+        upstream = pulled.upstream
+        if upstream and upstream.credential_required and upstream.name not in inventory.image_cache.credentials:
+            signed_in.setdefault(upstream.name, []).append(f"{model.name} ({image})")
+    for name, users in signed_in.items():
+        upstream = UPSTREAMS_BY_NAME[name]
+        problems.append(
+            f"  {key}.image_cache.credentials.{name}: is required but missing: {', '.join(users)} come "
+            f"from {upstream.url}, which ECR's pull-through cache signs in to; store a username and access "
+            f"token in Secrets Manager as ecr-pullthroughcache/{name} in {inventory.region} and give the "
+            f"secret's ARN here (docs/OPERATIONS.md, Runtime images on EC2)")
+    if problems:
+        raise InventoryError(f"{stack_file_for(stack)}: invalid inventory\n" + "\n".join(problems))
+

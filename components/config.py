@@ -201,6 +201,9 @@ class Weights(_Strict):
     source: Literal["s3", "hub"] = "s3"
     s3_uri: Optional[str] = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?/$")
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # Platform ec2, source hub: lets this model's hosts reach the internet on 443 through the
+    # NAT to download from the hub. Off, EC2 hosts reach AWS through VPC endpoints only.
+    internet_egress: bool = False
 
     @model_validator(mode="after")
     def _s3_needs_uri(self) -> "Weights":
@@ -208,6 +211,10 @@ class Weights(_Strict):
             raise PydanticCustomError(
                 "s3_uri", "weights.source s3 needs s3_uri (s3://bucket/prefix/, ending in /)"
             )
+        if self.internet_egress and self.source != "hub":
+            raise PydanticCustomError(
+                "internet_egress", "weights.internet_egress opens the internet for hub downloads only; "
+                "with source {source} the hosts need none: remove it", {"source": self.source})
         return self
 
     @property
@@ -885,6 +892,22 @@ class AccountSettings(_Strict):
     manage: bool = True
 
 
+# The upstream registries ECR's pull-through cache reaches only with credentials
+# (components/serving/images.py CREDENTIAL_UPSTREAMS).
+CacheUpstream = Literal["docker-hub", "github-container-registry", "gitlab-container-registry"]
+
+
+class ImageCache(_Strict):
+    """Platform ec2: the stack's ECR pull-through cache, through which hosts without internet egress pull public runtime images (docs/OPERATIONS.md, Runtime images on EC2)."""
+
+    # Per upstream, the Secrets Manager secret ({"username", "accessToken"}) the cache signs in
+    # with: its name starts with ecr-pullthroughcache/ and it lives in the stack's account and
+    # region (AWS, "Creating a pull through cache rule in Amazon ECR"). Only the ARN is here.
+    credentials: dict[CacheUpstream, Annotated[str, Field(
+        pattern=rf"^{_PARTITION}:secretsmanager:{_REGION}:{_ACCOUNT}:secret:ecr-pullthroughcache/"
+                r"[A-Za-z0-9/_+=.@-]+$")]] = {}
+
+
 class Inventory(_Strict):
     _stack: str = PrivateAttr(default="")
     environment: Literal["dev", "staging", "prod"]
@@ -897,6 +920,7 @@ class Inventory(_Strict):
     gateway: Gateway
     observability: Observability = Observability()
     account_settings: AccountSettings = AccountSettings()
+    image_cache: ImageCache = ImageCache()
     tags: dict[Annotated[str, Field(pattern=r"^[\w .:/=+@-]{1,128}$")],
                Annotated[str, Field(max_length=256)]] = {}
 
@@ -970,6 +994,12 @@ class Inventory(_Strict):
                 if model.instance_type is None:
                     raise _at(("models", index, "instance_type"), None,
                               "platform ec2 needs an instance_type per model (for example g6e.xlarge)")
+                if model.weights.source == "hub" and not model.weights.internet_egress:
+                    raise _at(("models", index, "weights", "source"), "hub",
+                              "EC2 hosts reach AWS through VPC endpoints only and have no route to "
+                              "the hub; stage the weights into S3 and use source s3 (docs/OPERATIONS.md, "
+                              "Staging weights into S3), or set weights.internet_egress: true to let "
+                              "this model's hosts reach the internet on 443 through the NAT")
                 try:
                     _check_reservation(model.capacity_reservation, model.instance_type)
                 except PydanticCustomError as error:
@@ -1007,6 +1037,9 @@ class Inventory(_Strict):
         if self.gateway.domain is not None:
             regional.append((("gateway", "domain", "certificate_arn"), self.gateway.domain.certificate_arn,
                              "a regional API's custom domain takes an ACM certificate from its own region"))
+        for upstream, arn in self.image_cache.credentials.items():
+            regional.append((("image_cache", "credentials", upstream), arn,
+                             "a pull-through cache reads credentials from its own region only"))
         for index, arn in enumerate(self.observability.alarms.sns_topic_arns):
             regional.append((("observability", "alarms", "sns_topic_arns", index), arn,
                              "CloudWatch alarms notify topics in their own region only"))
@@ -1159,6 +1192,9 @@ def _pattern_hint(path: tuple) -> str:
         "scopes": "give a Cognito custom scope, <resource server identifier>/<scope name>, such as "
                   "deepseek-api/invoke (no spaces, quotes or backslashes; no / in the scope name)",
     }
+    if path[:2] == ("image_cache", "credentials"):
+        return ("give the ARN of a Secrets Manager secret named ecr-pullthroughcache/<name>, such as "
+                "arn:aws:secretsmanager:<region>:<12-digit account>:secret:ecr-pullthroughcache/docker-hub-AbCdEf")
     if path[:2] == ("gateway", "domain") and leaf == "name":
         return "give a DNS name such as llm.api.example.com (lowercase, at least one dot)"
     service = _ARN_FIELDS.get(leaf)

@@ -25,6 +25,22 @@ from components.iam import service_trust_policy_json
 INTERFACE_ENDPOINT_SERVICES = (
     "ecr.api", "ecr.dkr", "sts", "ssm", "ssmmessages", "ec2messages", "kms", "logs", "secretsmanager",
 )
+# EC2 hosts have no internet egress, so every AWS API their scripts and agents call needs an
+# endpoint too: the health gate publishes CloudWatch metrics (monitoring), the spot watcher
+# puts its instance in Standby (autoscaling), and the CloudWatch agent reads the instance's
+# Auto Scaling group from its tags (ec2 DescribeTags, for the AutoScalingGroupName dimension).
+EC2_HOST_ENDPOINT_SERVICES = ("monitoring", "autoscaling", "ec2")
+
+# AWS-owned buckets EC2 hosts read through the S3 gateway endpoint, besides the weights:
+# - ECR image layers (AWS, "Amazon ECR interface VPC endpoints (AWS PrivateLink)", minimum
+#   S3 gateway endpoint policy: https://docs.aws.amazon.com/AmazonECR/latest/userguide/vpc-endpoints.html);
+# - Amazon Linux 2023 packages (the CloudWatch agent or mdadm when the AMI lacks them): the
+#   AL2023 repository definition's mirrorlist is
+#   https://al2023-repos-$awsregion-de612dc2.s3.dualstack.$awsregion.$awsdomain/...;
+# - SSM Agent updates (AWS Systems Manager, "SSM Agent communications with AWS managed S3
+#   buckets": https://docs.aws.amazon.com/systems-manager/latest/userguide/ssm-agent-minimum-s3-permissions.html).
+#   Patch Manager and Distributor buckets are left out: the hosts use neither.
+AWS_OWNED_BUCKETS = ("prod-{region}-starport-layer-bucket", "al2023-repos-{region}-de612dc2", "amazon-ssm-{region}")
 
 
 @dataclass
@@ -37,6 +53,12 @@ class NetworkArgs:
     partition: str = "aws"
     # Extra tags on private subnets, e.g. the EKS internal-ELB role tag.
     private_subnet_tags: dict[str, str] = field(default_factory=dict)
+    # Interface endpoints beyond INTERFACE_ENDPOINT_SERVICES (EC2_HOST_ENDPOINT_SERVICES on ec2).
+    extra_interface_services: tuple[str, ...] = ()
+    # Buckets whose objects the VPC may read through the S3 gateway endpoint (the models'
+    # weights). None: the endpoint's policy stays AWS's default (full access), as on EKS,
+    # where nodes pull third-party images whose blobs may sit in S3 buckets of the region.
+    s3_read_buckets: Optional[tuple[str, ...]] = None
 
 
 def subnet_plan(cidr: ipaddress.IPv4Network, az_count: int) -> tuple[list[str], list[str], list[str]]:
@@ -66,6 +88,8 @@ class Network(pulumi.ComponentResource):
     load_balancer_cidrs: list[str]
     availability_zones: list[pulumi.Output[str]]
     endpoint_security_group_id: pulumi.Output[str]
+    # com.amazonaws.<region>.s3: the addresses the S3 gateway endpoint routes (for egress rules).
+    s3_prefix_list_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("deepseek:network:Network", name, None, opts)
@@ -191,10 +215,18 @@ class Network(pulumi.ComponentResource):
         return subnets
 
     def _create_endpoints(self, region: str, private_route_tables) -> pulumi.Output[str]:
+        args = self._args
+        s3_policy = None if args.s3_read_buckets is None else json.dumps(
+            s3_endpoint_policy(region=region, account_id=args.account_id, weights_buckets=args.s3_read_buckets,
+                               partition=args.partition), sort_keys=True)
         aws.ec2.VpcEndpoint(
             f"{self._name}-s3", vpc_id=self.vpc.id, service_name=f"com.amazonaws.{region}.s3",
             vpc_endpoint_type="Gateway", route_table_ids=[t.id for t in private_route_tables],
-            opts=self._child)
+            policy=s3_policy, opts=self._child)
+        self.s3_prefix_list_id = aws.ec2.get_prefix_list_output(
+            name=f"com.amazonaws.{region}.s3", opts=pulumi.InvokeOutputOptions(parent=self)).id
+        interface_policy = None if args.account_id is None else json.dumps(
+            interface_endpoint_policy(args.account_id), sort_keys=True)
         endpoint_sg = aws.ec2.SecurityGroup(
             f"{self._name}-endpoints", vpc_id=self.vpc.id,
             description="Interface endpoints: HTTPS from inside the VPC only",
@@ -202,12 +234,12 @@ class Network(pulumi.ComponentResource):
                       "cidr_blocks": [self.vpc_cidr], "description": "HTTPS from the VPC"}],
             egress=[],
             opts=self._child)
-        for service in INTERFACE_ENDPOINT_SERVICES:
+        for service in (*INTERFACE_ENDPOINT_SERVICES, *args.extra_interface_services):
             aws.ec2.VpcEndpoint(
                 f"{self._name}-{service.replace('.', '-')}", vpc_id=self.vpc.id,
                 service_name=f"com.amazonaws.{region}.{service}", vpc_endpoint_type="Interface",
                 private_dns_enabled=True, subnet_ids=self.private_subnet_ids,
-                security_group_ids=[endpoint_sg.id], opts=self._child)
+                security_group_ids=[endpoint_sg.id], policy=interface_policy, opts=self._child)
         return endpoint_sg.id
 
     def _flow_logs_trust(self) -> pulumi.Input[str]:
@@ -239,6 +271,37 @@ class Network(pulumi.ComponentResource):
             f"{self._name}-flow-log", vpc_id=self.vpc.id, traffic_type="ALL",
             log_destination_type="cloud-watch-logs", log_destination=log_group.arn,
             iam_role_arn=role.arn, max_aggregation_interval=60, opts=self._child)
+
+
+def interface_endpoint_policy(account_id: str) -> dict:
+    """Any action, by principals of this account only: credentials taken from elsewhere (another
+    account's keys on a compromised host) cannot use the endpoint to reach their own account
+    (AWS PrivateLink Guide, "Control access to VPC endpoints using endpoint policies")."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "ThisAccountsPrincipalsOnly", "Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*",
+        "Condition": {"StringEquals": {"aws:PrincipalAccount": account_id}}}]}
+
+
+def s3_endpoint_policy(*, region: str, account_id: Optional[str], weights_buckets: tuple[str, ...],
+                       partition: str = "aws") -> dict:
+    """Reads of the weights buckets by this account, and of the AWS-owned buckets the hosts need
+    (AWS_OWNED_BUCKETS, read anonymously or with AWS's presigned URLs, so no account condition);
+    every other bucket, and every write, is refused at the endpoint."""
+    weights = sorted(set(weights_buckets))
+    statements = []
+    if weights:
+        statement = {
+            "Sid": "ReadModelWeights", "Effect": "Allow", "Principal": "*",
+            "Action": ["s3:GetObject", "s3:ListBucket"],
+            "Resource": [arn for bucket in weights
+                         for arn in (f"arn:{partition}:s3:::{bucket}", f"arn:{partition}:s3:::{bucket}/*")]}
+        if account_id is not None:
+            statement["Condition"] = {"StringEquals": {"aws:PrincipalAccount": account_id}}
+        statements.append(statement)
+    statements.append({
+        "Sid": "ReadAwsOwnedBuckets", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": [f"arn:{partition}:s3:::{bucket.format(region=region)}/*" for bucket in AWS_OWNED_BUCKETS]})
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def _zone(names: list[str], index: int, wanted: int) -> str:

@@ -13,7 +13,9 @@ from typing import Any, Optional, Union
 import pulumi
 
 from components.config import Inventory, Model
-from components.ec2.fleet import GpuFleet, GpuFleetArgs, ec2_load_balancer_args, health_check_grace_seconds
+from components.ec2.fleet import (GpuFleet, GpuFleetArgs, ec2_load_balancer_args, fleet_image,
+                                  health_check_grace_seconds)
+from components.ec2.image_cache import PullThroughCache, PullThroughCacheArgs
 from components.eks.addons import ClusterAddons, ClusterAddonsArgs
 from components.eks.api_tunnel import ApiTunnel, ApiTunnelArgs
 from components.eks.cluster import GpuCluster, GpuClusterArgs
@@ -28,7 +30,7 @@ from components.eks.monitoring import (ALERTMANAGER_TARGET, ClusterMonitoring, C
 from components.gateway.api import Backend, request_metric_dimensions
 from components.keys import StackKeys
 from components.load_balancer import LoadBalancer
-from components.network import Network
+from components.network import EC2_HOST_ENDPOINT_SERVICES, Network
 from components.observability import ModelTargets
 from components.serving.runtimes import RuntimeLaunch, render_for_inventory
 
@@ -143,6 +145,8 @@ class Platform:
                        "load_balancer_arn_suffix": self.load_balancers[name].arn_suffix,
                        "target_group_arn_suffix": self.load_balancers[name].target_group_arn_suffix,
                        "runtime_log_group": fleet.log_group_name,
+                       # What the hosts pull (warm the pull-through cache with its tag once).
+                       "image": fleet.image.reference,
                        "internal_domain": self.load_balancers[name].internal_domain}
                 for name, fleet in self.fleets.items()}}
         if self.cluster is None:
@@ -169,18 +173,34 @@ class Platform:
         }}
 
 
+def endpoint_settings(inventory: Inventory) -> dict[str, Any]:
+    """What the VPC endpoints carry for the platform (NetworkArgs). EC2 hosts have no internet
+    egress: every AWS API they call gets an endpoint, and the S3 endpoint reads only the
+    weights and AWS's own buckets. EKS keeps S3 open: its nodes pull third-party images
+    through the NAT, whose blobs may sit in S3 buckets of the region."""
+    if inventory.platform != "ec2":
+        return {}
+    return {"extra_interface_services": EC2_HOST_ENDPOINT_SERVICES,
+            "s3_read_buckets": tuple(sorted({m.weights.s3_bucket for m in inventory.models if m.weights.s3_bucket}))}
+
+
 def build_platform(inventory: Inventory, *, stack: str, network: Network, keys: StackKeys,
                    account_id: pulumi.Input[str], opts: pulumi.ResourceOptions,
                    phase: str = "all") -> Platform:
     if inventory.platform == "ec2":
-        return _build_ec2(inventory, network=network, keys=keys, account_id=account_id, opts=opts)
+        return _build_ec2(inventory, stack=stack, network=network, keys=keys, account_id=account_id, opts=opts)
     return _build_eks(inventory, stack=stack, network=network, keys=keys, account_id=account_id, opts=opts,
                       phase=phase)
 
 
-def _build_ec2(inventory: Inventory, *, network: Network, keys: StackKeys,
-               account_id: pulumi.Input[str], opts: pulumi.ResourceOptions) -> Platform:
+def _build_ec2(inventory: Inventory, *, stack: str, network: Network, keys: StackKeys,
+               account_id: str, opts: pulumi.ResourceOptions) -> Platform:
     platform = Platform()
+    # Public images reach the hosts through the stack's ECR pull-through cache.
+    cache = PullThroughCache("image-cache", PullThroughCacheArgs(
+        stack=stack, credentials=dict(inventory.image_cache.credentials),
+        images=[fleet_image(inventory, model, render_for_inventory(inventory, model), account=account_id, stack=stack)
+                for model in inventory.models]), opts=opts)
     for model in inventory.models:
         load_balancer = LoadBalancer(
             f"{model.name}-lb",
@@ -194,7 +214,9 @@ def _build_ec2(inventory: Inventory, *, network: Network, keys: StackKeys,
             GpuFleetArgs(inventory=inventory, model=model, vpc_id=network.vpc_id,
                          subnet_ids=network.private_subnet_ids, load_balancer=load_balancer,
                          account_id=account_id, data_key_arn=keys.data_key_arn,
-                         logs_key_arn=keys.logs_key_arn, data_key_grant=keys.autoscaling_grant),
+                         logs_key_arn=keys.logs_key_arn, data_key_grant=keys.autoscaling_grant,
+                         endpoint_security_group_id=network.endpoint_security_group_id,
+                         s3_prefix_list_id=network.s3_prefix_list_id, image_cache_rules=cache.rules),
             opts=opts)
     return platform
 

@@ -112,6 +112,8 @@ def test_a_gpu_the_region_does_not_offer_is_refused_offline(tmp_path):
         inv["region"] = "us-west-1"
         inv["models"][0]["instance_type"] = "p5e.48xlarge"
         inv["load_balancer"]["certificate"]["certificate_arn"] = CERT.replace("us-east-1", "us-west-1")
+        inv["image_cache"]["credentials"] = {upstream: arn.replace("us-east-1", "us-west-1")
+                                             for upstream, arn in inv["image_cache"]["credentials"].items()}
     message = refused(preview(tmp_path, "dev", change))
     assert f"{KEY}.models[0].instance_type" in message and "not offered in us-west-1" in message
 

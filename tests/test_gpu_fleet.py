@@ -1,7 +1,6 @@
 """The GPU fleet per model on the ec2 stack: launch template, auto scaling group, IAM, API key."""
 from __future__ import annotations
 
-import base64
 import functools
 import json
 
@@ -113,7 +112,7 @@ def test_the_ami_comes_from_the_nvidia_driver_gpu_ami_parameter(dev):
 def test_user_data_is_the_rendered_cloud_config_and_known_at_preview(dev, model):
     encoded = dev.one(LT, f"{model}-lt").inputs["userData"]
     assert isinstance(encoded, str) and encoded != mock_engine.UNKNOWN
-    text = base64.b64decode(encoded).decode()
+    text = host_provisioning.user_data_text(encoded)
     assert text.startswith("#cloud-config\n")
     config = yaml.safe_load(text)
     units = {f["path"] for f in config["write_files"]}
@@ -126,7 +125,7 @@ def test_no_runtime_is_given_a_backend_key_to_hold_or_to_fetch():
     run = applied()
     assert run.by_type(SECRET_VERSION) == [] and run.by_type(SECRET) == []
     for template in run.by_type(LT):
-        text = base64.b64decode(template.inputs["userData"]).decode()
+        text = host_provisioning.user_data_text(template.inputs["userData"])
         assert "backend-api-key" not in text and "VLLM_API_KEY=" not in text
 
 
@@ -272,7 +271,7 @@ def test_a_tgi_model_on_ec2_gets_a_fleet_of_its_own():
 
     run = run_with_inventory("dev", to_tgi)
     template = run.one(LT, "r1-qwen-7b-lt")
-    text = base64.b64decode(template.inputs["userData"]).decode()
+    text = host_provisioning.user_data_text(template.inputs["userData"])
     assert rebuilt in text and "--max-total-tokens" in text
     assert run.by_type(SECRET) == []
     group = run.one("aws:lb/targetGroup:TargetGroup", "r1-qwen-7b-lb-targets").inputs

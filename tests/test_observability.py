@@ -6,7 +6,6 @@ registers. Program runs are few on purpose: each one checks several things.
 """
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import re
@@ -460,7 +459,7 @@ def test_eks_alerts_come_from_the_autoscalers_prometheus_through_alertmanager_to
 
 
 def _user_data(registrations) -> str:
-    return "\n".join(base64.b64decode(r.inputs["userData"]).decode()
+    return "\n".join(host_provisioning.user_data_text(r.inputs["userData"])
                      for r in _by_type(registrations, "aws:ec2/launchTemplate:LaunchTemplate")
                      if r.inputs.get("userData"))
 

@@ -185,7 +185,7 @@ def test_only_spot_hosts_run_the_watcher_and_user_data_stays_within_16_kb(spot):
     assert ("/etc/systemd/system/deepseek-spot-watcher.service" in paths) == spot
     enabled = [c for c in config["runcmd"] if c[:3] == ["systemctl", "enable", "--now"]]
     assert any("deepseek-spot-watcher.service" in c for c in enabled) == spot
-    assert len(hp.render_user_data(plan).encode()) <= hp.USER_DATA_LIMIT
+    assert len(hp.user_data_payload(hp.render_user_data(plan), plan.model_name)) <= hp.USER_DATA_LIMIT
 
 
 # --- the fleet ---------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import pulumi_aws as aws
 
 from components.ec2 import host as host_provisioning
 from components.serving import runtimes, storage
+from components.serving.images import HostImage, host_image
 from components.serving.rollout import asg_max_size
 from components.config import Inventory, Model
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
@@ -70,11 +71,18 @@ class GpuFleetArgs:
     vpc_id: pulumi.Input[str]
     subnet_ids: Sequence[pulumi.Input[str]]
     load_balancer: LoadBalancer
-    account_id: pulumi.Input[str]
+    # Known at preview (get_caller_identity): the image reference in user data names it.
+    account_id: str
     data_key_arn: pulumi.Input[str]
     logs_key_arn: pulumi.Input[str]
+    # Where the hosts' HTTPS may go (no internet): the interface endpoints' security group
+    # and the S3 gateway endpoint's prefix list (components/network.py).
+    endpoint_security_group_id: pulumi.Input[str]
+    s3_prefix_list_id: pulumi.Input[str]
     # The stack's grant that lets Auto Scaling use the data key (components/keys.py).
     data_key_grant: Optional[pulumi.Resource] = None
+    # The pull-through cache rules the image comes through: they exist before a host pulls.
+    image_cache_rules: Sequence[pulumi.Resource] = ()
     partition: str = "aws"
 
 
@@ -142,6 +150,8 @@ class GpuFleet(pulumi.ComponentResource):
     security_group_id: pulumi.Output[str]
     log_group_name: str
     launch: runtimes.RuntimeLaunch
+    # What the hosts pull: the runtime image in ECR of the stack's region.
+    image: HostImage
     user_data: str
     health_check_grace_seconds: int
     metrics_namespace: str
@@ -157,6 +167,7 @@ class GpuFleet(pulumi.ComponentResource):
         # publishes the port on its private address only (host_provisioning).
         self.launch = runtimes.render_for_inventory(inventory, model, bind_host="0.0.0.0")
         self.health_check_grace_seconds = health_check_grace_seconds(self.launch)
+        self.image = fleet_image(inventory, model, self.launch, account=args.account_id, stack=stack)
 
         self.log_group_name = runtime_log_group_name(stack, model.name)
         aws.cloudwatch.LogGroup(
@@ -170,7 +181,7 @@ class GpuFleet(pulumi.ComponentResource):
             s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
             hf_token_secret_arn=_hf_token_secret_arn(model),
             log_group_name=self.log_group_name, metrics_namespace=METRICS_NAMESPACE,
-            spot=model.spot is not None, local_storage=model.local_storage)
+            spot=model.spot is not None, local_storage=model.local_storage, image=self.image.reference)
         self.user_data = host_provisioning.render_user_data(plan)
         self._agent_config = self._create_agent_config(plan, args)
 
@@ -247,7 +258,8 @@ class GpuFleet(pulumi.ComponentResource):
             f"{self._name}-serving", role=role.id,
             policy=pulumi.Output.from_input(args.account_id).apply(lambda account: json.dumps(
                 instance_policy(args.model, partition=args.partition,
-                                secret_arns=self._readable_secret_arns(args, account, hf_token)))),
+                                secret_arns=self._readable_secret_arns(args, account, hf_token),
+                                image=self.image))),
             opts=self._child)
         if hf_token:
             aws.iam.RolePolicy(
@@ -275,12 +287,26 @@ class GpuFleet(pulumi.ComponentResource):
                 referenced_security_group_id=lb.security_group_id, ip_protocol="tcp",
                 from_port=port, to_port=port,
                 description=f"{role} from the {args.model.name} load balancer", opts=self._child)
-        # HTTPS out: image registries and the hub through the NAT; S3 through its gateway
-        # endpoint; Secrets Manager, SSM, STS and Logs through interface endpoints.
+        # HTTPS out to AWS only, never the internet: the interface endpoints (ECR, SSM, Secrets
+        # Manager, Logs, CloudWatch, Auto Scaling, EC2, STS) by their security group, S3 (weights,
+        # image layers, OS packages) by its gateway endpoint's prefix list. DNS to the VPC
+        # resolver and NTP to 169.254.169.123 need no rule: security groups do not filter them
+        # (Amazon VPC User Guide, "Security groups": traffic to the Route 53 Resolver, the Time
+        # Sync Service and link-local addresses is not filtered).
         aws.vpc.SecurityGroupEgressRule(
-            f"{self._name}-https-out", security_group_id=group.id, ip_protocol="tcp",
-            from_port=443, to_port=443, cidr_ipv4="0.0.0.0/0",
-            description="HTTPS to AWS APIs and image registries", opts=self._child)
+            f"{self._name}-to-endpoints", security_group_id=group.id, ip_protocol="tcp",
+            from_port=443, to_port=443, referenced_security_group_id=args.endpoint_security_group_id,
+            description="HTTPS to the VPC's interface endpoints", opts=self._child)
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-to-s3", security_group_id=group.id, ip_protocol="tcp",
+            from_port=443, to_port=443, prefix_list_id=args.s3_prefix_list_id,
+            description="HTTPS to S3 through the gateway endpoint", opts=self._child)
+        if args.model.weights.internet_egress:
+            # The inventory's explicit opt-in (weights.internet_egress): hub downloads through the NAT.
+            aws.vpc.SecurityGroupEgressRule(
+                f"{self._name}-hub-over-internet", security_group_id=group.id, ip_protocol="tcp",
+                from_port=443, to_port=443, cidr_ipv4="0.0.0.0/0",
+                description="HTTPS to the model hub (weights.internet_egress)", opts=self._child)
         return group
 
     # --- compute ----------------------------------------------------------------------
@@ -399,7 +425,8 @@ class GpuFleet(pulumi.ComponentResource):
                   # Scopes the hosts' own drain permission to this group (see _allow_drain).
                   {"key": "stack", "value": pulumi.get_stack(), "propagate_at_launch": True}],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[
-                *([args.data_key_grant] if args.data_key_grant else []), *self._agent_config]))
+                *([args.data_key_grant] if args.data_key_grant else []), *self._agent_config,
+                *args.image_cache_rules]))
 
     def _allow_drain(self, role: aws.iam.Role, stack: str, model: Model) -> None:
         aws.iam.RolePolicy(f"{self._name}-drain", role=role.id,
@@ -475,9 +502,37 @@ def _hf_token_secret_arn(model: Model) -> Optional[str]:
     return model.hf_token.secrets_manager_arn
 
 
-def instance_policy(model: Model, *, partition: str, secret_arns: Sequence[str]) -> dict:
+def fleet_image(inventory: Inventory, model: Model, launch: runtimes.RuntimeLaunch, *, account: str,
+                stack: str) -> HostImage:
+    """What the model's hosts pull: its image in ECR of the stack's region (components/serving/images.py)."""
+    if not isinstance(account, str):
+        raise TypeError("GpuFleetArgs.account_id must be known at preview (aws.get_caller_identity): "
+                        "the image reference in user data names the account's registry")
+    return host_image(launch.image, account=account, region=inventory.region, stack=stack)
+
+
+def image_statements(image: HostImage, partition: str) -> list[dict]:
+    """Pull the model's one repository; through the cache, also import the upstream image into it
+    and create it on the first pull (AWS, "IAM permissions required to sync an upstream registry
+    with an Amazon ECR private registry"). GetAuthorizationToken has no resource-level permissions."""
+    repository = image.repository_arn(partition)
+    statements = [
+        {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        {"Sid": "PullRuntimeImage", "Effect": "Allow",
+         "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+         "Resource": repository},
+    ]
+    if image.upstream is not None:
+        statements.append({"Sid": "FillPullThroughCache", "Effect": "Allow",
+                           "Action": ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"],
+                           "Resource": repository})
+    return statements
+
+
+def instance_policy(model: Model, *, partition: str, secret_arns: Sequence[str],
+                    image: Optional[HostImage] = None) -> dict:
     """The hosts' own permissions beyond the managed SSM and CloudWatch agent policies."""
-    statements: list[dict] = []
+    statements: list[dict] = [] if image is None else image_statements(image, partition)
     weights = model.weights
     if weights.source == "s3":
         bucket, prefix = weights.s3_bucket, weights.s3_prefix or ""

@@ -128,6 +128,14 @@ class HostPlan:
     spot: bool = False
     # "ebs": the cache volume at CACHE_DEVICE; "instance_store": the NVMe disks as RAID0.
     local_storage: str = "ebs"
+    # What the host pulls and runs: the runtime image in ECR of the stack's region, directly or
+    # through its pull-through cache, tag and digest kept (components/serving/images.py).
+    # None: the launch's own reference.
+    image: Optional[str] = None
+
+    @property
+    def image_reference(self) -> str:
+        return self.image or self.launch.image
 
     @property
     def model_dir(self) -> str:
@@ -196,6 +204,23 @@ source /etc/deepseek/model.env
   Parameter.Value --output text | sed "s/@HOST@/$ip/" > /opt/aws/amazon-cloudwatch-agent/etc/deepseek-prometheus.yaml
 """
 
+# The runtime image from ECR over the VPC endpoints (hosts have no internet egress), by digest:
+# Docker checks what it receives against the digest, so only the pinned bytes ever run. The
+# login token (valid 12 hours) stays on tmpfs and is removed after the pull. A first pull by
+# digest can miss a cold pull-through cache (aws/containers-roadmap#2837): then the tag fills
+# it, and the pull by digest after it fails if the tag no longer names the pinned bytes.
+PULL_IMAGE = r"""#!/bin/bash
+set -euo pipefail
+. "${DEEPSEEK_ENV:-/etc/deepseek/model.env}"
+docker image inspect "$IMAGE" >/dev/null 2>&1 && exit
+export DOCKER_CONFIG=${STATE_DIR:-/run/deepseek}/docker
+install -d -m 0700 $DOCKER_CONFIG
+trap 'rm -rf $DOCKER_CONFIG' EXIT
+r=${IMAGE%%/*}
+[[ $r != *.dkr.ecr.*.amazonaws.com ]] || aws ecr get-login-password --region $AWS_REGION | docker login -u AWS --password-stdin $r
+docker pull $IMAGE || { docker pull ${IMAGE%@*} && docker pull $IMAGE; }
+"""
+
 FETCH_WEIGHTS = r"""#!/bin/bash
 # Weights into place only after every file matches the pinned manifest, owned by the
 # containers' UID (RUN_AS) and mounted read-only into the server.
@@ -216,6 +241,7 @@ if [[ $WEIGHTS_SOURCE == s3 ]]; then
       --secret-id "$HUB_TOKEN_SECRET_ARN" --query SecretString --output text)" > /run/deepseek/hf.env
     hub_auth=(--env-file /run/deepseek/hf.env)
   fi
+  /usr/local/sbin/deepseek-pull-image
   # HF_HOME (token, xet chunk cache) beside the download on disk, removed with it below.
   docker run --rm __SANDBOX__ -e HOME=__HOME__ -e HF_HOME=/out/.cache/hf-home -e HF_HUB_DISABLE_TELEMETRY=1 \
     "${hub_auth[@]}" -v "$staging:/out" --entrypoint python3 "$IMAGE" -c \
@@ -497,7 +523,7 @@ def model_env(plan: HostPlan) -> dict[str, str]:
         "AWS_REGION": plan.region,
         "MODEL_NAME": plan.model_name,
         "RUNTIME": launch.runtime,
-        "IMAGE": launch.image,
+        "IMAGE": plan.image_reference,
         "RUNTIME_PORT": str(launch.port),
         "GATE_PORT": str(HEALTH_GATE_PORT),
         "SERVED_MODEL": launch.served_model_name,
@@ -553,7 +579,7 @@ def docker_run_argv(plan: HostPlan) -> list[str]:
     env = {**launch.env, **IDENTITY_ENV, **cache_env(launch.runtime, CONTAINER_CACHE_DIR)}
     for name, value in env.items():
         argv += ["--env", f"{name}={value}"]
-    argv.append(launch.image)
+    argv.append(plan.image_reference)
     argv += launch.args
     return argv
 
@@ -605,7 +631,7 @@ def systemd_units(plan: HostPlan) -> dict[str, str]:
             + "".join(f"ExecStartPre=/usr/bin/install -d -o {RUN_AS_UID} -g {RUN_AS_GID} -m 0700 {host_dir}\n"
                       for host_dir in plan.writable_dirs) +
             f"ExecStartPre=-/usr/bin/docker rm -f {CONTAINER}\n"
-            "ExecStartPre=/usr/bin/docker pull ${IMAGE}\n"
+            "ExecStartPre=/usr/local/sbin/deepseek-pull-image\n"
             f"ExecStart={exec_line(docker_run_argv(plan))}\n"
             "ExecStartPost=/usr/local/sbin/deepseek-warmup\n"
             f"ExecStop=/bin/rm -f {READY_MARKER}\n"
@@ -740,6 +766,7 @@ def cloud_config(plan: HostPlan) -> dict:
         # Compressed (16 KB cap): scripts with no runtime flag or secret in them.
         _gzip_file("/usr/local/sbin/deepseek-prepare-host", PREPARE_HOST, "0755"),
         _gzip_file("/usr/local/sbin/deepseek-host-env", HOST_ENV, "0755"),
+        _gzip_file("/usr/local/sbin/deepseek-pull-image", PULL_IMAGE, "0755"),
         _gzip_file("/usr/local/sbin/deepseek-fetch-weights", FETCH_WEIGHTS, "0755"),
         _gzip_file("/usr/local/sbin/deepseek-warmup", warmup_script(launch.runtime), "0755"),
         # Compressed: the gate is the largest file and user data is capped at 16 KB; its
@@ -843,6 +870,12 @@ def user_data_payload(text: str, model_name: str) -> bytes:
             f"model {model_name}: user data is {len(packed)} bytes even compressed, over EC2's "
             f"{USER_DATA_LIMIT}; shorten the scripts in components/ec2/host.py")
     return packed
+
+
+def user_data_text(encoded: str) -> str:
+    """A launch template's `user_data` (base64 of user_data_payload) as cloud-init reads it."""
+    raw = base64.b64decode(encoded)
+    return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
 
 
 def render_user_data(plan: HostPlan) -> str:
