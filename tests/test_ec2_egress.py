@@ -38,7 +38,8 @@ LT = "aws:ec2/launchTemplate:LaunchTemplate"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 PARAMETER = "aws:ssm/parameter:Parameter"
-GHCR_TGI = "ghcr.io/huggingface/text-generation-inference:3.3.5@sha256:" + "ab" * 32
+# The team's non-root TGI build, published on GitHub.
+GHCR_TGI = "ghcr.io/acme/tgi-nonroot:3.3.5@sha256:" + "ab" * 32
 
 
 def _of(registrations, type_token):
@@ -127,7 +128,7 @@ def test_dev_pulls_docker_hub_images_through_one_rule_signed_in_with_the_invento
 
 
 def test_every_upstream_the_images_come_from_gets_its_own_rule():
-    # TGI from ghcr.io (signed in), vLLM from Docker Hub (signed in), Ollama rebuilt on quay.io (anonymous).
+    # TGI rebuilt on ghcr.io (signed in), vLLM from Docker Hub (signed in), Ollama rebuilt on quay.io (anonymous).
     quay_ollama = "quay.io/acme/ollama:0.12.6@sha256:" + "cd" * 32
     ghcr_secret = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:ecr-pullthroughcache/ghcr-Ab12Cd"
 
