@@ -24,6 +24,7 @@ from components.ec2 import host as hp
 from components.serving import images
 from components.serving.catalog import RUNTIME_IMAGES
 from tests.program_harness import check_program
+from tests.test_host_provisioning import plan_for
 from tests.stack_runs import inventory_of
 from tools import fake_cloud, mock_engine, stack_files
 
@@ -318,9 +319,16 @@ def test_a_present_image_is_not_pulled_again(tmp_path):
     assert result.returncode == 0 and not [c for c in calls if "pull" in c or "login" in c]
 
 
-def test_the_weights_fetch_pulls_the_image_the_same_way_before_a_hub_download():
-    script = hp.FETCH_WEIGHTS
-    assert script.index("/usr/local/sbin/deepseek-pull-image") < script.index("docker run")
+@pytest.mark.parametrize("source", ["hub", "s3"])
+def test_a_hub_download_pulls_the_runtime_image_from_ecr_first(source):
+    plan = plan_for("r1-qwen-7b", change=(lambda raw: _to_hub(raw, opt_in=True)) if source == "hub" else None)
+    assert plan.weights_source == source
+    weights_unit = hp.systemd_units(plan)["deepseek-weights.service"].splitlines()
+    pulls = "ExecStartPre=/usr/local/sbin/deepseek-pull-image" in weights_unit
+    assert pulls == (source == "hub")
+    if pulls:
+        assert weights_unit.index("ExecStartPre=/usr/local/sbin/deepseek-pull-image") < weights_unit.index(
+            "ExecStart=/usr/local/sbin/deepseek-fetch-weights")
 
 
 # ---- endpoints and their policies --------------------------------------------------------------

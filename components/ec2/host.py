@@ -241,7 +241,6 @@ if [[ $WEIGHTS_SOURCE == s3 ]]; then
       --secret-id "$HUB_TOKEN_SECRET_ARN" --query SecretString --output text)" > /run/deepseek/hf.env
     hub_auth=(--env-file /run/deepseek/hf.env)
   fi
-  /usr/local/sbin/deepseek-pull-image
   # HF_HOME (token, xet chunk cache) beside the download on disk, removed with it below.
   docker run --rm __SANDBOX__ -e HOME=__HOME__ -e HF_HOME=/out/.cache/hf-home -e HF_HUB_DISABLE_TELEMETRY=1 \
     "${hub_auth[@]}" -v "$staging:/out" --entrypoint python3 "$IMAGE" -c \
@@ -617,7 +616,9 @@ def systemd_units(plan: HostPlan) -> dict[str, str]:
             f"Wants=network-online.target\nAfter=network-online.target docker.service\n"
             f"RequiresMountsFor={CACHE_MOUNT}\n\n"
             "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
-            "ExecStart=/usr/local/sbin/deepseek-fetch-weights\n"
+            # A hub download runs in the runtime image: pulled from ECR first, like the server's.
+            + ("ExecStartPre=/usr/local/sbin/deepseek-pull-image\n" if plan.weights_source == "hub" else "")
+            + "ExecStart=/usr/local/sbin/deepseek-fetch-weights\n"
             "TimeoutStartSec=3600\nRestart=on-failure\nRestartSec=30\n"),
         "deepseek-runtime.service": (
             f"[Unit]\nDescription=DeepSeek model server {plan.model_name} ({launch.runtime})\n"
