@@ -334,6 +334,9 @@ def test_a_hub_download_pulls_the_runtime_image_from_ecr_first(source):
 # ---- endpoints and their policies --------------------------------------------------------------
 
 def _endpoints(registrations) -> dict[str, dict]:
+    found = [r.inputs["serviceName"].split(".", 3)[3] for r in _of(registrations, ENDPOINT)]
+    # Two endpoints of one service with private DNS would collide at deploy time.
+    assert len(found) == len(set(found)), sorted(found)
     return {r.inputs["serviceName"].split(".", 3)[3]: r.inputs for r in _of(registrations, ENDPOINT)}
 
 
@@ -411,6 +414,26 @@ def services_called(user_data: dict, agent_config: dict) -> set[str]:
     return needed
 
 
+# IAM's service prefix -> the endpoint a call under it takes from the host.
+IAM_ENDPOINTS = {**CLI_ENDPOINTS, "cloudwatch": "monitoring", "kms": "kms", "ssmmessages": "ssmmessages",
+                 "ec2messages": "ec2messages"}
+
+
+def services_allowed(policies: list[dict]) -> set[str]:
+    """Endpoints for every service the instance role's own policies let the host call. A
+    statement conditioned on kms:ViaService is used by that service, not from the host."""
+    needed = set()
+    for policy in policies:
+        for statement in _listed(policy["Statement"]):
+            if "kms:ViaService" in json.dumps(statement.get("Condition", {})):
+                continue
+            for action in _listed(statement["Action"]):
+                prefix = action.split(":", 1)[0]
+                assert prefix in IAM_ENDPOINTS, f"the hosts may call {prefix}: add its endpoint and list it here"
+                needed.add(IAM_ENDPOINTS[prefix])
+    return needed
+
+
 @pytest.mark.parametrize("stack", EC2_STACKS)
 def test_every_aws_service_the_hosts_call_has_an_endpoint(stack):
     def check(program, registrations):
@@ -423,6 +446,9 @@ def test_every_aws_service_the_hosts_call_has_an_endpoint(stack):
             attachments = {a.inputs["policyArn"] for a in _of(registrations, ATTACHMENT) if a.name.startswith(name)}
             if "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" in attachments:
                 needed |= {"ssm", "ssmmessages", "ec2messages"}  # Session Manager
+            own = [json.loads(p.inputs["policy"]) for p in _of(registrations, ROLE_POLICY) if p.name.startswith(f"{name}-")]
+            assert own, name
+            needed |= services_allowed(own)
             assert {"ssm", "ecr.api", "ecr.dkr", "s3", "monitoring"} <= needed  # the scan sees the calls
             assert needed <= endpoints, f"{name} calls {sorted(needed - endpoints)} with no endpoint"
 
