@@ -11,13 +11,13 @@ from components.gateway.api import ApiGateway, ApiGatewayArgs, derive_max_reques
 from components.keys import StackKeys, StackKeysArgs
 from components.network import Network, NetworkArgs
 from components.observability import Observability, ObservabilityArgs
-from components.platforms import build_platform, endpoint_settings
+from components.platforms import build_platform, check_platform, endpoint_settings
 from components.session_manager import account_session_preferences
 
 require_engine()
 stack = pulumi.get_stack()
 try:
-    admitted = admit(stack)
+    admitted = admit(stack, platform_check=check_platform)
 except InventoryRefused as error:
     raise pulumi.RunError(str(error)) from None  # printed without a traceback
 inventory = admitted.inventory

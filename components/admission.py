@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Optional
 
 from components.config import INVENTORY_KEY, PROJECT, Inventory, InventoryError, load_inventory, stack_file_for
 from components.gateway.api import ThrottleError, gateway_throttles, routes_for, stage_specs
@@ -71,7 +71,11 @@ class AdmittedInventory:
     gateway_throttles: Any
 
 
-def admit(stack: str) -> AdmittedInventory:
+def admit(stack: str, platform_check: Optional[Callable[[Inventory, str], None]] = None) -> AdmittedInventory:
+    """The inventory, refused (InventoryRefused) if anything would fail once resources register.
+
+    `platform_check` is the composition layer's (components/platforms.py check_platform): the
+    platforms sit above this module, so their own refusals are passed in, not imported."""
     try:
         inventory = load_inventory()
         phase = read_phase(stack, inventory)
@@ -94,6 +98,8 @@ def admit(stack: str) -> AdmittedInventory:
         check_wake_alarms(inventory, stack)
         check_rollout_headroom(inventory, stack)
         check_alarm_thresholds(inventory, stack)
+        if platform_check is not None:
+            platform_check(inventory, stack)
     except INVENTORY_PROBLEMS as error:
         raise InventoryRefused(str(error)) from None
     return AdmittedInventory(inventory=inventory, phase=phase, gateway_throttles=throttles)

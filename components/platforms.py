@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 import pulumi
 
 from components.config import Inventory, Model
-from components.ec2.fleet import (GpuFleet, GpuFleetArgs, ec2_load_balancer_args, fleet_image,
+from components.ec2.fleet import (GpuFleet, GpuFleetArgs, check_hosts, ec2_load_balancer_args, fleet_image,
                                   health_check_grace_seconds)
 from components.ec2.image_cache import PullThroughCache, PullThroughCacheArgs
 from components.eks.addons import ClusterAddons, ClusterAddonsArgs
@@ -182,6 +182,12 @@ def endpoint_settings(inventory: Inventory) -> dict[str, Any]:
         return {}
     return {"extra_interface_services": EC2_HOST_ENDPOINT_SERVICES,
             "s3_read_buckets": tuple(sorted({m.weights.s3_bucket for m in inventory.models if m.weights.s3_bucket}))}
+
+
+def check_platform(inventory: Inventory, stack: str) -> None:
+    """What only the platform can refuse, run by admission before anything registers."""
+    if inventory.platform == "ec2":
+        check_hosts(inventory, stack)
 
 
 def build_platform(inventory: Inventory, *, stack: str, network: Network, keys: StackKeys,

@@ -196,3 +196,32 @@ def test_a_base_revision_whose_own_preview_fails_is_reported_in_one_line(monkeyp
     message = diff.preview_failure(job, stderr)
     assert "Traceback" not in message and "File " not in message
     assert "No module named 'thing'" in message and "NO_POLICIES=1" in message and "BASE=<rev>" in message
+
+
+def test_what_an_ec2_host_cannot_be_provisioned_with_is_refused_before_anything_registers(tmp_path):
+    def hub_with_config_token(config):
+        model = config[KEY]["models"][0]
+        model["weights"] = {**model["weights"], "source": "hub", "internet_egress": True}
+        model["weights"].pop("s3_uri")
+        model["hf_token"] = {"config": "hfToken"}
+        config["deepseek-serving:hfToken"] = {"secure": "v1:AAAAAAAAAAAAAAAA"}
+    message = refused(preview(tmp_path, "dev", hub_with_config_token))
+    assert message.count("Pulumi.dev.yaml") == 1
+    assert "inventory.models[0] (r1-qwen-7b)" in message and "secrets_manager_arn" in message
+
+
+def test_host_user_data_is_rendered_at_admission_with_any_twelve_digit_account():
+    from components.config import parse_inventory
+    from components.ec2 import fleet
+    from tools import stack_files
+
+    stack_file = stack_files.load("dev")
+    inventory = parse_inventory(stack_file.config[KEY], stack="dev", secret_keys=stack_file.secret_keys)
+    fleet.check_hosts(inventory, "dev")  # the committed stack provisions
+    launch = fleet.runtimes.render_for_inventory(inventory, inventory.models[0], bind_host="0.0.0.0")
+    sizes = {len(fleet.host_provisioning.render_user_data(fleet.host_plan(
+        inventory, inventory.models[0], launch,
+        fleet.fleet_image(inventory, inventory.models[0], launch, account=account, stack="dev").reference,
+        stack="dev")))
+        for account in (fleet.ADMISSION_ACCOUNT, "123456789012", "999999999999")}
+    assert len(sizes) == 1

@@ -41,7 +41,7 @@ from components.ec2 import host as host_provisioning
 from components.serving import runtimes, storage
 from components.serving.images import HostImage, host_image
 from components.serving.rollout import asg_max_size
-from components.config import Inventory, Model
+from components.config import INVENTORY_KEY, PROJECT, Inventory, InventoryError, Model, stack_file_for
 from components.load_balancer import HealthCheck, LoadBalancer, LoadBalancerArgs
 from components.iam import service_trust_policy_json
 from components.session_manager import session_logging_policy_json
@@ -175,13 +175,7 @@ class GpuFleet(pulumi.ComponentResource):
             retention_in_days=inventory.observability.log_retention_days,
             kms_key_id=args.logs_key_arn, opts=self._child)
 
-        plan = host_provisioning.HostPlan(
-            stack=stack, region=inventory.region, model_name=model.name, launch=self.launch,
-            weights_source=model.weights.source, manifest_sha256=model.weights.manifest_sha256,
-            s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
-            hf_token_secret_arn=_hf_token_secret_arn(model),
-            log_group_name=self.log_group_name, metrics_namespace=METRICS_NAMESPACE,
-            spot=model.spot is not None, local_storage=model.local_storage, image=self.image.reference)
+        plan = host_plan(inventory, model, self.launch, self.image.reference, stack=stack)
         self.user_data = host_provisioning.render_user_data(plan)
         self._agent_config = self._create_agent_config(plan, args)
 
@@ -489,6 +483,40 @@ def _volume(device: pulumi.Input[str], size_gib: int, kms_key_arn: pulumi.Input[
     return {"device_name": device, "ebs": {
         "volume_type": "gp3", "volume_size": size_gib, "iops": iops, "throughput": throughput,
         "encrypted": "true", "kms_key_id": kms_key_arn, "delete_on_termination": "true"}}
+
+
+def host_plan(inventory: Inventory, model: Model, launch: runtimes.RuntimeLaunch, image_reference: str, *,
+              stack: str) -> host_provisioning.HostPlan:
+    """Everything a model's hosts are provisioned from, all known at preview."""
+    return host_provisioning.HostPlan(
+        stack=stack, region=inventory.region, model_name=model.name, launch=launch,
+        weights_source=model.weights.source, manifest_sha256=model.weights.manifest_sha256,
+        s3_uri=model.weights.s3_uri, hf_repo=model.hf_repo, revision=model.revision,
+        hf_token_secret_arn=_hf_token_secret_arn(model),
+        log_group_name=runtime_log_group_name(stack, model.name), metrics_namespace=METRICS_NAMESPACE,
+        spot=model.spot is not None, local_storage=model.local_storage, image=image_reference)
+
+
+# Admission renders user data before the account is known (get_caller_identity needs the
+# provider): every AWS account id has 12 digits, so the document's size and validity do
+# not depend on which one.
+ADMISSION_ACCOUNT = "000000000000"
+
+
+def check_hosts(inventory: Inventory, stack: str) -> None:
+    """Render every model's host user data before anything registers, so what cannot be
+    provisioned (a hub token the host cannot fetch, a quote in a runtime argument, user data
+    over EC2's 16 KB) is refused like a bad inventory value instead of failing mid-program."""
+    problems = []
+    for index, model in enumerate(inventory.models):
+        try:
+            launch = runtimes.render_for_inventory(inventory, model, bind_host="0.0.0.0")
+            image = fleet_image(inventory, model, launch, account=ADMISSION_ACCOUNT, stack=stack)
+            host_provisioning.render_user_data(host_plan(inventory, model, launch, image.reference, stack=stack))
+        except host_provisioning.HostProvisioningError as error:
+            problems.append(f"  {PROJECT}:{INVENTORY_KEY}.models[{index}] ({model.name}): {error}")
+    if problems:
+        raise InventoryError(f"{stack_file_for(stack)}: invalid inventory\n" + "\n".join(problems))
 
 
 def _hf_token_secret_arn(model: Model) -> Optional[str]:
