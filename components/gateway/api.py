@@ -67,6 +67,7 @@ from components.config import Inventory, Model, SecretRef, stack_file_for
 from components.gateway.responses import GatewayResponseSpec, render_gateway_responses
 from components.gateway.waf import GatewayWaf, GatewayWafArgs
 from components.iam import service_trust_policy_json
+from components.serving.priority_middleware import PRIORITY_HEADER
 
 # API Gateway's payload limit: nothing larger can arrive (REST API quotas, "Payload size":
 # https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html#api-gateway-execution-service-limits-table).
@@ -75,9 +76,8 @@ GATEWAY_PAYLOAD_LIMIT = 10 * 1024 * 1024
 MAX_BURST = 5000
 INTEGRATION_PORT = 443
 SMOKE_CLIENT = "smoke"
-# The header the gateway sets to the caller's tier priority; the runtime side (a vLLM
-# middleware) moves it into the body's `priority` field. Integer, lower is served first.
-PRIORITY_HEADER = "X-DeepSeek-Priority"
+# PRIORITY_HEADER: the header the gateway sets to the caller's tier priority, defined by
+# the vLLM middleware that moves it into the body's `priority` field (one name, two halves).
 PRIORITY_STAGE_VARIABLE = "priority"
 
 # Access log record: metadata only. `$context.identity.apiKey` (the key itself) and any
