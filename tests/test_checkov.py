@@ -54,15 +54,20 @@ def test_each_disagreement_is_a_recorded_decision_with_its_reason(scanned):
     assert skipped_deployments == {"/" + str(p.relative_to(root)) for p in deployments}
 
 
-def test_without_the_recorded_reason_checkov_reports_the_choice(scanned, tmp_path):
-    root, _, _ = scanned
+def _edited_copy(scanned, tmp_path: Path, stack: str, edit) -> tuple[Path, Path]:
+    """A copy of the scanned tree with one of `stack`'s Deployments changed by `edit`."""
     copy = tmp_path / "scan"
-    shutil.copytree(root, copy)
-    deployment = min(copy.glob("manifests/prod/*/deployment-*.yaml"))
+    shutil.copytree(scanned[0], copy)
+    deployment = min(copy.glob(f"manifests/{stack}/*/deployment-*.yaml"))
     header, manifest = _manifest(deployment)
-    annotations = manifest["metadata"]["annotations"]
-    del annotations["checkov.io/skip1"]
+    edit(manifest)
     deployment.write_text(header + "\n---\n" + yaml.safe_dump(manifest))
+    return copy, deployment
+
+
+def test_without_the_recorded_reason_checkov_reports_the_choice(scanned, tmp_path):
+    copy, deployment = _edited_copy(scanned, tmp_path, "prod",
+                                    lambda m: m["metadata"]["annotations"].pop("checkov.io/skip1"))
     dockerfile = copy / "images" / "tgi-nonroot" / "Dockerfile"
     # A skip written without its reason is reported as unexplained.
     dockerfile.write_text(dockerfile.read_text().replace(
@@ -77,13 +82,8 @@ def test_without_the_recorded_reason_checkov_reports_the_choice(scanned, tmp_pat
 
 
 def test_a_privileged_container_is_caught(scanned, tmp_path):
-    root, _, _ = scanned
-    copy = tmp_path / "scan"
-    shutil.copytree(root, copy)
-    deployment = min(copy.glob("manifests/staging/*/deployment-*.yaml"))
-    header, manifest = _manifest(deployment)
-    manifest["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = True
-    deployment.write_text(header + "\n---\n" + yaml.safe_dump(manifest))
+    copy, _ = _edited_copy(scanned, tmp_path, "staging", lambda m: m["spec"]["template"]["spec"]["containers"][0]
+                           ["securityContext"].update(privileged=True))
 
     result = checkov_scan.scan_directory(copy)
 
